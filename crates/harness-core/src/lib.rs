@@ -1,0 +1,20 @@
+//! Shared vocabulary of harness.
+//!
+//! Every other crate speaks in these types: validated [`ServiceName`]s, the
+//! [`ServiceState`] a service is in, [`Health`], [`ExitStatus`], [`Endpoint`]s,
+//! human [`durations`](crate::duration) and POSIX [`Signal`] names. This crate
+//! does no I/O and depends on no runtime.
+
+pub mod duration;
+pub mod endpoint;
+pub mod name;
+pub mod output;
+pub mod signal;
+pub mod state;
+
+pub use duration::{HumanDuration, parse_duration};
+pub use endpoint::Endpoint;
+pub use name::{NameError, ProjectName, ServiceName};
+pub use output::{OutputLine, OutputStream};
+pub use signal::Signal;
+pub use state::{ExitStatus, Health, ServiceKind, ServiceState};
