@@ -11,6 +11,7 @@ pub mod name;
 pub mod output;
 pub mod signal;
 pub mod state;
+pub mod status;
 
 pub use duration::{HumanDuration, parse_duration};
 pub use endpoint::Endpoint;
@@ -18,3 +19,4 @@ pub use name::{NameError, ProjectName, ServiceName};
 pub use output::{OutputLine, OutputStream};
 pub use signal::Signal;
 pub use state::{ExitStatus, Health, ServiceKind, ServiceState};
+pub use status::ServiceStatus;

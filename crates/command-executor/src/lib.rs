@@ -1,0 +1,1 @@
+//! Run one command anywhere and keep control of it: launch, attach, layers.

@@ -1,0 +1,3 @@
+//! The harness command-line interface.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! services.yaml: parse with exact locations, validate, interpolate, merge, schema, dependency graph.

@@ -1,0 +1,3 @@
+//! The harness daemon: keeps a project's services up between CLI calls and survives its own restart.
+
+fn main() {}

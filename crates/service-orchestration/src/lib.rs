@@ -1,0 +1,1 @@
+//! Bring a service graph up on real health and keep it up: ServiceManager, executors, lifecycle reducer.

@@ -1,0 +1,1 @@
+//! What runs where: service entries, network topology, address resolution, IP allocation, persistence.
