@@ -10,6 +10,7 @@ pub mod endpoint;
 pub mod name;
 pub mod output;
 pub mod signal;
+pub mod spawn;
 pub mod state;
 pub mod status;
 
@@ -18,5 +19,6 @@ pub use endpoint::Endpoint;
 pub use name::{NameError, ProjectName, ServiceName};
 pub use output::{OutputLine, OutputStream};
 pub use signal::Signal;
+pub use spawn::{BoxTask, SharedSpawner, Spawner, ThreadSpawner};
 pub use state::{ExitStatus, Health, ServiceKind, ServiceState};
 pub use status::ServiceStatus;
