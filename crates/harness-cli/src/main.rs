@@ -1,3 +1,62 @@
-//! The harness command-line interface.
+//! `harness`: the command-line interface of the harness service orchestrator.
+//!
+//! Offline verbs (`validate`, `config`, `graph`, `env`, `completions`) read `services.yaml`
+//! directly; the others talk to the `harnessd` daemon, which `up` starts on demand.
 
-fn main() {}
+mod cli;
+mod daemon;
+mod error;
+mod graph;
+mod progress;
+mod render;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, ColorChoice};
+use crate::error::{CliError, Exit};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                Exit::Usage.code()
+            } else {
+                0
+            });
+        }
+    };
+    match cli.global.color {
+        ColorChoice::Auto => {}
+        ColorChoice::Always => anstream::ColorChoice::Always.write_global(),
+        ColorChoice::Never => anstream::ColorChoice::Never.write_global(),
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::from(e.exit().code())
+        }
+    }
+}
+
+fn report(e: &CliError) {
+    use std::io::Write;
+    let mut err = anstream::stderr();
+    let style = anstyle::Style::new()
+        .bold()
+        .fg_color(Some(anstyle::AnsiColor::Red.into()));
+    let _ = match e {
+        // Diagnostics are rendered whole by harness-config.
+        CliError::Config(text) => writeln!(err, "{}", text.trim_end()),
+        other => writeln!(err, "{style}error:{style:#} {other}"),
+    };
+}
+
+fn run(_cli: Cli) -> Result<(), CliError> {
+    Err(CliError::Failed("not implemented yet".into()))
+}

@@ -1,0 +1,80 @@
+//! Errors of the CLI and the exit codes they map to.
+
+use std::path::PathBuf;
+
+/// The documented exit codes of `harness`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: success.
+    Ok = 0,
+    /// 1: the operation failed (a service failed, the daemon refused a request, ...).
+    Failure = 1,
+    /// 2: bad command-line usage (clap's own code).
+    Usage = 2,
+    /// 3: the configuration is missing or invalid.
+    Config = 3,
+    /// 4: the daemon is unreachable or could not be started.
+    Daemon = 4,
+    /// 5: services were not ready within the timeout.
+    Timeout = 5,
+    /// 130: interrupted by Ctrl-C.
+    Interrupted = 130,
+}
+
+impl Exit {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Everything that can make a command fail, with the exit code it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The configuration could not be loaded; the text is the rendered diagnostics.
+    #[error("{0}")]
+    Config(String),
+    /// A usage error found after parsing (e.g. an unknown service name).
+    #[error("{0}")]
+    Usage(String),
+    /// The daemon is not reachable.
+    #[error("daemon unreachable (state dir {state_dir}): {reason}")]
+    DaemonUnreachable {
+        /// The state directory used.
+        state_dir: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The daemon could not be started.
+    #[error("could not start the daemon: {0}")]
+    DaemonStart(String),
+    /// Services were not ready in time.
+    #[error("{0}")]
+    Timeout(String),
+    /// A request failed.
+    #[error("{0}")]
+    Failed(String),
+    /// Ctrl-C.
+    #[error("interrupted")]
+    Interrupted,
+    /// Writing output failed (e.g. a closed pipe).
+    #[error("writing output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl CliError {
+    /// The exit code for this error.
+    pub fn exit(&self) -> Exit {
+        match self {
+            CliError::Config(_) => Exit::Config,
+            CliError::Usage(_) => Exit::Usage,
+            CliError::DaemonUnreachable { .. } | CliError::DaemonStart(_) => Exit::Daemon,
+            CliError::Timeout(_) => Exit::Timeout,
+            CliError::Failed(_) | CliError::Io(_) => Exit::Failure,
+            CliError::Interrupted => Exit::Interrupted,
+        }
+    }
+}
+
+/// The result type of commands.
+pub type CliResult<T = ()> = Result<T, CliError>;
