@@ -1,0 +1,501 @@
+//! The messages that travel over the wire, one JSON document per WebSocket
+//! text message.
+//!
+//! A connection starts with the client's [`Hello`]; the daemon answers
+//! [`Welcome`] or, if it cannot speak the client's protocol version,
+//! [`ServerMessage::Rejected`] and closes. Then the client sends
+//! [`Request`]s, each with an id of its choosing that is unique on the
+//! connection; the daemon answers each with exactly one [`Response`]. A
+//! streaming method ([`Method::Logs`], [`Method::Events`], [`Method::Up`])
+//! first sends any number of [`ServerMessage::Item`]s for that id: its
+//! [`Response`] is the end marker of the stream. Requests are independent
+//! and answered in any order, so many run at once over one connection.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use harness_core::{Health, OutputStream, ProjectName, ServiceName, ServiceState, ServiceStatus};
+use serde::{Deserialize, Serialize};
+
+/// The version of this protocol. A daemon answers a [`Hello`] with another
+/// version with [`ErrorCode::VersionMismatch`].
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A request id, chosen by the client, unique among its requests in flight.
+pub type RequestId = u64;
+
+/// The first message of a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol version the client speaks.
+    pub protocol: u32,
+    /// Who the client is, for logs (e.g. `harness/0.1.0`).
+    pub client: String,
+}
+
+/// The daemon's answer to a [`Hello`] it accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The protocol version the daemon speaks (equal to the client's).
+    pub protocol: u32,
+    /// The daemon's own version (its crate version).
+    pub daemon_version: String,
+    /// The daemon's process id.
+    pub pid: u32,
+    /// Largest message, in bytes, the daemon accepts.
+    pub max_frame_bytes: usize,
+}
+
+/// Everything a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// The handshake; the first message and only the first.
+    Hello(Hello),
+    /// A request.
+    Request(Request),
+}
+
+/// Everything a daemon sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// The handshake was accepted.
+    Welcome(Welcome),
+    /// The handshake was refused; the daemon closes the connection.
+    Rejected {
+        /// Why.
+        error: ErrorBody,
+    },
+    /// One item of a streamed response.
+    Item {
+        /// The request it belongs to.
+        id: RequestId,
+        /// The item.
+        item: StreamItem,
+    },
+    /// The final answer to a request (for a stream: its end marker).
+    Response(Response),
+}
+
+/// A request: an id and a method with its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// The id; its [`Response`] and [`ServerMessage::Item`]s carry it back.
+    pub id: RequestId,
+    /// What to do.
+    #[serde(flatten)]
+    pub method: Method,
+}
+
+/// Which project a request is about.
+///
+/// With `files`, the daemon loads (or reloads) the project from those
+/// `services.yaml` files, interpolating with `env`; relative paths are
+/// resolved against `working_dir`. With only `name`, it uses the project
+/// it already has by that name. With neither, it uses its only project.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectRef {
+    /// The project name (`-p`), overriding the name in the files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<ProjectName>,
+    /// The configuration files, in merge order (`-f`, repeated).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<PathBuf>,
+    /// The directory relative paths are resolved against (the CLI's cwd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<PathBuf>,
+    /// The environment used for `${VAR}` interpolation (the CLI's environment).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+impl ProjectRef {
+    /// A reference to an already loaded project by name.
+    pub fn named(name: ProjectName) -> Self {
+        ProjectRef {
+            name: Some(name),
+            ..ProjectRef::default()
+        }
+    }
+}
+
+/// Parameters of [`Method::Up`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpParams {
+    /// The project to bring up.
+    pub project: ProjectRef,
+    /// The services to bring up (with their dependencies); empty means all.
+    #[serde(default)]
+    pub services: Vec<ServiceName>,
+    /// Answer only once the services are ready (or one failed).
+    #[serde(default)]
+    pub wait: bool,
+    /// With `wait`: give up after this many milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Parameters of methods that act on some services of a project.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicesParams {
+    /// The project.
+    #[serde(default)]
+    pub project: ProjectRef,
+    /// The services; empty means all.
+    #[serde(default)]
+    pub services: Vec<ServiceName>,
+}
+
+/// Parameters of [`Method::Logs`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsParams {
+    /// The project.
+    #[serde(default)]
+    pub project: ProjectRef,
+    /// The services; empty means all.
+    #[serde(default)]
+    pub services: Vec<ServiceName>,
+    /// Keep streaming new lines until cancelled.
+    #[serde(default)]
+    pub follow: bool,
+    /// Start with at most this many of the latest lines per service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<usize>,
+    /// Only lines written at or after this time (milliseconds since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
+}
+
+/// Parameters of [`Method::Env`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvParams {
+    /// The project.
+    #[serde(default)]
+    pub project: ProjectRef,
+    /// The service whose environment to show.
+    pub service: ServiceName,
+}
+
+/// Parameters of [`Method::Cancel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelParams {
+    /// The request to cancel.
+    pub id: RequestId,
+}
+
+/// What a request asks for. On the wire: `"method": "<name>"` and, for
+/// methods with parameters, `"params": {...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", content = "params", rename_all = "snake_case")]
+pub enum Method {
+    /// Load the project and bring services up. Streams [`StreamItem::Event`]s
+    /// while it works; answers [`ProjectStatus`].
+    Up(UpParams),
+    /// Stop every service of the project and forget it. Answers [`ProjectStatus`].
+    Down(ServicesParams),
+    /// Start services (and what they depend on). Answers [`ProjectStatus`].
+    Start(ServicesParams),
+    /// Stop services (and what depends on them). Answers [`ProjectStatus`].
+    Stop(ServicesParams),
+    /// Restart services. Answers [`ProjectStatus`].
+    Restart(ServicesParams),
+    /// The status of services. Answers `Vec<`[`ProjectStatus`]`>`: every
+    /// project when no project is named.
+    Status(ServicesParams),
+    /// Output lines. Streams [`StreamItem::Log`]s; with `follow`, until cancelled.
+    Logs(LogsParams),
+    /// State changes, until cancelled. Streams [`StreamItem::Event`]s.
+    Events(ServicesParams),
+    /// The environment a service is started with. Answers [`EnvResult`].
+    Env(EnvParams),
+    /// About the daemon. Answers [`DaemonInfo`].
+    DaemonStatus,
+    /// Stop the daemon, leaving services running. Answers `null`, then the daemon exits.
+    DaemonStop,
+    /// Cancel a request in flight (a stream ends with [`ErrorCode::Cancelled`]). Answers `null`.
+    Cancel(CancelParams),
+    /// Does nothing. Answers `null`.
+    Ping,
+}
+
+impl Method {
+    /// The wire names of every method.
+    pub const NAMES: &'static [&'static str] = &[
+        "up",
+        "down",
+        "start",
+        "stop",
+        "restart",
+        "status",
+        "logs",
+        "events",
+        "env",
+        "daemon_status",
+        "daemon_stop",
+        "cancel",
+        "ping",
+    ];
+
+    /// This method's wire name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Up(_) => "up",
+            Method::Down(_) => "down",
+            Method::Start(_) => "start",
+            Method::Stop(_) => "stop",
+            Method::Restart(_) => "restart",
+            Method::Status(_) => "status",
+            Method::Logs(_) => "logs",
+            Method::Events(_) => "events",
+            Method::Env(_) => "env",
+            Method::DaemonStatus => "daemon_status",
+            Method::DaemonStop => "daemon_stop",
+            Method::Cancel(_) => "cancel",
+            Method::Ping => "ping",
+        }
+    }
+}
+
+/// The final answer to a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// The request's id (0 when the request's id could not be read).
+    pub id: RequestId,
+    /// Its outcome.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// Success with a result, or an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The method's result (its type depends on the method).
+    Result(serde_json::Value),
+    /// Why the request failed.
+    Error(ErrorBody),
+}
+
+/// A typed error: a stable machine code and a human message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What kind of error.
+    pub code: ErrorCode,
+    /// One line naming what and where.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// An error with this code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+/// Error codes. Unknown codes from a newer daemon read as [`ErrorCode::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The message is not valid JSON or not a valid request.
+    BadRequest,
+    /// The method is not known to this daemon.
+    UnknownMethod,
+    /// The handshake asked for a protocol version the daemon does not speak.
+    VersionMismatch,
+    /// The message is larger than the frame limit.
+    FrameTooLarge,
+    /// A project or service does not exist.
+    NotFound,
+    /// The project's configuration does not load.
+    ConfigInvalid,
+    /// The request conflicts with what is going on (e.g. a duplicate id).
+    Conflict,
+    /// A service failed (e.g. `up --wait` and a service did not become ready).
+    ServiceFailed,
+    /// A deadline passed.
+    Timeout,
+    /// The request was cancelled.
+    Cancelled,
+    /// The daemon cannot do this now (e.g. it is shutting down).
+    Unavailable,
+    /// A bug or an unexpected failure in the daemon.
+    Internal,
+    /// A code this client does not know.
+    #[serde(other)]
+    Other,
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "other".to_owned());
+        f.write_str(&s)
+    }
+}
+
+/// One item of a streamed response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StreamItem {
+    /// A line of output.
+    Log(LogItem),
+    /// A state change.
+    Event(EventItem),
+}
+
+/// A line of a service's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogItem {
+    /// The project.
+    pub project: ProjectName,
+    /// The service.
+    pub service: ServiceName,
+    /// stdout or stderr.
+    pub stream: OutputStream,
+    /// When the line was written, in milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+    /// The line, without its terminator (invalid UTF-8 replaced).
+    pub line: String,
+}
+
+/// A change of a service's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventItem {
+    /// The project.
+    pub project: ProjectName,
+    /// The service.
+    pub service: ServiceName,
+    /// When, in milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+    /// The new state (flattened: `state` plus its fields).
+    #[serde(flatten)]
+    pub state: ServiceState,
+    /// The health verdict at that time.
+    pub health: Health,
+    /// The process id, if one is running.
+    #[serde(default)]
+    pub pid: Option<u32>,
+}
+
+/// The services of one project, as [`Method::Status`] and the lifecycle
+/// methods answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectStatus {
+    /// The project.
+    pub project: ProjectName,
+    /// Its services, in the order of the configuration.
+    pub services: Vec<ServiceStatus>,
+}
+
+/// The answer to [`Method::Env`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvResult {
+    /// The service.
+    pub service: ServiceName,
+    /// Its environment, interpolated.
+    pub env: BTreeMap<String, String>,
+}
+
+/// The answer to [`Method::DaemonStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    /// The daemon's version.
+    pub version: String,
+    /// The protocol version.
+    pub protocol: u32,
+    /// Its process id.
+    pub pid: u32,
+    /// The address it listens on.
+    pub address: String,
+    /// Its state directory.
+    pub state_dir: PathBuf,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    /// The projects it manages.
+    pub projects: Vec<ProjectName>,
+    /// Open client connections.
+    pub connections: u64,
+    /// The metrics listener address, if enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn request_wire_form() {
+        let r = Request {
+            id: 7,
+            method: Method::Status(ServicesParams::default()),
+        };
+        let j = serde_json::to_value(ClientMessage::Request(r.clone())).unwrap();
+        assert_eq!(j["type"], "request");
+        assert_eq!(j["id"], 7);
+        assert_eq!(j["method"], "status");
+        let back: ClientMessage = serde_json::from_value(j).unwrap();
+        assert_eq!(back, ClientMessage::Request(r));
+
+        let ping = serde_json::to_value(Request {
+            id: 1,
+            method: Method::Ping,
+        })
+        .unwrap();
+        assert_eq!(ping, json!({"id": 1, "method": "ping"}));
+    }
+
+    #[test]
+    fn method_names_match_serde() {
+        for (m, name) in [
+            (Method::Ping, "ping"),
+            (Method::DaemonStatus, "daemon_status"),
+            (Method::Cancel(CancelParams { id: 1 }), "cancel"),
+        ] {
+            assert_eq!(m.name(), name);
+            assert_eq!(serde_json::to_value(&m).unwrap()["method"], name);
+            assert!(Method::NAMES.contains(&name));
+        }
+    }
+
+    #[test]
+    fn response_wire_forms() {
+        let ok = ServerMessage::Response(Response {
+            id: 3,
+            outcome: Outcome::Result(json!(null)),
+        });
+        assert_eq!(
+            serde_json::to_value(&ok).unwrap(),
+            json!({"type": "response", "id": 3, "result": null})
+        );
+        let err = ServerMessage::Response(Response {
+            id: 4,
+            outcome: Outcome::Error(ErrorBody::new(ErrorCode::NotFound, "no service web")),
+        });
+        let j = serde_json::to_value(&err).unwrap();
+        assert_eq!(j["error"]["code"], "not_found");
+        assert_eq!(serde_json::from_value::<ServerMessage>(j).unwrap(), err);
+    }
+
+    #[test]
+    fn unknown_error_codes_read_as_other() {
+        let e: ErrorBody =
+            serde_json::from_value(json!({"code": "brand_new", "message": "x"})).unwrap();
+        assert_eq!(e.code, ErrorCode::Other);
+        assert_eq!(ErrorCode::UnknownMethod.to_string(), "unknown_method");
+    }
+}
