@@ -1,1 +1,58 @@
 //! Run one command anywhere and keep control of it: launch, attach, layers.
+//!
+//! This crate owns running a single [`Command`]:
+//!
+//! - [`LocalLauncher`] starts it in a process group of its own and returns a
+//!   [`ProcessHandle`] (signal, stop the whole group, kill, wait, stdin) and an
+//!   [`EventStream`] of [`ProcessEvent`]s: `Started`, output lines, `Dropped`
+//!   counts, and exactly one `Exited`, always last. Output never blocks the
+//!   process: unread lines are dropped and counted, or kept in log files
+//!   ([`OutputMode::Files`]) so the process can outlive its launcher.
+//! - [`LocalAttacher`] attaches to a process that is already running, guarded
+//!   against pid reuse by its [`ProcessIdentity`], learns of its exit through a
+//!   pidfd and follows its log files from persisted [`LogOffsets`].
+//! - [`Layer`]s rewrite a command without running it: [`LocalLayer`]
+//!   (defaults), [`SshLayer`] (`ssh ... host -- 'sh line'`) and [`DockerLayer`]
+//!   (`docker exec ...`); they stack.
+//!
+//! Runtime-agnostic: the crate spawns no tasks on any executor. Each process
+//! gets one small thread that reads its output and reaps it (ADR 003); every
+//! future here works under smol, tokio or any other executor.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use command_executor::{Command, LaunchOptions, LocalLauncher, ProcessEvent};
+//! use futures_lite::StreamExt;
+//!
+//! # futures_lite::future::block_on(async {
+//! let cmd = Command::new("sh").arg("-c").arg("echo hello; sleep 60");
+//! let (handle, mut events) = LocalLauncher::new().spawn(&cmd, LaunchOptions::default())?;
+//! while let Some(ev) = events.next().await {
+//!     if let ProcessEvent::Output(line) = &ev {
+//!         assert_eq!(line.text(), "hello");
+//!         break;
+//!     }
+//! }
+//! let status = handle.stop(Duration::from_secs(5)).await?;
+//! println!("{status}");
+//! # Ok::<(), command_executor::ExecError>(()) });
+//! ```
+
+mod attach;
+mod command;
+mod error;
+mod events;
+mod launch;
+mod layer;
+mod proc;
+mod pump;
+mod quote;
+
+pub use attach::{AttachTarget, AttachedHandle, Attacher, FollowFrom, LocalAttacher};
+pub use command::{Command, StdinMode};
+pub use error::ExecError;
+pub use events::{EventStream, LogOffsets, ProcessEvent};
+pub use launch::{LaunchOptions, Launcher, LocalLauncher, OutputMode, ProcessHandle};
+pub use layer::{ControlMaster, DockerLayer, Layer, LocalLayer, SshLayer};
+pub use proc::ProcessIdentity;
+pub use quote::{shell_command_line, shell_quote};

@@ -1,0 +1,95 @@
+//! Errors of launching, attaching to and controlling processes.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use harness_core::Signal;
+
+/// What went wrong running or controlling a process; each variant names the
+/// program, pid or path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The program could not be started.
+    #[error("cannot start `{program}`: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// A log file could not be opened or read.
+    #[error("log file {}: {source}", path.display())]
+    LogFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A signal could not be sent.
+    #[error("cannot send {signal} to {target}: {source}")]
+    Signal {
+        /// `process 42` or `process group 42`.
+        target: String,
+        /// The signal.
+        signal: Signal,
+        /// Why.
+        source: io::Error,
+    },
+    /// No process with this pid is running.
+    #[error("process {pid} is not running")]
+    NotRunning {
+        /// The pid.
+        pid: u32,
+    },
+    /// The pid is in use by another process than the one expected (the pid was reused).
+    #[error(
+        "process {pid} started at tick {found}, not {expected}: the pid was reused by another process"
+    )]
+    IdentityMismatch {
+        /// The pid.
+        pid: u32,
+        /// The start time expected.
+        expected: u64,
+        /// The start time of the process now holding the pid.
+        found: u64,
+    },
+    /// `/proc/<pid>/stat` could not be read or parsed.
+    #[error("cannot read /proc/{pid}/stat: {reason}")]
+    Proc {
+        /// The pid.
+        pid: u32,
+        /// Why.
+        reason: String,
+    },
+    /// The process has no stdin pipe (launched with `StdinMode::Null`, or stdin closed).
+    #[error("process {pid} has no open stdin pipe")]
+    NoStdin {
+        /// The pid.
+        pid: u32,
+    },
+    /// Writing to the process's stdin failed.
+    #[error("writing stdin of process {pid}: {source}")]
+    Stdin {
+        /// The pid.
+        pid: u32,
+        /// Why.
+        source: io::Error,
+    },
+    /// Watching a process for its exit failed.
+    #[error("cannot watch process {pid}: {source}")]
+    Watch {
+        /// The pid.
+        pid: u32,
+        /// Why.
+        source: io::Error,
+    },
+    /// Processes of the group were still there after SIGKILL and the wait.
+    #[error("process group {pgid} still has processes {waited:?} after SIGKILL")]
+    StopTimeout {
+        /// The process group.
+        pgid: u32,
+        /// How long it waited after SIGKILL.
+        waited: Duration,
+    },
+}

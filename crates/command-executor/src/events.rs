@@ -1,0 +1,405 @@
+//! Events of a running process and the bounded queue that carries them.
+//!
+//! A background reader (see `pump`) fills a [`Shared`] queue; the
+//! [`EventStream`] empties it. The reader never waits for the consumer: when
+//! the queue is full, lines are dropped and counted (pipes), or left in the log
+//! file until there is room (files).
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use event_listener::Event;
+use futures_lite::Stream;
+use harness_core::{ExitStatus, OutputLine, OutputStream};
+use serde::{Deserialize, Serialize};
+
+/// Something that happened to a process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessEvent {
+    /// The process runs (first event of every stream).
+    Started {
+        /// Its pid.
+        pid: u32,
+    },
+    /// One line of its stdout or stderr.
+    Output(OutputLine),
+    /// This many lines were dropped here because nobody read the stream fast enough.
+    Dropped {
+        /// How many lines.
+        lines: u64,
+    },
+    /// The process ended (exactly once, always the last event).
+    Exited(ExitStatus),
+}
+
+/// Byte offsets in the stdout and stderr log files up to which lines were
+/// delivered by an [`EventStream`]. Persist them to resume following from there
+/// ([`FollowFrom::Offset`](crate::FollowFrom::Offset)) with no gap and no repeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LogOffsets {
+    /// Offset in the stdout log.
+    pub stdout: u64,
+    /// Offset in the stderr log.
+    pub stderr: u64,
+}
+
+/// Most bytes of line content queued at once (besides the line count limit).
+const QUEUE_BYTES: usize = 16 << 20;
+
+pub(crate) enum Item {
+    /// A line and the offset just after it in its stream.
+    Line(OutputLine, u64),
+    Dropped(u64),
+}
+
+struct QueueState {
+    items: VecDeque<Item>,
+    bytes: usize,
+    dropped: u64,
+    finished: Option<ExitStatus>,
+    waker: Option<Waker>,
+    consumer_gone: bool,
+}
+
+/// The queue between the background reader and the [`EventStream`].
+pub(crate) struct Shared {
+    state: Mutex<QueueState>,
+    /// Notified when the consumer takes items out.
+    pub(crate) space: Event,
+    capacity: usize,
+}
+
+impl Shared {
+    pub(crate) fn new(capacity: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            state: Mutex::new(QueueState {
+                items: VecDeque::new(),
+                bytes: 0,
+                dropped: 0,
+                finished: None,
+                waker: None,
+                consumer_gone: false,
+            }),
+            space: Event::new(),
+            capacity: capacity.max(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // A panic while holding this lock cannot leave the queue inconsistent
+        // (every update is a single push/pop), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Room left: `(lines, bytes)`, or `None` when the consumer is gone.
+    pub(crate) fn room(&self) -> Option<(usize, usize)> {
+        let st = self.lock();
+        if st.consumer_gone {
+            return None;
+        }
+        Some((
+            self.capacity.saturating_sub(st.items.len()),
+            QUEUE_BYTES.saturating_sub(st.bytes),
+        ))
+    }
+
+    /// Appends lines (in order) and then counts `dropped` more lines as lost.
+    pub(crate) fn push(&self, lines: Vec<Item>, dropped: u64) {
+        let waker = {
+            let mut st = self.lock();
+            if st.consumer_gone {
+                return;
+            }
+            if !lines.is_empty() && st.dropped > 0 {
+                let d = std::mem::take(&mut st.dropped);
+                st.items.push_back(Item::Dropped(d));
+            }
+            for item in lines {
+                if let Item::Line(l, _) = &item {
+                    st.bytes += l.bytes.len();
+                }
+                st.items.push_back(item);
+            }
+            st.dropped += dropped;
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The producer is done: everything is pushed and the process ended.
+    pub(crate) fn finish(&self, exit: ExitStatus) {
+        let waker = {
+            let mut st = self.lock();
+            st.finished = Some(exit);
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// The events of one process: `Started`, then output lines (and `Dropped`
+/// counts), then exactly one `Exited`, after which the stream ends.
+///
+/// Reading is optional: a stream nobody polls never slows the process down.
+/// Dropping the stream stops the delivery of events but not the process.
+pub struct EventStream {
+    shared: Arc<Shared>,
+    started: Option<u32>,
+    local: VecDeque<Item>,
+    offsets: LogOffsets,
+    done: bool,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream")
+            .field("offsets", &self.offsets)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventStream {
+    pub(crate) fn new(shared: Arc<Shared>, pid: u32, offsets: LogOffsets) -> Self {
+        EventStream {
+            shared,
+            started: Some(pid),
+            local: VecDeque::new(),
+            offsets,
+            done: false,
+        }
+    }
+
+    /// Byte offsets just past the last line delivered from each stream: in
+    /// the log files when output goes to files (absolute file offsets), or
+    /// counted from the start of each pipe.
+    pub fn offsets(&self) -> LogOffsets {
+        self.offsets
+    }
+
+    fn deliver(&mut self, item: Item) -> ProcessEvent {
+        match item {
+            Item::Line(line, end) => {
+                match line.stream {
+                    OutputStream::Stdout => self.offsets.stdout = end,
+                    OutputStream::Stderr => self.offsets.stderr = end,
+                }
+                ProcessEvent::Output(line)
+            }
+            Item::Dropped(lines) => ProcessEvent::Dropped { lines },
+        }
+    }
+}
+
+impl Stream for EventStream {
+    type Item = ProcessEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ProcessEvent>> {
+        let this = self.get_mut();
+        if let Some(pid) = this.started.take() {
+            return Poll::Ready(Some(ProcessEvent::Started { pid }));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(item) = this.local.pop_front() {
+            return Poll::Ready(Some(this.deliver(item)));
+        }
+        let mut st = this.shared.lock();
+        if !st.items.is_empty() {
+            std::mem::swap(&mut st.items, &mut this.local);
+            st.bytes = 0;
+            drop(st);
+            this.shared.space.notify(1);
+            let item = this
+                .local
+                .pop_front()
+                .expect("swapped in a non-empty queue");
+            return Poll::Ready(Some(this.deliver(item)));
+        }
+        if let Some(exit) = st.finished {
+            if st.dropped > 0 {
+                let lines = std::mem::take(&mut st.dropped);
+                return Poll::Ready(Some(ProcessEvent::Dropped { lines }));
+            }
+            this.done = true;
+            return Poll::Ready(Some(ProcessEvent::Exited(exit)));
+        }
+        match &mut st.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            w => *w = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        {
+            let mut st = self.shared.lock();
+            st.consumer_gone = true;
+            st.items.clear();
+            st.bytes = 0;
+        }
+        self.shared.space.notify(usize::MAX);
+    }
+}
+
+/// How a process ended, once known; awaitable by any number of waiters.
+pub(crate) struct ExitCell {
+    status: Mutex<Option<ExitStatus>>,
+    event: Event,
+}
+
+impl ExitCell {
+    pub(crate) fn new() -> Arc<ExitCell> {
+        Arc::new(ExitCell {
+            status: Mutex::new(None),
+            event: Event::new(),
+        })
+    }
+
+    pub(crate) fn get(&self) -> Option<ExitStatus> {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set(&self, status: ExitStatus) {
+        {
+            let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+            if s.is_none() {
+                *s = Some(status);
+            }
+        }
+        self.event.notify(usize::MAX);
+    }
+
+    pub(crate) async fn wait(&self) -> ExitStatus {
+        loop {
+            if let Some(s) = self.get() {
+                return s;
+            }
+            let listener = self.event.listen();
+            if let Some(s) = self.get() {
+                return s;
+            }
+            listener.await;
+        }
+    }
+}
+
+/// Splits a byte stream into lines, bounded in memory: a line longer than
+/// `max` keeps its first `max` bytes and is marked truncated; the rest up to
+/// the newline is skipped.
+pub(crate) struct LineSplitter {
+    pub(crate) stream: OutputStream,
+    partial: Vec<u8>,
+    truncated: bool,
+    max: usize,
+    /// Offset just past the last byte fed.
+    pub(crate) pos: u64,
+}
+
+impl LineSplitter {
+    pub(crate) fn new(stream: OutputStream, max: usize, pos: u64) -> Self {
+        LineSplitter {
+            stream,
+            partial: Vec::new(),
+            truncated: false,
+            max: max.max(1),
+            pos,
+        }
+    }
+
+    fn append(&mut self, seg: &[u8]) {
+        let room = self.max - self.partial.len();
+        if seg.len() > room {
+            self.partial.extend_from_slice(&seg[..room]);
+            self.truncated = true;
+        } else {
+            self.partial.extend_from_slice(seg);
+        }
+    }
+
+    /// Feeds bytes; calls `emit(line, truncated, end_offset)` for each complete line.
+    pub(crate) fn feed(&mut self, mut data: &[u8], mut emit: impl FnMut(&[u8], bool, u64)) {
+        while !data.is_empty() {
+            match data.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    let seg = &data[..i];
+                    self.pos += i as u64 + 1;
+                    if self.partial.is_empty() && !self.truncated {
+                        if seg.len() > self.max {
+                            emit(&seg[..self.max], true, self.pos);
+                        } else {
+                            emit(seg, false, self.pos);
+                        }
+                    } else {
+                        self.append(seg);
+                        emit(&self.partial, self.truncated, self.pos);
+                        self.partial.clear();
+                        self.truncated = false;
+                    }
+                    data = &data[i + 1..];
+                }
+                None => {
+                    self.append(data);
+                    self.pos += data.len() as u64;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Forgets any partial line and continues from `pos`.
+    pub(crate) fn restart_at(&mut self, pos: u64) {
+        self.partial.clear();
+        self.truncated = false;
+        self.pos = pos;
+    }
+
+    /// Emits a last line that has no newline, if any.
+    pub(crate) fn flush(&mut self, mut emit: impl FnMut(&[u8], bool, u64)) {
+        if !self.partial.is_empty() || self.truncated {
+            emit(&self.partial, self.truncated, self.pos);
+            self.partial.clear();
+            self.truncated = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(max: usize, chunks: &[&[u8]]) -> Vec<(Vec<u8>, bool, u64)> {
+        let mut s = LineSplitter::new(OutputStream::Stdout, max, 0);
+        let mut out = Vec::new();
+        for c in chunks {
+            s.feed(c, |l, t, e| out.push((l.to_vec(), t, e)));
+        }
+        s.flush(|l, t, e| out.push((l.to_vec(), t, e)));
+        out
+    }
+
+    #[test]
+    fn splits_across_chunks_and_bounds_lines() {
+        let out = split(4, &[b"ab", b"c\nabcdefg", b"hij\n\nxyz"]);
+        assert_eq!(
+            out,
+            vec![
+                (b"abc".to_vec(), false, 4),
+                (b"abcd".to_vec(), true, 15),
+                (b"".to_vec(), false, 16),
+                (b"xyz".to_vec(), false, 19),
+            ]
+        );
+        let out = split(3, &[b"abcdef\n"]);
+        assert_eq!(out, vec![(b"abc".to_vec(), true, 7)]);
+    }
+}

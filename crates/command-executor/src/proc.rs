@@ -1,0 +1,236 @@
+//! Processes and process groups as Linux shows them in `/proc`, and signals to them.
+
+use std::time::{Duration, Instant};
+
+use harness_core::Signal;
+use rustix::process::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::ExecError;
+
+/// A process, told apart from any later process that gets the same pid: the
+/// pid plus its start time (field 22 of `/proc/<pid>/stat`, in clock ticks since
+/// boot). Persist it to re-attach after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProcessIdentity {
+    /// The process id.
+    pub pid: u32,
+    /// The start time, in clock ticks after boot.
+    pub start_time: u64,
+}
+
+impl ProcessIdentity {
+    /// The identity of the process that now has `pid`.
+    pub fn of(pid: u32) -> Result<ProcessIdentity, ExecError> {
+        let stat = read_stat(pid)?;
+        Ok(ProcessIdentity {
+            pid,
+            start_time: stat.start_time,
+        })
+    }
+
+    /// Checks that this very process still runs (the pid was not reused and it
+    /// is not a zombie).
+    pub fn check(&self) -> Result<(), ExecError> {
+        let stat = read_stat(self.pid)?;
+        if stat.start_time != self.start_time {
+            return Err(ExecError::IdentityMismatch {
+                pid: self.pid,
+                expected: self.start_time,
+                found: stat.start_time,
+            });
+        }
+        if stat.is_dead() {
+            return Err(ExecError::NotRunning { pid: self.pid });
+        }
+        Ok(())
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` we use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stat {
+    /// Field 3: R, S, D, Z, T, X...
+    pub state: u8,
+    /// Field 5.
+    pub pgrp: i64,
+    /// Field 22.
+    pub start_time: u64,
+}
+
+impl Stat {
+    pub fn is_dead(&self) -> bool {
+        matches!(self.state, b'Z' | b'X' | b'x')
+    }
+}
+
+pub(crate) fn read_stat(pid: u32) -> Result<Stat, ExecError> {
+    match std::fs::read(format!("/proc/{pid}/stat")) {
+        Ok(bytes) => parse_stat(&bytes).ok_or_else(|| ExecError::Proc {
+            pid,
+            reason: "unexpected format".into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ExecError::NotRunning { pid }),
+        Err(e) => Err(ExecError::Proc {
+            pid,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// Parses `pid (comm) state ppid pgrp ... starttime ...`; comm may hold spaces and `)`.
+pub(crate) fn parse_stat(bytes: &[u8]) -> Option<Stat> {
+    let close = bytes.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(bytes.get(close + 1..)?).ok()?;
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    // fields[0] is field 3 (state)
+    Some(Stat {
+        state: *fields.first()?.as_bytes().first()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+fn pid_of(pid: u32) -> Result<Pid, ExecError> {
+    i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or(ExecError::NotRunning { pid })
+}
+
+fn rustix_signal(sig: Signal) -> rustix::process::Signal {
+    rustix::process::Signal::from_named_raw(sig.number())
+        .expect("every harness Signal is a named Linux signal")
+}
+
+/// Sends `sig` to one process.
+pub(crate) fn signal_process(pid: u32, sig: Signal) -> Result<(), ExecError> {
+    rustix::process::kill_process(pid_of(pid)?, rustix_signal(sig)).map_err(|e| {
+        if e == rustix::io::Errno::SRCH {
+            ExecError::NotRunning { pid }
+        } else {
+            ExecError::Signal {
+                target: format!("process {pid}"),
+                signal: sig,
+                source: e.into(),
+            }
+        }
+    })
+}
+
+/// Sends `sig` to every process of a group. `Ok(false)` if the group is empty.
+pub(crate) fn signal_group(pgid: u32, sig: Signal) -> Result<bool, ExecError> {
+    match rustix::process::kill_process_group(pid_of(pgid)?, rustix_signal(sig)) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::SRCH) => Ok(false),
+        Err(e) => Err(ExecError::Signal {
+            target: format!("process group {pgid}"),
+            signal: sig,
+            source: e.into(),
+        }),
+    }
+}
+
+/// True while a live (non-zombie) process is in the group.
+pub(crate) fn group_alive(pgid: u32) -> bool {
+    let Ok(pid) = pid_of(pgid) else { return false };
+    match rustix::process::test_kill_process_group(pid) {
+        Err(rustix::io::Errno::SRCH) => return false,
+        Ok(()) | Err(_) => {}
+    }
+    // Members exist; zombies count as gone (their parent reaps them, not us).
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(stat) = read_stat(pid) {
+            if stat.pgrp == i64::from(pgid) && !stat.is_dead() {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Waits until the group has no live process, or until `deadline`. True if empty.
+pub(crate) async fn wait_group_empty(pgid: u32, deadline: Instant) -> bool {
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if !group_alive(pgid) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        async_io::Timer::after(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// How long to wait for a group to vanish after SIGKILL before reporting it.
+const AFTER_KILL: Duration = Duration::from_secs(60);
+
+/// SIGTERM (and SIGCONT, so stopped members see it) to the group, up to `grace`
+/// for it to empty, then SIGKILL; returns once no live process of the group remains.
+pub(crate) async fn stop_group(pgid: u32, grace: Duration) -> Result<(), ExecError> {
+    if !grace.is_zero() {
+        if !signal_group(pgid, Signal::TERM)? {
+            return Ok(());
+        }
+        let _ = signal_group(pgid, Signal::CONT);
+        if wait_group_empty(pgid, Instant::now() + grace).await {
+            return Ok(());
+        }
+    }
+    kill_group(pgid).await
+}
+
+/// SIGKILL to the group; returns once no live process of it remains.
+pub(crate) async fn kill_group(pgid: u32) -> Result<(), ExecError> {
+    if !signal_group(pgid, Signal::KILL)? {
+        return Ok(());
+    }
+    if wait_group_empty(pgid, Instant::now() + AFTER_KILL).await {
+        Ok(())
+    } else {
+        Err(ExecError::StopTimeout {
+            pgid,
+            waited: AFTER_KILL,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_with_odd_comm() {
+        let line = b"42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 200";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(s.state, b'S');
+        assert_eq!(s.pgrp, 42);
+        assert_eq!(s.start_time, 98765);
+        assert!(parse_stat(b"garbage").is_none());
+        assert!(parse_stat(b"1 (x) S 1").is_none());
+    }
+
+    #[test]
+    fn own_identity_is_readable_and_checks() {
+        let me = ProcessIdentity::of(std::process::id()).unwrap();
+        me.check().unwrap();
+        let wrong = ProcessIdentity {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        assert!(matches!(
+            wrong.check(),
+            Err(ExecError::IdentityMismatch { .. })
+        ));
+    }
+}
