@@ -1,0 +1,293 @@
+//! The configured networks joined with this host's real addresses.
+//!
+//! A [`NetworkTopology`] answers questions such as "which of this host's
+//! addresses lies in the LAN subnet" or "which address of this host does the
+//! WireGuard peer `10.100.0.3` reach it at", which address resolution needs.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::{HostAddress, HostNetwork};
+use crate::net::IpNet;
+
+/// A remote machine that belongs to a network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// The node name (defaults to its host in the configuration).
+    pub name: String,
+    /// How to reach it over SSH: a host name or an address.
+    pub host: String,
+    /// Its address in this network, when known (the host if it is an IP on a
+    /// LAN, the mesh address on a WireGuard network).
+    pub address: Option<IpAddr>,
+}
+
+impl Node {
+    /// A node whose address is its host, when the host is an IP address.
+    pub fn new(name: impl Into<String>, host: impl Into<String>) -> Node {
+        let host = host.into();
+        Node {
+            name: name.into(),
+            address: host.parse().ok(),
+            host,
+        }
+    }
+
+    /// Sets the address of the node in its network (builder style).
+    pub fn with_address(mut self, address: IpAddr) -> Node {
+        self.address = Some(address);
+        self
+    }
+}
+
+/// What kind of network it is, with what belongs to each kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum NetworkKind {
+    /// This host only (processes and the default Docker bridge).
+    Local {
+        /// An optional subnet for the project's containers.
+        subnet: Option<IpNet>,
+    },
+    /// A Docker network on this host.
+    Docker {
+        /// Its subnet, when known.
+        subnet: Option<IpNet>,
+        /// Its gateway (this host's address on the bridge), when known.
+        gateway: Option<IpAddr>,
+    },
+    /// Machines on a local network.
+    Lan {
+        /// The LAN subnet.
+        subnet: IpNet,
+        /// The remote nodes.
+        nodes: Vec<Node>,
+    },
+    /// Peers of a WireGuard mesh.
+    Wireguard {
+        /// The mesh subnet.
+        subnet: IpNet,
+        /// The peers.
+        nodes: Vec<Node>,
+    },
+}
+
+/// One configured network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    /// Its name in `services.yaml`.
+    pub name: String,
+    /// Its kind and members.
+    pub kind: NetworkKind,
+}
+
+impl Network {
+    /// The subnet, when the network has one.
+    pub fn subnet(&self) -> Option<IpNet> {
+        match &self.kind {
+            NetworkKind::Local { subnet } | NetworkKind::Docker { subnet, .. } => *subnet,
+            NetworkKind::Lan { subnet, .. } | NetworkKind::Wireguard { subnet, .. } => {
+                Some(*subnet)
+            }
+        }
+    }
+
+    /// The remote nodes of the network (none for local and Docker networks).
+    pub fn nodes(&self) -> &[Node] {
+        match &self.kind {
+            NetworkKind::Lan { nodes, .. } | NetworkKind::Wireguard { nodes, .. } => nodes,
+            _ => &[],
+        }
+    }
+}
+
+/// One of this host's addresses that lies in a configured network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalBinding {
+    /// The configured network.
+    pub network: String,
+    /// The subnet of that network.
+    pub subnet: IpNet,
+    /// The address of this host inside it.
+    pub address: HostAddress,
+}
+
+/// Configured networks plus this host's real addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkTopology {
+    /// This host.
+    pub host: HostNetwork,
+    /// The configured networks, by name.
+    pub networks: BTreeMap<String, Network>,
+}
+
+impl NetworkTopology {
+    /// A topology with no configured network yet.
+    pub fn new(host: HostNetwork) -> NetworkTopology {
+        NetworkTopology {
+            host,
+            networks: BTreeMap::new(),
+        }
+    }
+
+    /// Adds (or replaces) a configured network.
+    pub fn add_network(&mut self, network: Network) {
+        self.networks.insert(network.name.clone(), network);
+    }
+
+    /// Adds a network (builder style).
+    pub fn with_network(mut self, network: Network) -> NetworkTopology {
+        self.add_network(network);
+        self
+    }
+
+    /// Which of this host's addresses lies in which configured subnet.
+    pub fn local_bindings(&self) -> Vec<LocalBinding> {
+        let mut out = Vec::new();
+        for net in self.networks.values() {
+            let Some(subnet) = net.subnet() else { continue };
+            for a in self.host.addresses.iter().filter(|a| subnet.contains(a.ip)) {
+                out.push(LocalBinding {
+                    network: net.name.clone(),
+                    subnet,
+                    address: a.clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// This host's address in the configured network `name`, if it has one.
+    pub fn host_address_in(&self, name: &str) -> Option<IpAddr> {
+        let subnet = self.networks.get(name)?.subnet()?;
+        self.host.address_in(subnet).map(|a| a.ip)
+    }
+
+    /// The configured network whose subnet holds `ip` (the narrowest one).
+    pub fn network_containing(&self, ip: IpAddr) -> Option<&Network> {
+        self.networks
+            .values()
+            .filter(|n| n.subnet().is_some_and(|s| s.contains(ip)))
+            .max_by_key(|n| n.subnet().map(|s| s.prefix()))
+    }
+
+    /// The address at which `peer` reaches this host: this host's address in
+    /// the configured network holding `peer`, or else the address of the
+    /// interface directly connected to `peer` (e.g. a Docker bridge gateway).
+    pub fn host_address_toward(&self, peer: IpAddr) -> Option<IpAddr> {
+        if let Some(subnet) = self.network_containing(peer).and_then(Network::subnet)
+            && let Some(a) = self.host.address_in(subnet)
+        {
+            return Some(a.ip);
+        }
+        self.host.address_facing(peer).map(|a| a.ip)
+    }
+
+    /// The address node `node` has in the network that holds `peer`, if the
+    /// node is a member of that network with a known address.
+    pub fn node_address_toward(&self, node: &str, peer: IpAddr) -> Option<IpAddr> {
+        let net = self.network_containing(peer)?;
+        net.nodes()
+            .iter()
+            .find(|n| n.name == node)
+            .and_then(|n| n.address)
+    }
+
+    /// Finds a node by name: its network and itself (the first network that lists it).
+    pub fn node(&self, name: &str) -> Option<(&Network, &Node)> {
+        self.networks.values().find_map(|net| {
+            net.nodes()
+                .iter()
+                .find(|n| n.name == name)
+                .map(|n| (net, n))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> HostNetwork {
+        let a = |i: &str, ip: &str, p| HostAddress {
+            interface: i.into(),
+            ip: ip.parse().unwrap(),
+            prefix: p,
+        };
+        HostNetwork {
+            hostname: "ctl".into(),
+            addresses: vec![
+                a("lo", "127.0.0.1", 8),
+                a("eth0", "192.168.1.10", 24),
+                a("wg0", "10.100.0.1", 24),
+                a("br-1", "172.20.0.1", 16),
+            ],
+        }
+    }
+
+    fn topo() -> NetworkTopology {
+        NetworkTopology::new(host())
+            .with_network(Network {
+                name: "lan".into(),
+                kind: NetworkKind::Lan {
+                    subnet: "192.168.1.0/24".parse().unwrap(),
+                    nodes: vec![Node::new("n1", "192.168.1.21")],
+                },
+            })
+            .with_network(Network {
+                name: "mesh".into(),
+                kind: NetworkKind::Wireguard {
+                    subnet: "10.100.0.0/24".parse().unwrap(),
+                    nodes: vec![
+                        Node::new("n1", "192.168.1.21")
+                            .with_address("10.100.0.21".parse().unwrap()),
+                        Node::new("far", "far.example.org")
+                            .with_address("10.100.0.30".parse().unwrap()),
+                    ],
+                },
+            })
+            .with_network(Network {
+                name: "other".into(),
+                kind: NetworkKind::Lan {
+                    subnet: "10.50.0.0/16".parse().unwrap(),
+                    nodes: vec![],
+                },
+            })
+    }
+
+    #[test]
+    fn joins_configured_subnets_with_host_addresses() {
+        let t = topo();
+        let b: Vec<String> = t
+            .local_bindings()
+            .iter()
+            .map(|b| format!("{} {}", b.network, b.address.ip))
+            .collect();
+        assert_eq!(b, ["lan 192.168.1.10", "mesh 10.100.0.1"]);
+        assert_eq!(
+            t.host_address_in("lan").unwrap().to_string(),
+            "192.168.1.10"
+        );
+        assert_eq!(t.host_address_in("other"), None);
+        assert_eq!(t.host_address_in("nope"), None);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            t.host_address_toward(ip("10.100.0.30")),
+            Some(ip("10.100.0.1"))
+        );
+        assert_eq!(
+            t.host_address_toward(ip("172.20.0.5")),
+            Some(ip("172.20.0.1"))
+        );
+        assert_eq!(t.host_address_toward(ip("10.50.0.5")), None);
+        assert_eq!(
+            t.node_address_toward("n1", ip("10.100.0.30")),
+            Some(ip("10.100.0.21"))
+        );
+        assert_eq!(t.node_address_toward("far", ip("192.168.1.5")), None);
+        assert_eq!(t.node("far").unwrap().0.name, "mesh");
+        assert_eq!(t.node("n1").unwrap().1.address, Some(ip("192.168.1.21")));
+    }
+}
