@@ -4,9 +4,13 @@
 //! This crate owns the configuration file format of harness. The rest of harness
 //! works with the validated [`model::Project`] it produces, never with YAML.
 
+mod de;
 pub mod graph;
+pub mod interp;
 pub mod model;
+pub mod raw;
 pub mod template;
+pub mod tree;
 
 pub use graph::{DependencyGraph, GraphError};
 pub use model::{
