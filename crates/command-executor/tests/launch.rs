@@ -1,0 +1,360 @@
+//! Launching real processes under smol.
+
+mod common;
+
+use std::time::Duration;
+
+use command_executor::{
+    Command, ExecError, LaunchOptions, LocalLauncher, OutputMode, ProcessEvent, StdinMode,
+};
+use common::*;
+use harness_core::{ExitStatus, OutputStream};
+
+fn sh(script: &str) -> Command {
+    Command::new("sh").arg("-c").arg(script)
+}
+
+#[test]
+fn started_lines_and_one_exit_last() {
+    smol::block_on(async {
+        let (h, mut ev) = LocalLauncher::new()
+            .spawn(
+                &sh("echo out1; echo err1 >&2; echo out2; exit 3"),
+                LaunchOptions::default(),
+            )
+            .unwrap();
+        let _g = GroupGuard(h.pid());
+        let events = all_events(&mut ev, 30).await;
+        assert_well_formed(&events);
+        assert_eq!(events[0], ProcessEvent::Started { pid: h.pid() });
+        let out: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                ProcessEvent::Output(l) => Some((l.stream, l.text().into_owned())),
+                _ => None,
+            })
+            .collect();
+        let stdout: Vec<_> = out
+            .iter()
+            .filter(|(s, _)| *s == OutputStream::Stdout)
+            .map(|(_, t)| t.as_str())
+            .collect();
+        let stderr: Vec<_> = out
+            .iter()
+            .filter(|(s, _)| *s == OutputStream::Stderr)
+            .map(|(_, t)| t.as_str())
+            .collect();
+        assert_eq!(stdout, ["out1", "out2"]);
+        assert_eq!(stderr, ["err1"]);
+        assert_eq!(
+            events.last(),
+            Some(&ProcessEvent::Exited(ExitStatus::Code(3)))
+        );
+        assert_eq!(h.wait().await.unwrap(), ExitStatus::Code(3));
+        // The stream stays ended.
+        assert!(futures_lite::StreamExt::next(&mut ev).await.is_none());
+    });
+}
+
+#[test]
+fn env_dir_and_removal_apply() {
+    smol::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let cmd = sh(r#"echo "$HARNESS_T_A|${HOME-unset}|$(pwd)""#)
+            .env("HARNESS_T_A", "a b$c")
+            .env_remove("HOME")
+            .current_dir(dir.path());
+        let (_h, mut ev) = LocalLauncher::new()
+            .spawn(&cmd, LaunchOptions::default())
+            .unwrap();
+        let events = all_events(&mut ev, 30).await;
+        let want = format!(
+            "a b$c|unset|{}",
+            dir.path().canonicalize().unwrap().display()
+        );
+        assert_eq!(lines(&events), [want]);
+    });
+}
+
+#[test]
+fn stop_ends_the_whole_group_with_grandchildren() {
+    smol::block_on(async {
+        let (h, mut ev) = LocalLauncher::new()
+            .spawn(
+                &sh("sleep 300 & sleep 300 & (sleep 300; true) & echo ready; wait"),
+                LaunchOptions::default(),
+            )
+            .unwrap();
+        let _g = GroupGuard(h.pid());
+        events_until(
+            &mut ev,
+            30,
+            |e| matches!(e, ProcessEvent::Output(l) if l.text() == "ready"),
+        )
+        .await;
+        eventually(30, "grandchildren started", || {
+            group_members(h.pid()).len() >= 4
+        })
+        .await;
+        let members = group_members(h.pid());
+        let status = within(60, "stop", h.stop(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert_eq!(status, ExitStatus::Signal(15));
+        assert!(
+            group_members(h.pid()).is_empty(),
+            "group still has {:?}",
+            group_members(h.pid())
+        );
+        for pid in members {
+            assert!(!alive(pid), "process {pid} survived stop");
+        }
+        let rest = all_events(&mut ev, 30).await;
+        assert_eq!(
+            rest.last(),
+            Some(&ProcessEvent::Exited(ExitStatus::Signal(15)))
+        );
+    });
+}
+
+#[test]
+fn stop_escalates_to_sigkill_when_term_is_ignored() {
+    smol::block_on(async {
+        let (h, mut ev) = LocalLauncher::new()
+            .spawn(
+                &sh("trap '' TERM; sleep 300 & echo ready; while :; do sleep 1; done"),
+                LaunchOptions::default(),
+            )
+            .unwrap();
+        let _g = GroupGuard(h.pid());
+        events_until(
+            &mut ev,
+            30,
+            |e| matches!(e, ProcessEvent::Output(l) if l.text() == "ready"),
+        )
+        .await;
+        let status = within(60, "stop", h.stop(Duration::from_millis(300)))
+            .await
+            .unwrap();
+        assert_eq!(status, ExitStatus::Signal(9));
+        assert!(group_members(h.pid()).is_empty());
+        let rest = all_events(&mut ev, 30).await;
+        assert_eq!(
+            rest.last(),
+            Some(&ProcessEvent::Exited(ExitStatus::Signal(9)))
+        );
+    });
+}
+
+#[test]
+fn kill_yields_one_exit_event() {
+    smol::block_on(async {
+        let (h, mut ev) = LocalLauncher::new()
+            .spawn(&Command::new("sleep").arg("300"), LaunchOptions::default())
+            .unwrap();
+        let _g = GroupGuard(h.pid());
+        assert_eq!(
+            within(30, "kill", h.kill()).await.unwrap(),
+            ExitStatus::Signal(9)
+        );
+        let events = all_events(&mut ev, 30).await;
+        assert_well_formed(&events);
+        assert_eq!(
+            events.last(),
+            Some(&ProcessEvent::Exited(ExitStatus::Signal(9)))
+        );
+        // A second kill or stop of a finished process is fine.
+        assert_eq!(
+            h.stop(Duration::from_secs(1)).await.unwrap(),
+            ExitStatus::Signal(9)
+        );
+        assert!(matches!(
+            h.signal(harness_core::Signal::HUP),
+            Err(ExecError::NotRunning { .. })
+        ));
+    });
+}
+
+#[test]
+fn ten_million_unread_lines_never_block_the_child() {
+    smol::block_on(async {
+        let opts = LaunchOptions {
+            buffer_events: 1000,
+            ..LaunchOptions::default()
+        };
+        let (h, mut ev) = LocalLauncher::new()
+            .spawn(&Command::new("seq").arg("10000000"), opts)
+            .unwrap();
+        let _g = GroupGuard(h.pid());
+        // Nobody reads the stream while the child prints.
+        assert_eq!(
+            within(300, "seq to finish", h.wait()).await.unwrap(),
+            ExitStatus::Code(0)
+        );
+        let events = all_events(&mut ev, 60).await;
+        assert_well_formed(&events);
+        let delivered = events
+            .iter()
+            .filter(|e| matches!(e, ProcessEvent::Output(_)))
+            .count() as u64;
+        let dropped: u64 = events
+            .iter()
+            .map(|e| match e {
+                ProcessEvent::Dropped { lines } => *lines,
+                _ => 0,
+            })
+            .sum();
+        assert!(dropped > 0, "nothing was dropped");
+        assert!(
+            delivered <= 2 * 1000 + 1,
+            "queue was not bounded: {delivered}"
+        );
+        assert_eq!(delivered + dropped, 10_000_000);
+        // What was delivered is the beginning, in order.
+        assert_eq!(lines(&events[..3]), ["1", "2"]);
+    });
+}
+
+#[test]
+fn non_utf8_bytes_are_kept_and_long_lines_truncated() {
+    smol::block_on(async {
+        let opts = LaunchOptions {
+            max_line_bytes: 1000,
+            ..LaunchOptions::default()
+        };
+        let script = r"printf 'ok\377\376\n'; head -c 100000 /dev/zero | tr '\0' x; printf '\nafter\nno-newline'";
+        let (_h, mut ev) = LocalLauncher::new().spawn(&sh(script), opts).unwrap();
+        let events = all_events(&mut ev, 30).await;
+        let out: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                ProcessEvent::Output(l) => Some(l.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(out.len(), 4, "{out:?}");
+        assert_eq!(out[0].bytes, b"ok\xff\xfe");
+        assert!(!out[0].truncated);
+        assert_eq!(out[1].bytes, vec![b'x'; 1000]);
+        assert!(out[1].truncated);
+        assert_eq!(out[2].bytes, b"after");
+        assert_eq!(out[3].bytes, b"no-newline");
+    });
+}
+
+#[test]
+fn stdin_pipe_round_trip() {
+    smol::block_on(async {
+        let (h, mut ev) = LocalLauncher::new()
+            .spawn(
+                &Command::new("cat").stdin(StdinMode::Piped),
+                LaunchOptions::default(),
+            )
+            .unwrap();
+        let _g = GroupGuard(h.pid());
+        h.write_stdin(b"hello\nworld\n").await.unwrap();
+        h.close_stdin().await.unwrap();
+        h.close_stdin().await.unwrap();
+        let events = all_events(&mut ev, 30).await;
+        assert_eq!(lines(&events), ["hello", "world"]);
+        assert_eq!(
+            events.last(),
+            Some(&ProcessEvent::Exited(ExitStatus::Code(0)))
+        );
+        assert!(matches!(
+            h.write_stdin(b"x").await,
+            Err(ExecError::NoStdin { .. })
+        ));
+
+        let (h, _ev) = LocalLauncher::new()
+            .spawn(&Command::new("true"), LaunchOptions::default())
+            .unwrap();
+        assert!(matches!(
+            h.write_stdin(b"x").await,
+            Err(ExecError::NoStdin { .. })
+        ));
+    });
+}
+
+#[test]
+fn missing_program_is_an_error_naming_it() {
+    let err = LocalLauncher::new()
+        .spawn(
+            &Command::new("harness-no-such-program-xyz"),
+            LaunchOptions::default(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, ExecError::Spawn { program, .. } if program == "harness-no-such-program-xyz")
+    );
+    assert!(err.to_string().contains("harness-no-such-program-xyz"));
+}
+
+#[test]
+fn files_mode_appends_follows_and_reports_offsets() {
+    smol::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.log");
+        let err = dir.path().join("err.log");
+        std::fs::write(&out, "old line\n").unwrap();
+        let opts = LaunchOptions {
+            output: OutputMode::Files {
+                stdout: out.clone(),
+                stderr: err.clone(),
+            },
+            ..LaunchOptions::default()
+        };
+        let (h, mut ev) = LocalLauncher::new()
+            .spawn(&sh("echo one; echo two >&2; sleep 0.2; echo three"), opts)
+            .unwrap();
+        let _g = GroupGuard(h.pid());
+        let events = all_events(&mut ev, 30).await;
+        assert_well_formed(&events);
+        let mut got = lines(&events);
+        got.sort();
+        assert_eq!(got, ["one", "three", "two"]);
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "old line\none\nthree\n"
+        );
+        assert_eq!(std::fs::read_to_string(&err).unwrap(), "two\n");
+        let offsets = ev.offsets();
+        assert_eq!(offsets.stdout, std::fs::metadata(&out).unwrap().len());
+        assert_eq!(offsets.stderr, std::fs::metadata(&err).unwrap().len());
+    });
+}
+
+#[test]
+fn files_mode_process_outlives_its_handle_and_stream() {
+    smol::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("both.log");
+        let opts = LaunchOptions {
+            output: OutputMode::Files {
+                stdout: log.clone(),
+                stderr: log.clone(),
+            },
+            ..LaunchOptions::default()
+        };
+        let (h, ev) = LocalLauncher::new()
+            .spawn(
+                &sh("i=0; while [ $i -lt 200 ]; do echo $i; i=$((i+1)); sleep 0.01; done"),
+                opts,
+            )
+            .unwrap();
+        let _g = GroupGuard(h.pid());
+        let pid = h.pid();
+        drop(ev);
+        drop(h);
+        // It keeps running and writing after both are gone.
+        eventually(60, "the process to write its last line", || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .ends_with("199\n")
+        })
+        .await;
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(text.lines().count(), 200);
+        eventually(30, "the process to be reaped", || !alive(pid)).await;
+    });
+}
