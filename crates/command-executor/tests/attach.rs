@@ -1,0 +1,215 @@
+//! Attaching to running processes under smol.
+
+mod common;
+
+use std::time::Duration;
+
+use command_executor::{
+    AttachTarget, Attacher, Command, ExecError, FollowFrom, LaunchOptions, LocalAttacher,
+    LocalLauncher, OutputMode, ProcessEvent, ProcessIdentity,
+};
+use common::*;
+use harness_core::ExitStatus;
+
+fn sh(script: &str) -> Command {
+    Command::new("sh").arg("-c").arg(script)
+}
+
+#[test]
+fn a_wrong_start_time_is_refused() {
+    smol::block_on(async {
+        let (h, _ev) = LocalLauncher::new()
+            .spawn(&Command::new("sleep").arg("300"), LaunchOptions::default())
+            .unwrap();
+        let _g = GroupGuard(h.pid());
+        let wrong = ProcessIdentity {
+            start_time: h.identity().start_time + 1,
+            ..h.identity()
+        };
+        let err = LocalAttacher::new()
+            .attach(AttachTarget::process(wrong))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ExecError::IdentityMismatch { pid, .. } if pid == h.pid()),
+            "{err}"
+        );
+        // The right identity is accepted.
+        let (a, _aev) = LocalAttacher::new()
+            .attach(AttachTarget::process(h.identity()))
+            .await
+            .unwrap();
+        assert_eq!(a.pid(), h.pid());
+        h.kill().await.unwrap();
+        within(30, "attached wait", a.wait()).await.unwrap();
+    });
+}
+
+#[test]
+fn attaching_to_a_gone_process_fails() {
+    smol::block_on(async {
+        let (h, _ev) = LocalLauncher::new()
+            .spawn(&Command::new("true"), LaunchOptions::default())
+            .unwrap();
+        let id = h.identity();
+        h.wait().await.unwrap();
+        eventually(30, "reaped", || !alive(id.pid)).await;
+        let err = LocalAttacher::new()
+            .attach(AttachTarget::process(id))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ExecError::NotRunning { .. } | ExecError::IdentityMismatch { .. }
+            ),
+            "{err}"
+        );
+    });
+}
+
+#[test]
+fn attached_stop_ends_the_group_and_the_stream() {
+    smol::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("svc.log");
+        let opts = LaunchOptions {
+            output: OutputMode::Files {
+                stdout: log.clone(),
+                stderr: log.clone(),
+            },
+            ..LaunchOptions::default()
+        };
+        let (h, ev) = LocalLauncher::new()
+            .spawn(
+                &sh("trap '' TERM; sleep 300 & echo ready; while :; do sleep 1; done"),
+                opts,
+            )
+            .unwrap();
+        let _g = GroupGuard(h.pid());
+        let id = h.identity();
+        // The launcher forgets it, as a daemon that restarts would.
+        drop(ev);
+        drop(h);
+        eventually(30, "ready in the log", || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("ready")
+        })
+        .await;
+        let target = AttachTarget {
+            identity: id,
+            stdout_log: Some(log.clone()),
+            stderr_log: Some(log.clone()),
+            follow_from: FollowFrom::Start,
+        };
+        let (a, mut aev) = LocalAttacher::new().attach(target).await.unwrap();
+        events_until(
+            &mut aev,
+            30,
+            |e| matches!(e, ProcessEvent::Output(l) if l.text() == "ready"),
+        )
+        .await;
+        let status = within(60, "attached stop", a.stop(Duration::from_millis(300)))
+            .await
+            .unwrap();
+        assert_eq!(status, ExitStatus::Unknown);
+        assert!(
+            group_members(id.pid).is_empty(),
+            "left: {:?}",
+            group_members(id.pid)
+        );
+        let rest = all_events(&mut aev, 30).await;
+        assert_eq!(
+            rest.last(),
+            Some(&ProcessEvent::Exited(ExitStatus::Unknown))
+        );
+        assert!(a.has_exited());
+        assert!(matches!(
+            a.signal(harness_core::Signal::TERM),
+            Err(ExecError::NotRunning { .. })
+        ));
+    });
+}
+
+#[test]
+fn resuming_from_persisted_offsets_has_no_gap_and_no_repeat() {
+    smol::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.log");
+        let err = dir.path().join("err.log");
+        let opts = LaunchOptions {
+            output: OutputMode::Files {
+                stdout: out.clone(),
+                stderr: err.clone(),
+            },
+            ..LaunchOptions::default()
+        };
+        let done = dir.path().join("done");
+        let script = format!(
+            "i=0; while [ $i -lt 300 ]; do echo o$i; echo e$i >&2; i=$((i+1)); sleep 0.002; done; \
+             while [ ! -e '{}' ]; do sleep 0.01; done",
+            done.display()
+        );
+        let (h, mut ev) = LocalLauncher::new().spawn(&sh(&script), opts).unwrap();
+        let _g = GroupGuard(h.pid());
+        let id = h.identity();
+        // The first daemon reads a little, persists its offsets and goes away
+        // while the process keeps writing.
+        let first = events_until(
+            &mut ev,
+            30,
+            |e| matches!(e, ProcessEvent::Output(l) if l.text() == "o20"),
+        )
+        .await;
+        let offsets = ev.offsets();
+        drop(ev);
+        drop(h);
+        // The next one resumes from the persisted offsets.
+        let target = AttachTarget {
+            identity: id,
+            stdout_log: Some(out.clone()),
+            stderr_log: Some(err.clone()),
+            follow_from: offsets.into(),
+        };
+        let (_a, mut aev) = LocalAttacher::new().attach(target).await.unwrap();
+        let mut second = events_until(
+            &mut aev,
+            60,
+            |e| matches!(e, ProcessEvent::Output(l) if l.text() == "o299"),
+        )
+        .await;
+        std::fs::write(&done, "").unwrap();
+        second.extend(all_events(&mut aev, 60).await);
+        assert_well_formed(&second);
+        let mut got = lines(&first);
+        got.extend(lines(&second));
+        let outs: Vec<_> = got.iter().filter(|l| l.starts_with('o')).cloned().collect();
+        let errs: Vec<_> = got.iter().filter(|l| l.starts_with('e')).cloned().collect();
+        let want_o: Vec<_> = (0..300).map(|i| format!("o{i}")).collect();
+        let want_e: Vec<_> = (0..300).map(|i| format!("e{i}")).collect();
+        assert_eq!(outs, want_o);
+        assert_eq!(errs, want_e);
+    });
+}
+
+#[test]
+fn attach_sees_an_exit_caused_elsewhere() {
+    smol::block_on(async {
+        let (h, _ev) = LocalLauncher::new()
+            .spawn(&Command::new("sleep").arg("300"), LaunchOptions::default())
+            .unwrap();
+        let _g = GroupGuard(h.pid());
+        let (a, mut aev) = LocalAttacher::new()
+            .attach(AttachTarget::process(h.identity()))
+            .await
+            .unwrap();
+        h.signal(harness_core::Signal::TERM).unwrap();
+        assert_eq!(
+            within(30, "attached wait", a.wait()).await.unwrap(),
+            ExitStatus::Unknown
+        );
+        let events = all_events(&mut aev, 30).await;
+        assert_well_formed(&events);
+    });
+}
