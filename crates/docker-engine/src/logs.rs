@@ -1,0 +1,282 @@
+//! Container logs: the 8-byte frame demultiplexer and line splitting, with
+//! stdout and stderr kept in the order the engine recorded them.
+
+use harness_core::{OutputLine, OutputStream};
+use http::Method;
+
+use crate::client::{Docker, DrivenBody, empty_body, enc, query};
+use crate::error::Result;
+
+/// Longest line kept; the rest of a longer line is dropped and the line marked truncated.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Which logs to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Keep streaming new output until the container stops.
+    pub follow: bool,
+    /// Only output since this Unix time (seconds).
+    pub since: Option<i64>,
+    /// Only the last N lines (all when `None`).
+    pub tail: Option<u64>,
+    /// Prefix each line with the engine's RFC 3339 timestamp (split off into [`LogLine::timestamp`]).
+    pub timestamps: bool,
+}
+
+/// One line of container output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// The engine's timestamp (RFC 3339), when asked for.
+    pub timestamp: Option<String>,
+    /// The line.
+    pub line: OutputLine,
+}
+
+/// Splits the engine's multiplexed stream (8-byte headers: stream, 0, 0, 0,
+/// big-endian length) into lines, in arrival order. A pure state machine.
+#[derive(Debug, Default)]
+pub struct Demuxer {
+    raw: Vec<u8>,
+    tty: bool,
+    timestamps: bool,
+    partial: [Vec<u8>; 2],
+    truncated: [bool; 2],
+}
+
+impl Demuxer {
+    /// A demuxer; `tty` when the container has a TTY (no frames, all stdout).
+    pub fn new(tty: bool, timestamps: bool) -> Demuxer {
+        Demuxer {
+            tty,
+            timestamps,
+            ..Demuxer::default()
+        }
+    }
+
+    /// Feeds bytes; returns the lines completed by them.
+    pub fn push(&mut self, data: &[u8]) -> Vec<LogLine> {
+        let mut out = Vec::new();
+        if self.tty {
+            self.feed(OutputStream::Stdout, data, &mut out);
+            return out;
+        }
+        self.raw.extend_from_slice(data);
+        let mut at = 0;
+        while self.raw.len() - at >= 8 {
+            let h = &self.raw[at..at + 8];
+            let len = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as usize;
+            if self.raw.len() - at - 8 < len {
+                break;
+            }
+            let stream = if h[0] == 2 {
+                OutputStream::Stderr
+            } else {
+                OutputStream::Stdout
+            };
+            let payload = self.raw[at + 8..at + 8 + len].to_vec();
+            self.feed(stream, &payload, &mut out);
+            at += 8 + len;
+        }
+        self.raw.drain(..at);
+        out
+    }
+
+    /// Ends the input; returns unterminated last lines.
+    pub fn finish(&mut self) -> Vec<LogLine> {
+        let mut out = Vec::new();
+        for (i, stream) in [OutputStream::Stdout, OutputStream::Stderr]
+            .into_iter()
+            .enumerate()
+        {
+            if !self.partial[i].is_empty() || self.truncated[i] {
+                let bytes = std::mem::take(&mut self.partial[i]);
+                let t = std::mem::take(&mut self.truncated[i]);
+                out.push(self.line(stream, bytes, t));
+            }
+        }
+        out
+    }
+
+    fn feed(&mut self, stream: OutputStream, data: &[u8], out: &mut Vec<LogLine>) {
+        let i = stream as usize;
+        for chunk in data.split_inclusive(|&b| b == b'\n') {
+            let (body, ends) = match chunk.strip_suffix(b"\n") {
+                Some(b) => (b, true),
+                None => (chunk, false),
+            };
+            let room = MAX_LINE.saturating_sub(self.partial[i].len());
+            if body.len() > room {
+                self.partial[i].extend_from_slice(&body[..room]);
+                self.truncated[i] = true;
+            } else {
+                self.partial[i].extend_from_slice(body);
+            }
+            if ends {
+                let mut bytes = std::mem::take(&mut self.partial[i]);
+                if bytes.last() == Some(&b'\r') {
+                    bytes.pop();
+                }
+                let t = std::mem::take(&mut self.truncated[i]);
+                out.push(self.line(stream, bytes, t));
+            }
+        }
+    }
+
+    fn line(&self, stream: OutputStream, mut bytes: Vec<u8>, truncated: bool) -> LogLine {
+        let mut timestamp = None;
+        if self.timestamps
+            && let Some(sp) = bytes.iter().position(|&b| b == b' ')
+        {
+            timestamp = Some(String::from_utf8_lossy(&bytes[..sp]).into_owned());
+            bytes.drain(..=sp);
+        }
+        LogLine {
+            timestamp,
+            line: OutputLine {
+                stream,
+                bytes,
+                truncated,
+            },
+        }
+    }
+}
+
+/// A stream of log lines of one container.
+pub struct LogStream {
+    body: Option<DrivenBody>,
+    demux: Demuxer,
+    ready: std::collections::VecDeque<LogLine>,
+}
+
+impl LogStream {
+    /// The next line; `None` when the logs end (container stopped when following).
+    pub async fn next(&mut self) -> Option<Result<LogLine>> {
+        loop {
+            if let Some(l) = self.ready.pop_front() {
+                return Some(Ok(l));
+            }
+            let body = self.body.as_mut()?;
+            match body.chunk().await {
+                Some(Ok(c)) => self.ready.extend(self.demux.push(&c)),
+                Some(Err(e)) => {
+                    self.body = None;
+                    return Some(Err(e));
+                }
+                None => {
+                    self.body = None;
+                    self.ready.extend(self.demux.finish());
+                }
+            }
+        }
+    }
+
+    /// Reads every line to the end.
+    pub async fn collect(mut self) -> Result<Vec<LogLine>> {
+        let mut v = Vec::new();
+        while let Some(l) = self.next().await {
+            v.push(l?);
+        }
+        Ok(v)
+    }
+}
+
+impl Docker {
+    /// Reads (or follows) a container's stdout and stderr, demultiplexed into
+    /// lines in the order the engine recorded them.
+    pub async fn logs(&self, id: &str, opts: &LogOptions) -> Result<LogStream> {
+        let tty = self.inspect_container(id).await?.config.tty;
+        let mut q = vec![
+            ("stdout", "true".to_owned()),
+            ("stderr", "true".to_owned()),
+            ("follow", opts.follow.to_string()),
+            ("timestamps", opts.timestamps.to_string()),
+        ];
+        if let Some(s) = opts.since {
+            q.push(("since", s.to_string()));
+        }
+        if let Some(t) = opts.tail {
+            q.push(("tail", t.to_string()));
+        }
+        let path = format!("/containers/{}/logs{}", enc(id), query(&q));
+        let body = self
+            .call(Method::GET, &path, empty_body(), &format!("container {id}"))
+            .await?;
+        Ok(LogStream {
+            body: Some(body),
+            demux: Demuxer::new(tty, opts.timestamps),
+            ready: Default::default(),
+        })
+    }
+
+    pub(crate) fn log_stream(body: DrivenBody, tty: bool) -> LogStream {
+        LogStream {
+            body: Some(body),
+            demux: Demuxer::new(tty, false),
+            ready: Default::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(stream: u8, data: &[u8]) -> Vec<u8> {
+        let mut v = vec![stream, 0, 0, 0];
+        v.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        v.extend_from_slice(data);
+        v
+    }
+
+    fn texts(lines: &[LogLine]) -> Vec<(OutputStream, String)> {
+        lines
+            .iter()
+            .map(|l| (l.line.stream, l.line.text().into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn demuxes_in_order_across_split_frames() {
+        let mut all = frame(1, b"out1\nout");
+        all.extend(frame(2, b"err1\n"));
+        all.extend(frame(1, b"2\n"));
+        all.extend(frame(2, b"tail"));
+        let mut d = Demuxer::new(false, false);
+        let mut got = Vec::new();
+        // Feed one byte at a time: headers and payloads split anywhere.
+        for b in &all {
+            got.extend(d.push(std::slice::from_ref(b)));
+        }
+        got.extend(d.finish());
+        use OutputStream::*;
+        assert_eq!(
+            texts(&got),
+            vec![
+                (Stdout, "out1".into()),
+                (Stderr, "err1".into()),
+                (Stdout, "out2".into()),
+                (Stderr, "tail".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn splits_timestamps_and_truncates_long_lines() {
+        let mut d = Demuxer::new(false, true);
+        let got = d.push(&frame(1, b"2024-01-01T00:00:00.000000000Z hello world\n"));
+        assert_eq!(
+            got[0].timestamp.as_deref(),
+            Some("2024-01-01T00:00:00.000000000Z")
+        );
+        assert_eq!(got[0].line.text(), "hello world");
+
+        let mut d = Demuxer::new(true, false);
+        let long = vec![b'x'; MAX_LINE + 10];
+        let mut got = d.push(&long);
+        got.extend(d.push(b"\nnext\n"));
+        assert_eq!(got.len(), 2);
+        assert!(got[0].line.truncated);
+        assert_eq!(got[0].line.bytes.len(), MAX_LINE);
+        assert_eq!(got[1].line.text(), "next");
+    }
+}
