@@ -1,36 +1,14 @@
-//! Finding the state directory and the `harnessd` binary, and starting the daemon on demand.
+//! Finding the `harnessd` binary and starting the daemon on demand.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use crate::error::{CliError, CliResult};
 
 /// The name of the daemon binary.
 pub const DAEMON_BIN: &str = "harnessd";
-
-/// The state directory: `--state-dir` / `HARNESS_STATE_DIR`, else `$XDG_STATE_HOME/harness`,
-/// else `~/.local/state/harness`.
-pub fn state_dir(explicit: Option<&Path>) -> CliResult<PathBuf> {
-    if let Some(dir) = explicit {
-        return Ok(dir.to_path_buf());
-    }
-    state_dir_from(std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME"))
-}
-
-fn state_dir_from(xdg: Option<OsString>, home: Option<OsString>) -> CliResult<PathBuf> {
-    if let Some(x) = xdg.filter(|x| !x.is_empty() && Path::new(x).is_absolute()) {
-        return Ok(PathBuf::from(x).join("harness"));
-    }
-    match home.filter(|h| !h.is_empty()) {
-        Some(h) => Ok(PathBuf::from(h).join(".local/state/harness")),
-        None => Err(CliError::Usage(
-            "no state directory: set --state-dir, HARNESS_STATE_DIR, XDG_STATE_HOME or HOME".into(),
-        )),
-    }
-}
 
 /// Where `harnessd` is: next to the running `harness` binary, else on `PATH`.
 pub fn find_daemon_binary() -> Option<PathBuf> {
@@ -91,49 +69,21 @@ pub fn spawn_daemon(state_dir: &Path) -> CliResult<u32> {
     Ok(pid)
 }
 
-/// Polls `attempt` until it succeeds or `timeout` passes; returns the last error on timeout.
-pub fn retry_until<T, E>(
-    timeout: Duration,
-    mut attempt: impl FnMut() -> Result<T, E>,
-) -> Result<T, E> {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(5);
-    loop {
-        match attempt() {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(_) => {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(100));
-            }
-        }
+/// True while a process with this pid exists and is not a zombie.
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn state_dir_prefers_xdg_then_home() {
-        assert_eq!(
-            state_dir_from(Some("/x".into()), Some("/h".into())).unwrap(),
-            PathBuf::from("/x/harness")
-        );
-        assert_eq!(
-            state_dir_from(Some("relative".into()), Some("/h".into())).unwrap(),
-            PathBuf::from("/h/.local/state/harness")
-        );
-        assert!(state_dir_from(None, None).is_err());
-    }
-
-    #[test]
-    fn explicit_state_dir_wins() {
-        assert_eq!(
-            state_dir(Some(Path::new("/s"))).unwrap(),
-            PathBuf::from("/s")
-        );
-    }
 
     #[test]
     fn daemon_binary_sibling_then_path() {

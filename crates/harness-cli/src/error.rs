@@ -5,8 +5,6 @@ use std::path::PathBuf;
 /// The documented exit codes of `harness`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
-    /// 0: success.
-    Ok = 0,
     /// 1: the operation failed (a service failed, the daemon refused a request, ...).
     Failure = 1,
     /// 2: bad command-line usage (clap's own code).

@@ -4,10 +4,13 @@
 //! directly; the others talk to the `harnessd` daemon, which `up` starts on demand.
 
 mod cli;
+mod commands;
 mod daemon;
 mod error;
 mod graph;
+mod load;
 mod progress;
+mod remote;
 mod render;
 
 use std::process::ExitCode;
@@ -57,6 +60,6 @@ fn report(e: &CliError) {
     };
 }
 
-fn run(_cli: Cli) -> Result<(), CliError> {
-    Err(CliError::Failed("not implemented yet".into()))
+fn run(cli: Cli) -> Result<(), CliError> {
+    commands::run(cli)
 }

@@ -136,6 +136,7 @@ impl Progress {
     }
 
     /// The last state seen of each service.
+    #[cfg(test)]
     pub fn states(&self) -> impl Iterator<Item = (&str, &ServiceState)> {
         self.states.iter().map(|(k, (s, _))| (k.as_str(), s))
     }

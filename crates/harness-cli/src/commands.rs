@@ -1,0 +1,510 @@
+//! Every verb, wired: parse → load or connect → act → print.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::CommandFactory;
+use harness_core::{ServiceState, parse_duration};
+use harness_protocol::{LogsParams, ProjectRef, ServicesParams, UpParams};
+
+use crate::cli::{
+    Cli, Command, CompletionsArgs, DaemonAction, LogsArgs, ServicesArgs, StatusArgs, UpArgs,
+};
+use crate::error::{CliError, CliResult};
+use crate::progress::Progress;
+use crate::remote::{self, Followed, Interrupts};
+use crate::{load, render};
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> CliResult {
+    let files = cli.files();
+    let project = cli.global.project.clone();
+    let state_dir = cli.global.state_dir.clone();
+    let ctx = Ctx {
+        files,
+        project,
+        state_dir,
+    };
+    match cli.command {
+        Command::Validate(a) => load::validate(&ctx.files, ctx.project.as_deref(), a.json),
+        Command::Config(a) => load::config(&ctx.files, ctx.project.as_deref(), &a),
+        Command::Graph(a) => load::graph(&ctx.files, ctx.project.as_deref(), &a),
+        Command::Env(a) => smol::block_on(env(&ctx, &a.service, a.json)),
+        Command::Completions(a) => completions(&a),
+        Command::Up(a) => smol::block_on(up(&ctx, a)),
+        Command::Down(_) => smol::block_on(lifecycle(&ctx, "down", &[])),
+        Command::Start(ServicesArgs { services, .. }) => {
+            smol::block_on(lifecycle(&ctx, "start", &services))
+        }
+        Command::Stop(ServicesArgs { services, .. }) => {
+            smol::block_on(lifecycle(&ctx, "stop", &services))
+        }
+        Command::Restart(ServicesArgs { services, .. }) => {
+            smol::block_on(lifecycle(&ctx, "restart", &services))
+        }
+        Command::Status(a) => smol::block_on(status(&ctx, a)),
+        Command::Logs(a) => smol::block_on(logs(&ctx, a)),
+        Command::Daemon(a) => smol::block_on(daemon(&ctx, a.action)),
+    }
+}
+
+/// What every verb needs from the global flags.
+struct Ctx {
+    files: Vec<PathBuf>,
+    project: Option<String>,
+    state_dir: Option<PathBuf>,
+}
+
+impl Ctx {
+    fn state_dir(&self) -> CliResult<PathBuf> {
+        harness_protocol::resolve_state_dir(self.state_dir.as_deref())
+            .map_err(|e| CliError::Usage(e.to_string()))
+    }
+
+    /// The project a daemon request is about, without reloading it: `-p`, else the name
+    /// from the configuration file when there is one, else the daemon's only project.
+    fn project_ref(&self) -> CliResult<(ProjectRef, Option<Vec<String>>)> {
+        if let Some(p) = &self.project {
+            let name = harness_core::ProjectName::new(p.as_str())
+                .map_err(|e| CliError::Usage(format!("invalid project name `{p}`: {e}")))?;
+            return Ok((ProjectRef::named(name), None));
+        }
+        let files = load::effective_files(&self.files);
+        let explicit = !self.files.is_empty();
+        if explicit || files.iter().all(|f| f.exists()) {
+            let project = load::load_project(&files, None)?;
+            let names = project.services.keys().map(|s| s.to_string()).collect();
+            return Ok((ProjectRef::named(project.name.clone()), Some(names)));
+        }
+        Ok((ProjectRef::default(), None))
+    }
+}
+
+fn completions(a: &CompletionsArgs) -> CliResult {
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout();
+    clap_complete::generate(a.shell, &mut cmd, "harness", &mut out);
+    out.flush()?;
+    Ok(())
+}
+
+async fn env(ctx: &Ctx, service: &str, json: bool) -> CliResult {
+    let files = load::effective_files(&ctx.files);
+    let project = load::load_project(&files, ctx.project.as_deref())?;
+    let env = load::service_env(&project, service)?;
+    let mut out = anstream::stdout();
+    if json {
+        let text = serde_json::to_string_pretty(&env)
+            .map_err(|e| CliError::Failed(format!("encoding env: {e}")))?;
+        writeln!(out, "{text}")?;
+    } else {
+        for (k, v) in env {
+            writeln!(out, "{k}={v}")?;
+        }
+    }
+    Ok(())
+}
+
+async fn up(ctx: &Ctx, a: UpArgs) -> CliResult {
+    let timeout = parse_duration(&a.timeout)
+        .map_err(|e| CliError::Usage(format!("--timeout {}: {e}", a.timeout)))?;
+    // Load locally first: configuration errors are reported here, with their locations,
+    // before any daemon is involved.
+    let files = load::effective_files(&ctx.files);
+    let project = load::load_project(&files, ctx.project.as_deref())?;
+    let requested = remote::service_names(&a.services)?;
+    for s in &requested {
+        if project.service(s.as_str()).is_none() {
+            return Err(CliError::Usage(format!(
+                "no service `{s}` in project `{}`",
+                project.name
+            )));
+        }
+    }
+    let involved: Vec<String> = if requested.is_empty() {
+        project
+            .graph()
+            .start_order()
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    } else {
+        let r: Vec<&str> = requested.iter().map(|s| s.as_str()).collect();
+        project
+            .graph()
+            .with_dependencies(&r)
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let state_dir = ctx.state_dir()?;
+    let (client, started) = remote::connect_or_start(&state_dir).await?;
+    let mut err = anstream::stderr();
+    if started {
+        writeln!(
+            err,
+            "started harnessd (pid {}, state dir {})",
+            client.welcome().pid,
+            state_dir.display()
+        )?;
+    }
+    let up_started_ms = render::now_ms();
+    let began = Instant::now();
+    let mut interrupts = Interrupts::catch();
+    let mut progress = Progress::new(
+        involved.iter().map(String::as_str),
+        render::stdout_is_tty() && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        a.quiet,
+    );
+    let params = UpParams {
+        project: remote::project_with_files(ctx.project.as_deref(), &files)?,
+        services: requested.clone(),
+        wait: a.wait || !a.detach,
+        timeout_ms: Some(timeout.as_millis() as u64),
+    };
+    let project_ref = ProjectRef::named(project.name.clone());
+    let outcome =
+        remote::up_with_progress(&client, params, &mut progress, &mut interrupts, &state_dir).await;
+    let status = match outcome {
+        Ok(status) => {
+            for s in &status.services {
+                if involved.iter().any(|n| n == s.name.as_str()) {
+                    progress.update(s.name.as_str(), &s.state);
+                }
+            }
+            progress.finish();
+            status
+        }
+        Err(CliError::Interrupted) => {
+            progress.finish();
+            return interrupted_stop(&client, project_ref, &state_dir).await;
+        }
+        Err(e) => {
+            progress.finish();
+            if a.detach || a.wait {
+                return Err(e);
+            }
+            // In the foreground, show why: report, then follow the logs anyway.
+            writeln!(
+                err,
+                "{}error:{} {e}",
+                anstyle::AnsiColor::Red.render_fg(),
+                anstyle::Reset.render()
+            )?;
+            return foreground_logs(
+                &client,
+                project_ref,
+                &involved,
+                up_started_ms,
+                &mut interrupts,
+                &state_dir,
+                Some(e),
+            )
+            .await;
+        }
+    };
+    let wanted: Vec<String> = requested.iter().map(|s| s.to_string()).collect();
+    let failed = remote::not_ready(&status, &wanted);
+    if a.wait || !a.detach {
+        if let Some((name, state)) = failed.first() {
+            if a.wait || a.detach {
+                return Err(CliError::Failed(format!(
+                    "service `{name}` is not ready: {state}"
+                )));
+            }
+        } else {
+            writeln!(
+                err,
+                "project {} is up in {} ({})",
+                status.project,
+                render::human_duration(began.elapsed()),
+                remote::summary(&status.services)
+            )?;
+        }
+    } else {
+        writeln!(
+            err,
+            "project {} is starting ({}); `harness status` shows progress",
+            status.project,
+            remote::summary(&status.services)
+        )?;
+    }
+    if a.detach {
+        return Ok(());
+    }
+    foreground_logs(
+        &client,
+        project_ref,
+        &involved,
+        up_started_ms,
+        &mut interrupts,
+        &state_dir,
+        None,
+    )
+    .await
+}
+
+/// `up` in the foreground: follow the logs from the start of `up` until Ctrl-C, then stop
+/// the project's services.
+async fn foreground_logs(
+    client: &harness_protocol::Client,
+    project: ProjectRef,
+    services: &[String],
+    since_ms: u64,
+    interrupts: &mut Interrupts,
+    state_dir: &std::path::Path,
+    failure: Option<CliError>,
+) -> CliResult {
+    let width = remote::name_width(services.iter().map(String::as_str));
+    let params = LogsParams {
+        project: project.clone(),
+        services: Vec::new(),
+        follow: true,
+        tail: None,
+        since_ms: Some(since_ms),
+    };
+    match remote::follow_logs(
+        client,
+        params,
+        width,
+        false,
+        false,
+        Some(interrupts),
+        state_dir,
+    )
+    .await?
+    {
+        Followed::Interrupted => interrupted_stop(client, project, state_dir).await,
+        Followed::Ended => failure.map_or(Ok(()), Err),
+    }
+}
+
+async fn interrupted_stop(
+    client: &harness_protocol::Client,
+    project: ProjectRef,
+    state_dir: &std::path::Path,
+) -> CliResult {
+    let mut err = anstream::stderr();
+    writeln!(
+        err,
+        "\nstopping the project's services (Ctrl-C again to leave them)"
+    )?;
+    let mut again = Interrupts::catch();
+    let stop = remote::lifecycle(
+        client,
+        "stop",
+        ServicesParams {
+            project,
+            services: Vec::new(),
+        },
+        state_dir,
+    );
+    let res = futures_lite::future::or(async { Some(stop.await) }, async {
+        again.next().await;
+        None
+    })
+    .await;
+    match res {
+        Some(Ok(status)) => {
+            writeln!(err, "stopped ({})", remote::summary(&status.services))?;
+        }
+        Some(Err(e)) => writeln!(err, "stopping failed: {e}")?,
+        None => writeln!(err, "left running")?,
+    }
+    Err(CliError::Interrupted)
+}
+
+async fn lifecycle(ctx: &Ctx, verb: &str, services: &[String]) -> CliResult {
+    let state_dir = ctx.state_dir()?;
+    let client = if verb == "start" {
+        remote::connect_or_start(&state_dir).await?.0
+    } else {
+        remote::connect(&state_dir).await?
+    };
+    let (project, _) = ctx.project_ref()?;
+    let params = ServicesParams {
+        project,
+        services: remote::service_names(services)?,
+    };
+    let status = remote::lifecycle(&client, verb, params, &state_dir).await?;
+    let mut err = anstream::stderr();
+    let failed: Vec<_> = status
+        .services
+        .iter()
+        .filter(|s| matches!(s.state, ServiceState::Failed { .. }))
+        .filter(|s| services.is_empty() || services.iter().any(|n| n == s.name.as_str()))
+        .collect();
+    writeln!(
+        err,
+        "{verb}: project {} ({})",
+        status.project,
+        remote::summary(&status.services)
+    )?;
+    if let Some(f) = failed.first()
+        && verb != "stop"
+        && verb != "down"
+    {
+        return Err(CliError::Failed(format!(
+            "service `{}` {}",
+            f.name, f.state
+        )));
+    }
+    Ok(())
+}
+
+async fn status(ctx: &Ctx, a: StatusArgs) -> CliResult {
+    let state_dir = ctx.state_dir()?;
+    let client = remote::connect(&state_dir).await?;
+    let (project, _) = ctx.project_ref()?;
+    let projects = client
+        .status(ServicesParams {
+            project,
+            services: remote::service_names(&a.services)?,
+        })
+        .await
+        .map_err(|e| remote::remote_error(e, &state_dir))?;
+    remote::print_status(&remote::flatten(projects), a.json)
+}
+
+async fn logs(ctx: &Ctx, a: LogsArgs) -> CliResult {
+    let state_dir = ctx.state_dir()?;
+    let client = remote::connect(&state_dir).await?;
+    let (project, names) = ctx.project_ref()?;
+    let since_ms = a
+        .since
+        .as_deref()
+        .map(|s| {
+            parse_duration(s)
+                .map(|d| render::now_ms().saturating_sub(d.as_millis() as u64))
+                .map_err(|e| CliError::Usage(format!("--since {s}: {e}")))
+        })
+        .transpose()?;
+    let width = if !a.services.is_empty() {
+        remote::name_width(a.services.iter().map(String::as_str))
+    } else if let Some(names) = &names {
+        remote::name_width(names.iter().map(String::as_str))
+    } else {
+        let st = client
+            .status(ServicesParams {
+                project: project.clone(),
+                services: Vec::new(),
+            })
+            .await
+            .map_err(|e| remote::remote_error(e, &state_dir))?;
+        remote::name_width(remote::flatten(st).iter().map(|s| s.name.as_str()))
+    };
+    let params = LogsParams {
+        project,
+        services: remote::service_names(&a.services)?,
+        follow: a.follow,
+        tail: a.tail,
+        since_ms,
+    };
+    let mut interrupts = Interrupts::catch();
+    match remote::follow_logs(
+        &client,
+        params,
+        width,
+        a.timestamps,
+        a.json,
+        Some(&mut interrupts),
+        &state_dir,
+    )
+    .await?
+    {
+        // Ctrl-C while following is how `logs -f` ends: not an error.
+        Followed::Interrupted | Followed::Ended => Ok(()),
+    }
+}
+
+async fn daemon(ctx: &Ctx, action: DaemonAction) -> CliResult {
+    let state_dir = ctx.state_dir()?;
+    let mut out = anstream::stdout();
+    match action {
+        DaemonAction::Start => {
+            let (client, started) = remote::connect_or_start(&state_dir).await?;
+            let w = client.welcome();
+            writeln!(
+                out,
+                "harnessd {} (pid {}) {} (state dir {})",
+                w.daemon_version,
+                w.pid,
+                if started {
+                    "started"
+                } else {
+                    "already running"
+                },
+                state_dir.display()
+            )?;
+        }
+        DaemonAction::Stop => {
+            let client = match remote::connect(&state_dir).await {
+                Ok(c) => c,
+                Err(CliError::DaemonUnreachable { .. }) => {
+                    writeln!(
+                        out,
+                        "harnessd is not running (state dir {})",
+                        state_dir.display()
+                    )?;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            let pid = client.welcome().pid;
+            client
+                .daemon_stop()
+                .await
+                .map_err(|e| remote::remote_error(e, &state_dir))?;
+            // Wait until it has really exited (its pid is gone), so a following
+            // `daemon start` does not race with it.
+            let deadline = Instant::now() + std::time::Duration::from_secs(30);
+            while crate::daemon::pid_alive(pid) && Instant::now() < deadline {
+                async_io::Timer::after(std::time::Duration::from_millis(20)).await;
+            }
+            if crate::daemon::pid_alive(pid) {
+                return Err(CliError::Failed(format!(
+                    "harnessd (pid {pid}) did not exit within 30s"
+                )));
+            }
+            writeln!(out, "harnessd (pid {pid}) stopped; services keep running")?;
+        }
+        DaemonAction::Status { json } => {
+            let client = remote::connect(&state_dir).await?;
+            let info = client
+                .daemon_status()
+                .await
+                .map_err(|e| remote::remote_error(e, &state_dir))?;
+            if json {
+                let text = serde_json::to_string_pretty(&info)
+                    .map_err(|e| CliError::Failed(format!("encoding: {e}")))?;
+                writeln!(out, "{text}")?;
+            } else {
+                let up = render::human_duration(std::time::Duration::from_millis(
+                    render::now_ms().saturating_sub(info.started_at_ms),
+                ));
+                let projects: Vec<String> = info.projects.iter().map(|p| p.to_string()).collect();
+                writeln!(out, "harnessd {} running", info.version)?;
+                writeln!(out, "  pid:        {}", info.pid)?;
+                writeln!(out, "  address:    {}", info.address)?;
+                writeln!(out, "  state dir:  {}", info.state_dir.display())?;
+                writeln!(out, "  uptime:     {up}")?;
+                writeln!(out, "  protocol:   {}", info.protocol)?;
+                writeln!(
+                    out,
+                    "  projects:   {}",
+                    if projects.is_empty() {
+                        "-".to_string()
+                    } else {
+                        projects.join(", ")
+                    }
+                )?;
+                writeln!(out, "  clients:    {}", info.connections)?;
+                if let Some(m) = info.metrics_address {
+                    writeln!(out, "  metrics:    http://{m}/metrics")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
