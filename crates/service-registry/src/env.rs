@@ -44,7 +44,7 @@ pub enum EnvError {
         /// The referenced service.
         provider: ServiceName,
         /// Why it cannot be reached.
-        source: ResolveError,
+        source: Box<ResolveError>,
     },
     /// `${svc.port}` for a service that declares no port.
     #[error("variable `{variable}` uses `${{{service}.port}}`, but `{service}` declares no port")]
@@ -97,7 +97,7 @@ pub fn service_environment(
                 EnvError::Unreachable {
                     variable: var.clone(),
                     provider: provider.name.clone(),
-                    source,
+                    source: Box::new(source),
                 }
             })?;
             ep.field(field).ok_or_else(|| EnvError::NoPort {
