@@ -357,13 +357,26 @@ async fn status(ctx: &Ctx, a: StatusArgs) -> CliResult {
     let state_dir = ctx.state_dir()?;
     let client = remote::connect(&state_dir).await?;
     let (project, _) = ctx.project_ref()?;
-    let projects = client
+    let named = project.name.clone();
+    let projects = match client
         .status(ServicesParams {
             project,
             services: remote::service_names(&a.services)?,
         })
         .await
-        .map_err(|e| remote::remote_error(e, &state_dir))?;
+    {
+        Ok(p) => p,
+        // A project the daemon does not run (yet): nothing runs, which is an answer.
+        Err(e)
+            if named.is_some()
+                && a.services.is_empty()
+                && e.remote()
+                    .is_some_and(|b| b.code == harness_protocol::ErrorCode::NotFound) =>
+        {
+            Vec::new()
+        }
+        Err(e) => return Err(remote::remote_error(e, &state_dir)),
+    };
     remote::print_status(&remote::flatten(projects), a.json)
 }
 

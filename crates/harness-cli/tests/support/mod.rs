@@ -1,0 +1,267 @@
+//! Helpers for end-to-end tests: run the built `harness` binary as a user would, each test
+//! in its own project directory and daemon state directory, and clean up afterwards.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The `harness` binary under test.
+pub fn harness_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_harness"))
+}
+
+/// Makes sure `harnessd` (and the demo binaries) are built next to `harness`, the way
+/// `cargo build --workspace` leaves them: `cargo test -p harness-cli` alone builds only
+/// this package's binaries.
+pub fn ensure_workspace_binaries() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let exe = harness_bin();
+        let profile_dir = exe.parent().expect("the binary is in a profile directory");
+        let target_dir = profile_dir
+            .parent()
+            .expect("the profile directory is in a target directory");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "-p", "harnessd", "-p", "harness-demo"])
+            .env("CARGO_TARGET_DIR", target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let out = cmd.output().expect("cargo runs");
+        assert!(
+            out.status.success(),
+            "building harnessd failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            profile_dir.join("harnessd").exists(),
+            "harnessd is not next to harness in {}",
+            profile_dir.display()
+        );
+    });
+}
+
+/// The result of one `harness` run.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with the whole output unless the exit code is `code`.
+    #[track_caller]
+    pub fn expect_code(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "expected exit code {code}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Panics unless it succeeded.
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        self.expect_code(0)
+    }
+}
+
+/// A test's own project directory and state directory; stops its daemon and services on drop.
+pub struct Env {
+    /// The project directory (the working directory of every run).
+    pub dir: tempfile::TempDir,
+    /// The daemon's state directory.
+    pub state: tempfile::TempDir,
+}
+
+impl Env {
+    /// A fresh environment.
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("harness-e2e-")
+                .tempdir()
+                .expect("temp dir"),
+            state: tempfile::Builder::new()
+                .prefix("harness-state-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
+    /// A fresh environment whose daemon will be started (builds harnessd if needed).
+    pub fn with_daemon() -> Env {
+        ensure_workspace_binaries();
+        Env::new()
+    }
+
+    /// Writes a file into the project directory; returns its path.
+    pub fn write(&self, name: &str, content: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, content).expect("write file");
+        p
+    }
+
+    /// A `harness` command in this environment (not run yet).
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(harness_bin());
+        c.args(args)
+            .current_dir(self.dir.path())
+            .env("HARNESS_STATE_DIR", self.state.path())
+            .env_remove("NO_COLOR")
+            .env_remove("CLICOLOR_FORCE")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `harness ARGS` to completion (with a generous deadline).
+    pub fn run(&self, args: &[&str]) -> Run {
+        let child = self
+            .cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn harness");
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(Duration::from_secs(120)) {
+            Ok(out) => Run::from(out.expect("wait for harness")),
+            Err(_) => {
+                kill(pid, libc_sigkill());
+                panic!("harness {args:?} did not finish within 120s");
+            }
+        }
+    }
+
+    /// The daemon's pid, from its address file.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.state.path().join("harnessd.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["pid"].as_u64().map(|p| p as u32)
+    }
+
+    /// `status --json`, parsed.
+    pub fn status(&self) -> Vec<serde_json::Value> {
+        let r = self.run(&["status", "--json"]).ok();
+        serde_json::from_str(&r.stdout)
+            .unwrap_or_else(|e| panic!("status --json is not JSON ({e}):\n{}", r.stdout))
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Best effort, also when the test failed: stop services, then the daemon.
+        let mut pids: Vec<u32> = Vec::new();
+        if self.daemon_pid().is_some() {
+            if let Ok(out) = self.cmd(&["status", "--json"]).output()
+                && let Ok(rows) = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+            {
+                pids.extend(
+                    rows.iter()
+                        .filter_map(|r| r["pid"].as_u64())
+                        .map(|p| p as u32),
+                );
+            }
+            let _ = self.cmd(&["down"]).output();
+            let _ = self.cmd(&["daemon", "stop"]).output();
+            if let Some(pid) = self.daemon_pid()
+                && alive(pid)
+            {
+                kill(pid, libc_sigkill());
+            }
+        }
+        for pid in pids {
+            if alive(pid) {
+                // Services run in their own process group.
+                kill_group(pid);
+            }
+        }
+    }
+}
+
+/// SIGKILL's number.
+pub fn libc_sigkill() -> i32 {
+    9
+}
+
+/// Sends `sig` to `pid` (through the `kill` utility: tests need no unsafe code).
+pub fn kill(pid: u32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// SIGKILLs the process group `pgid`.
+pub fn kill_group(pgid: u32) {
+    let _ = Command::new("kill")
+        .arg("-9")
+        .arg("--")
+        .arg(format!("-{pgid}"))
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// True while `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|s| s != "Z" && s != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `sh -c` process service in YAML, indented for the `services:` map.
+pub fn sh_service(name: &str, script: &str, extra: &str) -> String {
+    let script = script.replace('\'', "''");
+    let mut s =
+        format!("  {name}:\n    type: process\n    binary: sh\n    args: [\"-c\", '{script}']\n");
+    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
+        s.push_str("    ");
+        s.push_str(line);
+        s.push('\n');
+    }
+    s
+}
+
+/// A path as a `&str` (temp paths are UTF-8 here).
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
