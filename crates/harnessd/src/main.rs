@@ -1,3 +1,79 @@
-//! The harness daemon: keeps a project's services up between CLI calls and survives its own restart.
+//! `harnessd`: the harness daemon binary.
 
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use harnessd::{Backend, DaemonOptions, EmptyBackend};
+
+/// The harness daemon: keeps services up between CLI calls.
+#[derive(Debug, Parser)]
+#[command(name = "harnessd", version, about)]
+struct Args {
+    /// The state directory (default: $XDG_STATE_HOME/harness, else ~/.local/state/harness).
+    #[arg(long, env = "HARNESS_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Where to listen (default: a free port on 127.0.0.1).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `harnessd=debug`.
+    #[arg(long, env = "HARNESS_LOG", default_value = "info")]
+    log: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let state_dir = match harness_protocol::resolve_state_dir(args.state_dir.as_deref()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("harnessd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let state = harness_protocol::StateDir::new(&state_dir);
+    if let Err(e) = state.create() {
+        eprintln!("harnessd: {e}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = init_tracing(&state.daemon_log(), &args.log) {
+        eprintln!("harnessd: {}: {e}", state.daemon_log().display());
+        return ExitCode::from(2);
+    }
+    let options = DaemonOptions {
+        state_dir,
+        listen: args.listen,
+        metrics: args.metrics,
+    };
+    let result = smol::block_on(harnessd::run(options, |_state| {
+        Arc::new(EmptyBackend) as Arc<dyn Backend>
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "harnessd failed");
+            eprintln!("harnessd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(path: &std::path::Path, filter: &str) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .json()
+        .init();
+    Ok(())
+}

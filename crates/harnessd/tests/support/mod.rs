@@ -1,0 +1,201 @@
+//! Real daemon processes for tests, each in its own temporary state dir.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_net::TcpStream;
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tungstenite::Message;
+use futures_lite::StreamExt;
+use harness_protocol::{CertPaths, ServerMessage, StateDir};
+
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub struct TestDaemon {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub state: PathBuf,
+}
+
+impl TestDaemon {
+    pub fn start() -> TestDaemon {
+        TestDaemon::start_with(&[])
+    }
+
+    pub fn start_with(args: &[&str]) -> TestDaemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = dir.path().join("state");
+        let mut d = TestDaemon {
+            child: None,
+            dir,
+            state,
+        };
+        d.spawn(args);
+        d
+    }
+
+    /// Starts a daemon process on this state dir and waits until it is ready.
+    pub fn spawn(&mut self, args: &[&str]) {
+        let child = self.command(args).spawn().expect("spawn harnessd");
+        let pid = child.id();
+        self.child = Some(child);
+        self.wait_ready(pid);
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_harnessd"));
+        c.arg("--state-dir")
+            .arg(&self.state)
+            .args(args)
+            .env_remove("HARNESS_STATE_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    fn wait_ready(&mut self, pid: u32) {
+        let until = Instant::now() + DEADLINE;
+        let sd = StateDir::new(&self.state);
+        loop {
+            if sd.read_address().is_ok_and(|a| a.pid == pid) {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("harnessd exited before it was ready: {status}");
+            }
+            assert!(
+                Instant::now() < until,
+                "harnessd not ready within {DEADLINE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn address(&self) -> std::net::SocketAddr {
+        StateDir::new(&self.state)
+            .read_address()
+            .expect("address file")
+            .address
+    }
+
+    pub fn certs(&self) -> CertPaths {
+        CertPaths::of(&StateDir::new(&self.state))
+    }
+
+    /// Waits for the daemon process to exit by itself.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let until = Instant::now() + DEADLINE;
+        loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                self.child = None;
+                return s;
+            }
+            assert!(
+                Instant::now() < until,
+                "harnessd did not exit within {DEADLINE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).expect("pid");
+        rustix::process::kill_process(pid, sig).expect("kill");
+    }
+
+    /// Whether the daemon process is still alive.
+    pub fn alive(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().ok().flatten().is_none(),
+            None => false,
+        }
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub type Ws = WebSocketStream<futures_rustls::client::TlsStream<TcpStream>>;
+
+/// A TLS + WebSocket connection with an explicit TLS config, no protocol handshake.
+pub async fn raw_ws(
+    address: std::net::SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<Ws, String> {
+    let tcp = TcpStream::connect(address)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tls = futures_rustls::TlsConnector::from(tls)
+        .connect(harness_protocol::tls::server_name(), tcp)
+        .await
+        .map_err(|e| format!("tls: {e}"))?;
+    let (ws, _) = async_tungstenite::client_async_with_config(
+        format!("wss://localhost:{}/v1", address.port()),
+        tls,
+        Some(harness_protocol::ws_config()),
+    )
+    .await
+    .map_err(|e| format!("ws: {e}"))?;
+    Ok(ws)
+}
+
+/// Reads the next protocol message, skipping pings; None when the connection ends.
+pub async fn next_message(ws: &mut Ws) -> Option<ServerMessage> {
+    let read = async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => {
+                    return Some(
+                        serde_json::from_str(t.as_str()).expect("daemon sends valid JSON"),
+                    );
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    };
+    futures_lite::future::or(read, async {
+        async_io::Timer::after(DEADLINE).await;
+        panic!("no message from harnessd within {DEADLINE:?}");
+    })
+    .await
+}
+
+/// A raw connection past the protocol handshake.
+pub async fn handshaken(d: &TestDaemon) -> Ws {
+    let tls = harness_protocol::tls::client_config(&d.certs()).expect("client config");
+    let mut ws = raw_ws(d.address(), tls).await.expect("connect");
+    ws.send(Message::text(harness_protocol::encode(
+        &harness_protocol::codec::hello("test"),
+    )))
+    .await
+    .expect("send hello");
+    match next_message(&mut ws).await {
+        Some(ServerMessage::Welcome(_)) => ws,
+        other => panic!("expected welcome, got {other:?}"),
+    }
+}
+
+pub fn file_mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
+}
