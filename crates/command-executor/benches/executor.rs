@@ -1,1 +1,143 @@
-fn main() {}
+//! Launcher overhead against bare baselines measured in the same run.
+//!
+//! - spawn: 500 `sleep 5` through `LocalLauncher` until every `Started` event
+//!   is read, vs a bare `std::process::Command` spawn loop;
+//! - lines: `seq 1000000` read line by line through the event stream, vs the
+//!   same producer piped into `cat > /dev/null`.
+//!
+//! Run with `cargo bench -p command-executor`.
+
+use std::time::{Duration, Instant};
+
+use command_executor::{Command, LaunchOptions, LocalLauncher, ProcessEvent};
+use futures_lite::StreamExt;
+
+const SPAWNS: usize = 500;
+const LINES: u64 = 1_000_000;
+const ROUNDS: usize = 5;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn bare_spawn() -> Duration {
+    let start = Instant::now();
+    let mut children = Vec::with_capacity(SPAWNS);
+    for _ in 0..SPAWNS {
+        children.push(
+            std::process::Command::new("sleep")
+                .arg("5")
+                .spawn()
+                .expect("spawn sleep"),
+        );
+    }
+    let took = start.elapsed();
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    took
+}
+
+fn launcher_spawn() -> Duration {
+    futures_lite::future::block_on(async {
+        let launcher = LocalLauncher::new();
+        let cmd = Command::new("sleep").arg("5");
+        let start = Instant::now();
+        let mut running = Vec::with_capacity(SPAWNS);
+        for _ in 0..SPAWNS {
+            running.push(
+                launcher
+                    .spawn(&cmd, LaunchOptions::default())
+                    .expect("launch sleep"),
+            );
+        }
+        for (_, events) in &mut running {
+            match events.next().await {
+                Some(ProcessEvent::Started { .. }) => {}
+                other => panic!("expected Started, got {other:?}"),
+            }
+        }
+        let took = start.elapsed();
+        for (h, _) in &running {
+            h.kill().await.expect("kill");
+        }
+        took
+    })
+}
+
+fn bare_lines() -> Duration {
+    let start = Instant::now();
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("seq {LINES} | cat > /dev/null"))
+        .status()
+        .expect("sh");
+    assert!(st.success());
+    start.elapsed()
+}
+
+fn launcher_lines() -> (Duration, u64) {
+    futures_lite::future::block_on(async {
+        let cmd = Command::new("seq").arg(LINES.to_string());
+        let start = Instant::now();
+        let (_h, mut events) = LocalLauncher::new()
+            .spawn(&cmd, LaunchOptions::default())
+            .expect("launch seq");
+        let mut lines = 0u64;
+        let mut dropped = 0u64;
+        while let Some(ev) = events.next().await {
+            match ev {
+                ProcessEvent::Output(_) => lines += 1,
+                ProcessEvent::Dropped { lines } => dropped += lines,
+                _ => {}
+            }
+        }
+        let took = start.elapsed();
+        assert_eq!(lines + dropped, LINES);
+        (took, dropped)
+    })
+}
+
+fn main() {
+    // `cargo test --benches` runs bench targets with `--bench` absent: stay quick there.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("executor bench: run with `cargo bench` to measure");
+        return;
+    }
+    let (mut bare_s, mut ours_s) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        bare_s.push(bare_spawn());
+        ours_s.push(launcher_spawn());
+    }
+    let (b, o) = (median(bare_s), median(ours_s));
+    println!(
+        "spawn {SPAWNS} sleep: bare {:.1} ms ({:.0} us each), LocalLauncher until Started {:.1} ms ({:.0} us each), ratio {:.2}x",
+        b.as_secs_f64() * 1e3,
+        b.as_secs_f64() * 1e6 / SPAWNS as f64,
+        o.as_secs_f64() * 1e3,
+        o.as_secs_f64() * 1e6 / SPAWNS as f64,
+        o.as_secs_f64() / b.as_secs_f64()
+    );
+
+    let (mut bare_l, mut ours_l) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        bare_l.push(bare_lines());
+        ours_l.push(launcher_lines());
+    }
+    let b = median(bare_l);
+    ours_l.sort();
+    let (o, dropped) = ours_l[ours_l.len() / 2];
+    let delivered = LINES - dropped;
+    println!(
+        "{LINES} lines: bare `seq | cat > /dev/null` {:.1} ms ({:.2} M lines/s); event stream {:.1} ms: \
+         {:.2} M lines/s read and split, {delivered} delivered ({:.2} M lines/s), {dropped} dropped \
+         because the reader could not keep up with `seq`",
+        b.as_secs_f64() * 1e3,
+        LINES as f64 / b.as_secs_f64() / 1e6,
+        o.as_secs_f64() * 1e3,
+        LINES as f64 / o.as_secs_f64() / 1e6,
+        delivered as f64 / o.as_secs_f64() / 1e6,
+    );
+}

@@ -147,12 +147,12 @@ fn attach_local(target: AttachTarget) -> Result<(AttachedHandle, EventStream), E
         offsets.stdout = pos;
         follow.push(FileSource::new(file, OutputStream::Stdout, 16 * 1024, pos));
     }
-    if let Some(path) = &target.stderr_log {
-        if target.stdout_log.as_ref() != Some(path) {
-            let (file, pos) = follow_start(path, target.follow_from, OutputStream::Stderr)?;
-            offsets.stderr = pos;
-            follow.push(FileSource::new(file, OutputStream::Stderr, 16 * 1024, pos));
-        }
+    if let Some(path) = &target.stderr_log
+        && target.stdout_log.as_ref() != Some(path)
+    {
+        let (file, pos) = follow_start(path, target.follow_from, OutputStream::Stderr)?;
+        offsets.stderr = pos;
+        follow.push(FileSource::new(file, OutputStream::Stderr, 16 * 1024, pos));
     }
 
     let shared = Shared::new(8192);
@@ -188,12 +188,11 @@ fn attach_local(target: AttachTarget) -> Result<(AttachedHandle, EventStream), E
 
 /// Completes when the process has ended: pidfd readable, or `/proc` shows it gone.
 async fn watch_exit(id: ProcessIdentity, pidfd: Option<OwnedFd>) {
-    if let Some(fd) = pidfd {
-        if let Ok(fd) = async_io::Async::new(fd) {
-            if fd.readable().await.is_ok() {
-                return;
-            }
-        }
+    if let Some(fd) = pidfd
+        && let Ok(fd) = async_io::Async::new(fd)
+        && fd.readable().await.is_ok()
+    {
+        return;
     }
     while id.check().is_ok() {
         async_io::Timer::after(PROC_POLL).await;

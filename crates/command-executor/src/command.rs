@@ -231,9 +231,10 @@ impl Command {
 }
 
 impl std::fmt::Display for Command {
-    /// The command as a POSIX shell line (see [`shell_command_line`](crate::shell_command_line)).
+    /// The program and arguments, each quoted for a POSIX shell, e.g. `echo 'a b'`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::quote::shell_command_line(self))
+        let words: Vec<String> = self.argv().map(crate::shell_quote).collect();
+        f.write_str(&words.join(" "))
     }
 }
 

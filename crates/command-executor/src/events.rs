@@ -293,6 +293,14 @@ impl ExitCell {
     }
 }
 
+impl std::fmt::Debug for ExitCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExitCell")
+            .field("status", &self.get())
+            .finish()
+    }
+}
+
 /// Splits a byte stream into lines, bounded in memory: a line longer than
 /// `max` keeps its first `max` bytes and is marked truncated; the rest up to
 /// the newline is skipped.

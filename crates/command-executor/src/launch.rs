@@ -27,7 +27,8 @@ pub enum OutputMode {
     Files {
         /// The stdout log.
         stdout: PathBuf,
-        /// The stderr log (may be the same file as `stdout`).
+        /// The stderr log. If it is the same path as `stdout`, both streams
+        /// share the file and all lines are reported as stdout.
         stderr: PathBuf,
     },
 }
@@ -241,14 +242,6 @@ pub struct ProcessHandle {
     identity: ProcessIdentity,
     exit: Arc<ExitCell>,
     stdin: async_lock::Mutex<Option<ChildStdin>>,
-}
-
-impl std::fmt::Debug for ExitCell {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExitCell")
-            .field("status", &self.get())
-            .finish()
-    }
 }
 
 impl ProcessHandle {

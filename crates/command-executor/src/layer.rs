@@ -51,10 +51,10 @@ impl Layer for LocalLayer {
                 out = out.env(k.clone(), v.clone());
             }
         }
-        if out.get_current_dir().is_none() {
-            if let Some(dir) = &self.current_dir {
-                out = out.current_dir(dir.clone());
-            }
+        if out.get_current_dir().is_none()
+            && let Some(dir) = &self.current_dir
+        {
+            out = out.current_dir(dir.clone());
         }
         out
     }

@@ -16,7 +16,7 @@
 //!   (`docker exec ...`); they stack.
 //!
 //! Runtime-agnostic: the crate spawns no tasks on any executor. Each process
-//! gets one small thread that reads its output and reaps it (ADR 003); every
+//! gets one small thread that reads its output and reaps it (ADR 006); every
 //! future here works under smol, tokio or any other executor.
 //!
 //! ```no_run

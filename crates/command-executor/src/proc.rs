@@ -134,9 +134,8 @@ pub(crate) fn signal_group(pgid: u32, sig: Signal) -> Result<bool, ExecError> {
 /// True while a live (non-zombie) process is in the group.
 pub(crate) fn group_alive(pgid: u32) -> bool {
     let Ok(pid) = pid_of(pgid) else { return false };
-    match rustix::process::test_kill_process_group(pid) {
-        Err(rustix::io::Errno::SRCH) => return false,
-        Ok(()) | Err(_) => {}
+    if let Err(rustix::io::Errno::SRCH) = rustix::process::test_kill_process_group(pid) {
+        return false;
     }
     // Members exist; zombies count as gone (their parent reaps them, not us).
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -147,10 +146,11 @@ pub(crate) fn group_alive(pgid: u32) -> bool {
         let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        if let Ok(stat) = read_stat(pid) {
-            if stat.pgrp == i64::from(pgid) && !stat.is_dead() {
-                return true;
-            }
+        if let Ok(stat) = read_stat(pid)
+            && stat.pgrp == i64::from(pgid)
+            && !stat.is_dead()
+        {
+            return true;
         }
     }
     false

@@ -2,7 +2,7 @@
 //! the [`Shared`] queue; finish with the exit status.
 //!
 //! Each launched or attached process gets one thread that runs
-//! `async_io::block_on(zip(exit_watcher, reader))` (see ADR "output pumping").
+//! `async_io::block_on(zip(exit_watcher, reader))` (ADR 006).
 
 use std::fs::File;
 use std::io;

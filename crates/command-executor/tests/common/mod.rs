@@ -92,10 +92,12 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
         else {
             continue;
         };
-        if let Some((state, pgrp)) = stat_fields(pid) {
-            if pgrp == i64::from(pgid) && state != 'Z' && state != 'X' {
-                out.push(pid);
-            }
+        if let Some((state, pgrp)) = stat_fields(pid)
+            && pgrp == i64::from(pgid)
+            && state != 'Z'
+            && state != 'X'
+        {
+            out.push(pid);
         }
     }
     out
@@ -122,7 +124,6 @@ pub struct GroupGuard(pub u32);
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Ok(pgid) = i32::try_from(self.0) {
-            // SAFETY-free: plain kill(2) through the `kill` program is enough here.
             let _ = std::process::Command::new("kill")
                 .args(["-KILL", "--", &format!("-{pgid}")])
                 .stderr(std::process::Stdio::null())
