@@ -39,7 +39,12 @@ fn ms(d: Duration) -> String {
 
 fn report(name: &str, s: &Stats, baseline: Option<&Stats>) {
     let ratio = baseline
-        .map(|b| format!("  ({:.1}x the baseline p50)", s.p50.as_secs_f64() / b.p50.as_secs_f64()))
+        .map(|b| {
+            format!(
+                "  ({:.1}x the baseline p50)",
+                s.p50.as_secs_f64() / b.p50.as_secs_f64()
+            )
+        })
         .unwrap_or_default();
     println!(
         "{name:<40} min {:>9}  p50 {:>9}  p90 {:>9}  p99 {:>9}  mean {:>9}{ratio}",
@@ -86,10 +91,17 @@ fn main() {
         assert!(out.status.success());
         assert!(out.stdout.len() > SERVICES * 50);
     });
-    report("harness status --json (loads the file)", &status, Some(&baseline));
+    report(
+        "harness status --json (loads the file)",
+        &status,
+        Some(&baseline),
+    );
 
     let named = time(RUNS, || {
-        let out = env.cmd(&["-p", "bench", "status", "--json"]).output().unwrap();
+        let out = env
+            .cmd(&["-p", "bench", "status", "--json"])
+            .output()
+            .unwrap();
         assert!(out.status.success());
     });
     report("harness -p bench status --json", &named, Some(&baseline));
@@ -104,7 +116,11 @@ fn main() {
     println!(
         "target p50 < {}: {}",
         ms(target),
-        if status.p50 < target { "met" } else { "NOT met" }
+        if status.p50 < target {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
     env.run(&["down"]).ok();
 }

@@ -92,7 +92,27 @@ fn completions(a: &CompletionsArgs) -> CliResult {
 async fn env(ctx: &Ctx, service: &str, json: bool) -> CliResult {
     let files = load::effective_files(&ctx.files);
     let project = load::load_project(&files, ctx.project.as_deref())?;
-    let env = load::service_env(&project, service)?;
+    // The daemon knows where services really run: ask it when it runs this project.
+    let from_daemon = match ctx.state_dir() {
+        Ok(dir) => match harness_protocol::Client::connect(&dir).await {
+            Ok(client) => client
+                .env(harness_protocol::EnvParams {
+                    project: ProjectRef::named(project.name.clone()),
+                    service: harness_core::ServiceName::new(service).map_err(|e| {
+                        CliError::Usage(format!("invalid service `{service}`: {e}"))
+                    })?,
+                })
+                .await
+                .ok()
+                .map(|r| r.env),
+            Err(_) => None,
+        },
+        Err(_) => None,
+    };
+    let env = match from_daemon {
+        Some(env) => env,
+        None => load::service_env(&project, service)?,
+    };
     let mut out = anstream::stdout();
     if json {
         let text = serde_json::to_string_pretty(&env)

@@ -5,30 +5,53 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 
-use harness_config::Project;
+use harness_config::{LoadOptions, Project};
 
 use crate::cli::{ConfigAction, ConfigArgs, ConfigFormat, GraphArgs, GraphFormat};
 use crate::error::{CliError, CliResult};
 use crate::graph::{Edge, GraphView};
 
-/// The default configuration file, in the current directory.
-pub const DEFAULT_FILE: &str = "services.yaml";
-
-/// The files to load: those given, else `./services.yaml`.
+/// The files to load: those given, else `./services.yaml` (or `./services.yml`).
 pub fn effective_files(files: &[PathBuf]) -> Vec<PathBuf> {
-    if files.is_empty() {
-        vec![PathBuf::from(DEFAULT_FILE)]
-    } else {
-        files.to_vec()
+    if !files.is_empty() {
+        return files.to_vec();
     }
+    let found = harness_config::DEFAULT_FILES
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    vec![found.unwrap_or_else(|| PathBuf::from(harness_config::DEFAULT_FILES[0]))]
+}
+
+/// True when stderr gets colours.
+pub fn stderr_colored() -> bool {
+    !matches!(
+        anstream::AutoStream::choice(&std::io::stderr()),
+        anstream::ColorChoice::Never
+    )
 }
 
 /// Loads and validates the project, or fails with every diagnostic rendered.
+/// Warnings are printed to stderr.
 pub fn load_project(files: &[PathBuf], project: Option<&str>) -> CliResult<Project> {
-    let _ = (files, project);
-    Err(CliError::Config(
-        "configuration loading is not wired yet".into(),
-    ))
+    let opts = LoadOptions {
+        files: files.to_vec(),
+        project_name: project.map(str::to_string),
+        ..LoadOptions::default()
+    };
+    match harness_config::load(&opts) {
+        Ok(loaded) => {
+            if !loaded.warnings.items.is_empty() {
+                let _ = write!(
+                    anstream::stderr(),
+                    "{}",
+                    loaded.warnings.render(stderr_colored())
+                );
+            }
+            Ok(loaded.project)
+        }
+        Err(diags) => Err(CliError::Config(diags.render(stderr_colored()))),
+    }
 }
 
 /// `harness validate`.
@@ -65,7 +88,7 @@ pub fn config(files: &[PathBuf], project: Option<&str>, a: &ConfigArgs) -> CliRe
     let mut out = anstream::stdout();
     if let Some(ConfigAction::Schema) = a.action {
         let _ = (files, project);
-        writeln!(out, "{{}}")?;
+        writeln!(out, "{}", harness_config::json_schema_string().trim_end())?;
         return Ok(());
     }
     let p = load_project(&effective_files(files), project)?;
@@ -114,10 +137,48 @@ pub fn graph(files: &[PathBuf], project: Option<&str>, a: &GraphArgs) -> CliResu
     Ok(())
 }
 
-/// The environment `service` gets, resolved as if the project ran on this host.
+/// The environment `service` gets, computed without a daemon: every service placed where its
+/// configuration puts it (processes on this host, remote services on their node, containers
+/// on the project's Docker network with their published ports), resolved from `service`'s
+/// point of view. Container addresses are only known once they run: a container reached
+/// from another container shows as `0.0.0.0` here (the daemon's answer has the real one).
 pub fn service_env(p: &Project, service: &str) -> CliResult<BTreeMap<String, String>> {
+    use service_registry::{Location, RegistrySnapshot};
     let spec = p.service(service).ok_or_else(|| {
         CliError::Usage(format!("no service `{service}` in project `{}`", p.name))
     })?;
-    Ok(spec.env.clone())
+    let host = service_registry::HostNetwork::read()
+        .map_err(|e| CliError::Failed(format!("reading this host's addresses: {e}")))?;
+    let topology = service_registry::topology_from_config(&p.networks, host)
+        .map_err(|e| CliError::Config(format!("error: {e}")))?;
+    let place = |s: &harness_config::ServiceSpec| -> Option<Location> {
+        match &s.target {
+            harness_config::Target::Process { .. } => Some(Location::LocalHost),
+            harness_config::Target::Docker(_) => Some(Location::DockerNetwork {
+                network: format!("harness-{}", p.name),
+                container_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                published: Vec::new(),
+            }),
+            _ => service_registry::remote_location(s, &topology).ok(),
+        }
+    };
+    let mut snapshot = RegistrySnapshot::default();
+    for s in p.services.values() {
+        if let Some(loc) = place(s) {
+            snapshot
+                .entries
+                .insert(s.name.clone(), service_registry::entry_from_spec(s, loc));
+        }
+    }
+    let me = snapshot.entries.get(&spec.name).cloned().ok_or_else(|| {
+        CliError::Config(format!(
+            "error: cannot place service `{service}`: {}",
+            service_registry::remote_location(spec, &topology)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        ))
+    })?;
+    service_registry::service_environment(&p.name, &snapshot, &topology, &me, &spec.env)
+        .map_err(|e| CliError::Failed(format!("service `{service}`: {e}")))
 }

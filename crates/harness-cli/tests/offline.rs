@@ -110,7 +110,7 @@ fn override_files_merge_in_order() {
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let db = &v["services"]["db"];
     assert_eq!(
-        db["args"],
+        db["target"]["args"],
         serde_json::json!(["300", "600"]),
         "lists append: {db}"
     );
