@@ -56,3 +56,24 @@ pub use launch::{LaunchOptions, Launcher, LocalLauncher, OutputMode, ProcessHand
 pub use layer::{ControlMaster, DockerLayer, Layer, LocalLayer, SshLayer};
 pub use proc::ProcessIdentity;
 pub use quote::{shell_command_line, shell_quote};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+    fn send_unpin<T: Send + Unpin>() {}
+
+    #[test]
+    fn handles_and_streams_cross_threads() {
+        send_sync::<ProcessHandle>();
+        send_sync::<AttachedHandle>();
+        send_sync::<LocalLauncher>();
+        send_sync::<LocalAttacher>();
+        send_sync::<Command>();
+        send_unpin::<EventStream>();
+        let _: Box<dyn Launcher> = Box::new(LocalLauncher::new());
+        let _: Box<dyn Attacher> = Box::new(LocalAttacher::new());
+        let _: Box<dyn Layer> = Box::new(SshLayer::new("h"));
+    }
+}
