@@ -3,19 +3,55 @@
 //!
 //! This crate owns the configuration file format of harness. The rest of harness
 //! works with the validated [`model::Project`] it produces, never with YAML.
+//!
+//! ```
+//! let loaded = harness_config::from_yaml_str(
+//!     r#"
+//! name: shop
+//! services:
+//!   db:
+//!     type: docker
+//!     image: postgres:16
+//!     ports: ["5432:5432"]
+//!     health_check: { command: pg_isready, interval: 2s }
+//!   api:
+//!     type: process
+//!     binary: ./api
+//!     env: { DATABASE_URL: "postgres://${db.host}:${db.port}/shop" }
+//!     dependencies: [db]
+//! "#,
+//! )
+//! .unwrap();
+//! let project = loaded.project;
+//! let order: Vec<&str> = project.graph().start_order().iter().map(|s| s.as_str()).collect();
+//! assert_eq!(order, ["db", "api"]);
+//! assert_eq!(
+//!     project.graph().dependencies("api")[0].condition,
+//!     harness_config::Condition::Healthy
+//! );
+//! ```
+//!
+//! Loading reports every problem at once, each with file:line:column, the line,
+//! a caret and a hint ([`Diagnostics`] implements `Display`).
 
 mod de;
+pub mod diag;
 pub mod graph;
 pub mod interp;
+mod load;
 pub mod model;
 pub mod raw;
+mod schema;
 pub mod template;
 pub mod tree;
 
+pub use diag::{Diagnostic, Diagnostics, Location, Severity};
 pub use graph::{DependencyGraph, GraphError};
+pub use load::{DEFAULT_FILES, LoadOptions, Loaded, from_sources, from_yaml_str, load, load_async};
 pub use model::{
     Backoff, Build, Check, Condition, Dependency, DockerSpec, EnvFile, LogPattern, Network, Node,
     PortMapping, Probe, Project, Protocol, Resources, RestartMode, RestartPolicy, Security,
     ServiceSpec, Settings, Shutdown, Target,
 };
+pub use schema::{json_schema, json_schema_string};
 pub use template::{RefField, ServiceRef, expand_refs, references};

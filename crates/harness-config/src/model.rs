@@ -137,7 +137,7 @@ impl From<Project> for ProjectData {
 }
 
 /// Project-wide settings (`settings:`), used as defaults by services.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Settings {
     /// Log level for harness itself (`error`, `warn`, `info`, `debug`, `trace`).
     pub log_level: Option<String>,
@@ -150,17 +150,6 @@ pub struct Settings {
     /// Default grace period between the stop signal and SIGKILL.
     #[serde(with = "opt_duration", default)]
     pub shutdown_timeout: Option<Duration>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            log_level: None,
-            health_check_interval: None,
-            startup_timeout: None,
-            shutdown_timeout: None,
-        }
-    }
 }
 
 /// A network services are placed on.
@@ -395,6 +384,7 @@ impl ServiceSpec {
 /// What runs, and where.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
+#[allow(clippy::large_enum_variant)] // a handful per project; boxing would only add noise for users
 pub enum Target {
     /// A local process.
     Process {
