@@ -9,12 +9,13 @@
 //!   `${db.host}` are replaced by the same resolution. Declared variables win
 //!   over the generated ones.
 //!
-//! Environment variables (`${VAR}`, `${VAR:-default}`) are the configuration's
-//! business and are expected to be expanded already; other `${...}` forms and
-//! `$$` are left as they are.
+//! Declared values are reference templates as `harness_config::template`
+//! defines them (environment variables already interpolated, `$$` for a
+//! literal `$`); they are parsed by that module, not here.
 
 use std::collections::BTreeMap;
 
+use harness_config::template::{self, Part, TemplateError};
 use harness_core::{ProjectName, ServiceName};
 
 use crate::entry::ServiceEntry;
@@ -45,6 +46,14 @@ pub enum EnvError {
         provider: ServiceName,
         /// Why it cannot be reached.
         source: Box<ResolveError>,
+    },
+    /// A declared value is not a valid reference template.
+    #[error("variable `{variable}`: {source}")]
+    Template {
+        /// The variable.
+        variable: String,
+        /// What is wrong with its value.
+        source: TemplateError,
     },
     /// `${svc.port}` for a service that declares no port.
     #[error("variable `{variable}` uses `${{{service}.port}}`, but `{service}` declares no port")]
@@ -85,14 +94,27 @@ pub fn service_environment(
         }
     }
     for (var, value) in declared {
-        let expanded = expand_references(value, |svc, field| {
-            let provider = registry
-                .entries
-                .get(svc)
-                .ok_or_else(|| EnvError::UnknownService {
-                    service: svc.to_owned(),
-                    reference: Some(var.clone()),
-                })?;
+        let parts = template::parse(value).map_err(|source| EnvError::Template {
+            variable: var.clone(),
+            source,
+        })?;
+        let mut expanded = String::with_capacity(value.len());
+        for part in parts {
+            let r = match part {
+                Part::Literal(text) => {
+                    expanded.push_str(&text);
+                    continue;
+                }
+                Part::Ref(r) => r,
+            };
+            let provider =
+                registry
+                    .entries
+                    .get(&r.service)
+                    .ok_or_else(|| EnvError::UnknownService {
+                        service: r.service.to_string(),
+                        reference: Some(var.clone()),
+                    })?;
             let ep = resolve(topology, provider, &service.location).map_err(|source| {
                 EnvError::Unreachable {
                     variable: var.clone(),
@@ -100,11 +122,12 @@ pub fn service_environment(
                     source: Box::new(source),
                 }
             })?;
-            ep.field(field).ok_or_else(|| EnvError::NoPort {
+            let field = ep.field(r.field.as_str()).ok_or_else(|| EnvError::NoPort {
                 variable: var.clone(),
-                service: svc.to_owned(),
-            })
-        })?;
+                service: r.service.to_string(),
+            })?;
+            expanded.push_str(&field);
+        }
         env.insert(var.clone(), expanded);
     }
     Ok(env)
@@ -128,70 +151,9 @@ pub fn env_prefix(service: &str) -> String {
     out
 }
 
-/// Replaces every `${SERVICE.FIELD}` (FIELD one of `ip`, `port`, `host`) in
-/// `value` by `lookup(SERVICE, FIELD)`. Anything else, including `$${...}`, is
-/// copied unchanged.
-pub fn expand_references<E>(
-    value: &str,
-    mut lookup: impl FnMut(&str, &str) -> Result<String, E>,
-) -> Result<String, E> {
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let tail = &rest[pos..];
-        if let Some(after) = tail.strip_prefix("$$") {
-            out.push_str("$$");
-            rest = after;
-            continue;
-        }
-        let reference = tail
-            .strip_prefix("${")
-            .and_then(|t| t.find('}').map(|end| (&t[..end], end)))
-            .and_then(|(inner, end)| {
-                let (svc, field) = inner.rsplit_once('.')?;
-                let ok = matches!(field, "ip" | "port" | "host") && ServiceName::new(svc).is_ok();
-                ok.then_some((svc, field, end))
-            });
-        match reference {
-            Some((svc, field, end)) => {
-                out.push_str(&lookup(svc, field)?);
-                rest = &tail[2 + end + 1..];
-            }
-            None => {
-                out.push('$');
-                rest = &tail[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expands_only_service_references() {
-        let look = |s: &str, f: &str| -> Result<String, String> { Ok(format!("<{s}|{f}>")) };
-        let cases = [
-            ("http://${db.ip}:${db.port}/x", "http://<db|ip>:<db|port>/x"),
-            ("${my-db.v2.host}", "<my-db.v2|host>"),
-            (
-                "${HOME} $$ $${db.ip} ${db.name} ${.ip} $",
-                "${HOME} $$ $${db.ip} ${db.name} ${.ip} $",
-            ),
-            ("${db.ip", "${db.ip"),
-            ("", ""),
-            ("plain", "plain"),
-        ];
-        for (input, want) in cases {
-            assert_eq!(expand_references(input, look).unwrap(), want, "{input}");
-        }
-        let fail = |_: &str, _: &str| -> Result<String, String> { Err("no".into()) };
-        assert!(expand_references("${x.ip}", fail).is_err());
-    }
 
     #[test]
     fn prefixes() {

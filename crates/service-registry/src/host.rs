@@ -1,7 +1,7 @@
 //! This host's real network addresses, read from the system.
 //!
 //! Linux exposes them as text under `/proc`, which we parse without any
-//! `unsafe` (ADR 003):
+//! `unsafe` (ADR 005):
 //! - IPv4 local addresses are the `/32 host LOCAL` leaves of `/proc/net/fib_trie`;
 //!   their interface and prefix come from the directly connected routes of
 //!   `/proc/net/route`.

@@ -11,7 +11,8 @@
 //! - [`resolve`]: the [`Endpoint`](harness_core::Endpoint) at which a consumer
 //!   reaches a provider, from the consumer's point of view;
 //! - [`IpPool`]: address allocation inside a subnet ([`IpNet`]);
-//! - [`service_environment`]: the resolved environment a service gets.
+//! - [`service_environment`]: the resolved environment a service gets;
+//! - [`config`]: conversions from the configuration model (`harness_config`).
 //!
 //! It is runtime-agnostic: writes are `async` and do their file I/O on
 //! `blocking`'s thread pool; nothing here starts a runtime.
@@ -33,6 +34,7 @@
 //! ```
 
 pub mod alloc;
+pub mod config;
 pub mod entry;
 pub mod env;
 pub mod host;
@@ -43,6 +45,7 @@ pub mod store;
 pub mod topology;
 
 pub use alloc::{AllocError, IpPool};
+pub use config::{ConfigError, entry_from_spec, remote_location, topology_from_config};
 pub use entry::{Location, PublishedPort, ServiceEntry};
 pub use env::{EnvError, service_environment};
 pub use host::{HostAddress, HostNetwork};

@@ -300,7 +300,7 @@ fn environment_resolved_from_where_the_service_runs() {
         let declared: BTreeMap<String, String> = [
             ("DATABASE_URL", "postgres://${db.host}:${db.port}/app"),
             ("API", "http://${web.ip}:${web.port}"),
-            ("LITERAL", "$${db.ip} ${HOME}"),
+            ("LITERAL", "$${db.ip} costs $$5"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -315,7 +315,7 @@ fn environment_resolved_from_where_the_service_runs() {
         assert_eq!(web_env["DB_PORT"], "15432");
         assert_eq!(web_env["DATABASE_URL"], "postgres://localhost:15432/app");
         assert_eq!(web_env["API"], "http://127.0.0.1:8080");
-        assert_eq!(web_env["LITERAL"], "$${db.ip} ${HOME}");
+        assert_eq!(web_env["LITERAL"], "${db.ip} costs $5");
         assert!(!web_env.contains_key("WEB_IP"));
 
         let worker_env = r

@@ -1,0 +1,362 @@
+//! From the configuration model (`harness_config`) to the registry's types.
+//!
+//! - [`topology_from_config`]: the project's networks plus this host's addresses.
+//! - [`remote_location`]: where a `remote`/`package` service runs, from its `host:`.
+//! - [`entry_from_spec`]: a registry entry for a service placed at a location.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use harness_config::{ServiceSpec, Target};
+
+use crate::entry::{Location, PublishedPort, ServiceEntry};
+use crate::host::HostNetwork;
+use crate::net::{IpNet, NetError};
+use crate::topology::{Network, NetworkKind, NetworkTopology, Node};
+
+/// Why the configuration cannot be turned into a topology or a location.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A network's subnet is not a valid CIDR subnet.
+    #[error("network `{network}`: {source}")]
+    BadSubnet {
+        /// The network.
+        network: String,
+        /// What is wrong.
+        source: NetError,
+    },
+    /// A service's `host:` names no node of any (or of its) network.
+    #[error(
+        "service `{service}` runs on `{host}`, which is not a node of {}",
+        match network { Some(n) => format!("network `{n}`"), None => "any network".to_owned() }
+    )]
+    UnknownNode {
+        /// The service.
+        service: String,
+        /// Its `host:`.
+        host: String,
+        /// Its network, if it names one.
+        network: Option<String>,
+    },
+    /// A node's address is a DNS name, not yet resolved to an IP address.
+    #[error(
+        "service `{service}` runs on node `{node}` whose address `{host}` is not an IP address; give the node an IP address in network `{network}`"
+    )]
+    NodeWithoutAddress {
+        /// The service.
+        service: String,
+        /// The node name.
+        node: String,
+        /// Its `host:`.
+        host: String,
+        /// The network.
+        network: String,
+    },
+    /// `remote_location` was asked about a service that is not remote.
+    #[error("service `{service}` is a {kind} service, not a remote one")]
+    NotRemote {
+        /// The service.
+        service: String,
+        /// Its kind.
+        kind: harness_core::ServiceKind,
+    },
+}
+
+/// The configured networks joined with this host's addresses.
+///
+/// A node's address is its `host` when that is an IP address (on a WireGuard
+/// network only when it lies in the mesh subnet, since otherwise it is the
+/// address SSH reaches it at, not its mesh address).
+pub fn topology_from_config(
+    networks: &BTreeMap<String, harness_config::Network>,
+    host: HostNetwork,
+) -> Result<NetworkTopology, ConfigError> {
+    let mut topology = NetworkTopology::new(host);
+    for (name, net) in networks {
+        let subnet = |s: &str| {
+            s.parse::<IpNet>().map_err(|source| ConfigError::BadSubnet {
+                network: name.clone(),
+                source,
+            })
+        };
+        let node = |n: &harness_config::Node, subnet: Option<IpNet>| {
+            let address = n
+                .host
+                .parse::<IpAddr>()
+                .ok()
+                .filter(|ip| subnet.is_none_or(|s| s.contains(*ip)));
+            Node {
+                name: node_name(n).to_owned(),
+                host: n.host.clone(),
+                address,
+            }
+        };
+        let kind = match net {
+            harness_config::Network::Local { subnet: s } => NetworkKind::Local {
+                subnet: s.as_deref().map(subnet).transpose()?,
+            },
+            harness_config::Network::Lan { subnet: s, nodes } => NetworkKind::Lan {
+                subnet: subnet(s)?,
+                nodes: nodes.iter().map(|n| node(n, None)).collect(),
+            },
+            harness_config::Network::Wireguard {
+                subnet: s, nodes, ..
+            } => {
+                let s = subnet(s)?;
+                NetworkKind::Wireguard {
+                    subnet: s,
+                    nodes: nodes.iter().map(|n| node(n, Some(s))).collect(),
+                }
+            }
+        };
+        topology.add_network(Network {
+            name: name.clone(),
+            kind,
+        });
+    }
+    Ok(topology)
+}
+
+fn node_name(n: &harness_config::Node) -> &str {
+    n.name.as_deref().unwrap_or(&n.host)
+}
+
+/// Where a `remote` or `package` service runs: the node its `host:` names
+/// (by name or address), in its own network if it names one, as a LAN node or
+/// a WireGuard peer.
+pub fn remote_location(
+    spec: &ServiceSpec,
+    topology: &NetworkTopology,
+) -> Result<Location, ConfigError> {
+    let host = match &spec.target {
+        Target::Remote { host, .. } | Target::Package { host, .. } => host,
+        _ => {
+            return Err(ConfigError::NotRemote {
+                service: spec.name.to_string(),
+                kind: spec.kind(),
+            });
+        }
+    };
+    let found = topology
+        .networks
+        .values()
+        .filter(|net| spec.network.as_deref().is_none_or(|n| n == net.name))
+        .find_map(|net| {
+            net.nodes()
+                .iter()
+                .find(|n| n.name == *host || n.host == *host)
+                .map(|n| (net, n))
+        });
+    let Some((net, node)) = found else {
+        return Err(ConfigError::UnknownNode {
+            service: spec.name.to_string(),
+            host: host.clone(),
+            network: spec.network.clone(),
+        });
+    };
+    let Some(address) = node.address else {
+        return Err(ConfigError::NodeWithoutAddress {
+            service: spec.name.to_string(),
+            node: node.name.clone(),
+            host: node.host.clone(),
+            network: net.name.clone(),
+        });
+    };
+    Ok(match net.kind {
+        NetworkKind::Wireguard { .. } => Location::WireguardPeer {
+            node: node.name.clone(),
+            mesh_ip: address,
+        },
+        _ => Location::LanNode {
+            node: node.name.clone(),
+            address,
+        },
+    })
+}
+
+/// A registry entry for `spec` placed at `location`: its kind, its ports
+/// (where it listens) and, for a container whose location lists no published
+/// port, the published ports the configuration declares.
+pub fn entry_from_spec(spec: &ServiceSpec, location: Location) -> ServiceEntry {
+    let mut location = location;
+    if let Location::DockerNetwork { published, .. } = &mut location
+        && published.is_empty()
+    {
+        *published = spec
+            .ports
+            .iter()
+            .filter_map(|p| {
+                p.host.map(|host| PublishedPort {
+                    host,
+                    container: p.container,
+                })
+            })
+            .collect();
+    }
+    let mut ports: Vec<u16> = spec.ports.iter().map(|p| p.container).collect();
+    if ports.is_empty()
+        && let Some(p) = spec.primary_port()
+    {
+        ports.push(p);
+    }
+    let mut entry = ServiceEntry::new(spec.name.clone(), spec.kind(), location);
+    entry.ports = ports;
+    if let Target::Package { version, .. } = &spec.target {
+        entry.version = version.clone();
+    }
+    entry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use harness_config::{PortMapping, Protocol};
+    use harness_core::{ServiceKind, ServiceName};
+
+    fn cfg_node(host: &str, name: Option<&str>) -> harness_config::Node {
+        harness_config::Node {
+            host: host.into(),
+            name: name.map(str::to_owned),
+            ssh_user: "deploy".into(),
+            ssh_key: None,
+            ssh_port: None,
+            package_deploy: false,
+        }
+    }
+
+    fn networks() -> BTreeMap<String, harness_config::Network> {
+        BTreeMap::from([
+            (
+                "lan".to_owned(),
+                harness_config::Network::Lan {
+                    subnet: "192.168.1.0/24".into(),
+                    nodes: vec![
+                        cfg_node("192.168.1.21", Some("n1")),
+                        cfg_node("builder.lan", None),
+                    ],
+                },
+            ),
+            (
+                "mesh".to_owned(),
+                harness_config::Network::Wireguard {
+                    subnet: "10.100.0.0/24".into(),
+                    config_path: None,
+                    nodes: vec![
+                        cfg_node("10.100.0.30", Some("far")),
+                        cfg_node("203.0.113.9", Some("edge")),
+                    ],
+                },
+            ),
+            (
+                "dev".to_owned(),
+                harness_config::Network::Local { subnet: None },
+            ),
+        ])
+    }
+
+    fn remote(name: &str, host: &str, network: Option<&str>) -> ServiceSpec {
+        let mut s = ServiceSpec::process(ServiceName::new(name).unwrap(), "x", vec![]);
+        s.target = Target::Remote {
+            host: host.into(),
+            binary: "/bin/api".into(),
+            args: vec![],
+        };
+        s.network = network.map(str::to_owned);
+        s
+    }
+
+    #[test]
+    fn converts_networks_and_places_remote_services() {
+        let t = topology_from_config(&networks(), HostNetwork::default()).unwrap();
+        assert_eq!(t.networks.len(), 3);
+        let (net, n1) = t.node("n1").unwrap();
+        assert_eq!(
+            (net.name.as_str(), n1.address),
+            ("lan", Some("192.168.1.21".parse().unwrap()))
+        );
+        assert_eq!(t.node("builder.lan").unwrap().1.address, None);
+        // A public SSH address is not a mesh address.
+        assert_eq!(t.node("edge").unwrap().1.address, None);
+
+        let loc = remote_location(&remote("api", "n1", None), &t).unwrap();
+        assert_eq!(
+            loc,
+            Location::LanNode {
+                node: "n1".into(),
+                address: "192.168.1.21".parse().unwrap()
+            }
+        );
+        let loc = remote_location(&remote("api", "10.100.0.30", Some("mesh")), &t).unwrap();
+        assert_eq!(
+            loc,
+            Location::WireguardPeer {
+                node: "far".into(),
+                mesh_ip: "10.100.0.30".parse().unwrap()
+            }
+        );
+        let e = remote_location(&remote("api", "n1", Some("mesh")), &t).unwrap_err();
+        assert!(matches!(e, ConfigError::UnknownNode { .. }), "{e}");
+        assert!(e.to_string().contains("network `mesh`"), "{e}");
+        let e = remote_location(&remote("api", "builder.lan", None), &t).unwrap_err();
+        assert!(matches!(e, ConfigError::NodeWithoutAddress { .. }), "{e}");
+        let local = ServiceSpec::process(ServiceName::new("w").unwrap(), "x", vec![]);
+        assert!(matches!(
+            remote_location(&local, &t),
+            Err(ConfigError::NotRemote { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_subnets_name_the_network() {
+        let nets = BTreeMap::from([(
+            "lan".to_owned(),
+            harness_config::Network::Lan {
+                subnet: "10.0.0.1/8".into(),
+                nodes: vec![],
+            },
+        )]);
+        let e = topology_from_config(&nets, HostNetwork::default()).unwrap_err();
+        assert!(e.to_string().starts_with("network `lan`"), "{e}");
+    }
+
+    #[test]
+    fn entries_from_specs() {
+        let mut s = ServiceSpec::process(ServiceName::new("db").unwrap(), "x", vec![]);
+        s.ports = vec![
+            PortMapping {
+                host: Some(15432),
+                container: 5432,
+                protocol: Protocol::Tcp,
+            },
+            PortMapping {
+                host: None,
+                container: 9187,
+                protocol: Protocol::Tcp,
+            },
+        ];
+        let e = entry_from_spec(
+            &s,
+            Location::DockerNetwork {
+                network: "app".into(),
+                container_ip: "172.20.0.5".parse().unwrap(),
+                published: vec![],
+            },
+        );
+        assert_eq!(e.kind, ServiceKind::Process);
+        assert_eq!(e.ports, [5432, 9187]);
+        match e.location {
+            Location::DockerNetwork { published, .. } => {
+                assert_eq!(
+                    published,
+                    [PublishedPort {
+                        host: 15432,
+                        container: 5432
+                    }]
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = entry_from_spec(&s, Location::LocalHost);
+        assert_eq!(e.primary_port(), Some(5432));
+    }
+}
