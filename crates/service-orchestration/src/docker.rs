@@ -1,0 +1,1119 @@
+//! The executor of Docker services, on the real engine through `docker-engine`.
+//!
+//! - Containers are named `<project>-<service>` and labelled
+//!   `harness.project`, `harness.service` and `harness.config-hash`, so a new
+//!   daemon finds them again: [`ServiceExecutor::attach`] re-adopts one from its
+//!   record, and [`ServiceExecutor::start`] adopts a running container of the same
+//!   service and configuration instead of starting a duplicate.
+//! - The engine's `/events` stream drives the lifecycle: a container that dies
+//!   (even by `docker kill` from outside) ends its event stream at once with its
+//!   exit code. Output comes from the demultiplexed `logs` stream.
+//! - Exec checks run inside the container (exec API). HTTP and TCP checks reach
+//!   the container as a consumer on this host does: through its published port on
+//!   loopback ([`DockerRecord::host_endpoint`]).
+//! - The hardening contract: `security.read_only` gives a read-only root file
+//!   system, a tmpfs `/tmp` and one writable state volume at `/state`;
+//!   `cap_drop`, `cap_add`, `no_new_privileges` and `runtime` are passed as they
+//!   are (an unknown runtime is an error naming it, never a fallback); only
+//!   declared ports are published.
+//! - Every container joins the project network `harness-<project>` (a bridge,
+//!   created on demand) with its service name as DNS alias, so containers reach
+//!   each other by name and by IP ([`DockerRecord::ip`]).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use docker_engine::{
+    BuildSpec, ContainerInspect, ContainerSpec, Docker, DockerError, EventFilter, EventStream,
+    LogOptions, Mount, MountSource, PortSpec, WaitCondition,
+};
+use harness_config::{DockerSpec, ServiceSpec, Target};
+use harness_core::{Endpoint, ExitStatus, OutputLine, OutputStream, ServiceKind, Signal};
+use serde::{Deserialize, Serialize};
+
+use crate::executor::{
+    BoxError, ExecOutcome, ExecutorError, InstanceEvent, InstanceRecord, Launched, ServiceExecutor,
+    ServiceInstance, StartContext,
+};
+
+/// Label naming the project a container belongs to.
+pub const LABEL_PROJECT: &str = "harness.project";
+/// Label naming the service a container runs.
+pub const LABEL_SERVICE: &str = "harness.service";
+/// Label holding a hash of the configuration the container was created from.
+pub const LABEL_CONFIG_HASH: &str = "harness.config-hash";
+/// Where the writable state volume of a read-only container is mounted.
+pub const STATE_DIR: &str = "/state";
+
+/// How long output may still arrive after the container died before the exit is reported.
+const LOG_DRAIN: Duration = Duration::from_secs(5);
+
+/// What is persisted of a container (the `data` of its [`InstanceRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerRecord {
+    /// The container id.
+    pub id: String,
+    /// The container name.
+    pub name: String,
+    /// The hash of the configuration it was created from.
+    pub config_hash: String,
+    /// The project network it is on.
+    pub network: String,
+    /// Its IP on that network.
+    pub ip: Option<IpAddr>,
+    /// Declared ports: `(container port, published host port)`.
+    pub ports: Vec<(u16, Option<u16>)>,
+}
+
+impl DockerRecord {
+    /// The record held in an [`InstanceRecord`] made by this executor.
+    pub fn from_instance(record: &InstanceRecord) -> Option<DockerRecord> {
+        serde_json::from_value(record.data.clone()).ok()
+    }
+
+    /// Where a consumer on this host (a local process, a health check) reaches
+    /// it: loopback at the published host port of its first declared port.
+    pub fn host_endpoint(&self) -> Endpoint {
+        let port = self.ports.first().and_then(|(_, host)| *host);
+        Endpoint::loopback(port)
+    }
+
+    /// Where another container on the project network reaches it: its IP at
+    /// its first declared container port, host name = the container name.
+    pub fn network_endpoint(&self) -> Option<Endpoint> {
+        Some(Endpoint {
+            ip: self.ip?,
+            port: self.ports.first().map(|(c, _)| *c),
+            host: self.name.clone(),
+        })
+    }
+
+    /// The host port that `container_port` is published on.
+    pub fn published(&self, container_port: u16) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|(c, _)| *c == container_port)
+            .and_then(|(_, h)| *h)
+    }
+}
+
+/// Runs services of kind `docker` as containers on a Docker Engine.
+#[derive(Debug, Clone)]
+pub struct DockerExecutor {
+    docker: Docker,
+}
+
+impl DockerExecutor {
+    /// An executor on this engine client.
+    pub fn new(docker: Docker) -> DockerExecutor {
+        DockerExecutor { docker }
+    }
+
+    /// An executor on the engine `DOCKER_HOST` names (default: the local unix socket).
+    pub async fn from_env() -> Result<DockerExecutor, DockerError> {
+        Ok(DockerExecutor::new(Docker::from_env().await?))
+    }
+
+    /// The engine client.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// The name of the project network.
+    pub fn network_name(project: &str) -> String {
+        format!("harness-{project}")
+    }
+
+    /// The container name of a service.
+    pub fn container_name(project: &str, service: &str) -> String {
+        format!("{project}-{service}")
+    }
+
+    /// Creates the project network unless it exists.
+    async fn ensure_network(&self, project: &str) -> Result<String, DockerError> {
+        let name = Self::network_name(project);
+        match self.docker.inspect_network(&name).await {
+            Ok(_) => return Ok(name),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let labels = BTreeMap::from([(LABEL_PROJECT.to_owned(), project.to_owned())]);
+        match self.docker.create_network(&name, &labels, None).await {
+            // Created concurrently by another service's start: fine.
+            Ok(_) | Err(DockerError::NameConflict { .. }) => Ok(name),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes every container and the network of `project` (what `down` leaves behind).
+    pub async fn remove_project(&self, project: &str) -> Result<(), DockerError> {
+        for c in self
+            .docker
+            .list_containers(&[(LABEL_PROJECT, project)])
+            .await?
+        {
+            self.docker.remove_container(&c.id, true).await?;
+        }
+        self.docker
+            .remove_network(&Self::network_name(project))
+            .await
+    }
+
+    /// Makes sure the image is there: builds it when the spec says so, else
+    /// checks it is present (nothing is pulled). Returns the build's progress lines.
+    async fn ensure_image(&self, d: &DockerSpec) -> Result<Vec<String>, DockerError> {
+        let mut progress = Vec::new();
+        if let Some(b) = &d.build {
+            let spec = BuildSpec {
+                context: b.context.clone(),
+                dockerfile: b
+                    .dockerfile
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned()),
+                tag: d.image.clone(),
+                build_args: b.args.clone(),
+                labels: BTreeMap::new(),
+            };
+            self.docker
+                .build_image(&spec, |l| progress.push(l.to_owned()))
+                .await?;
+        } else {
+            self.docker.inspect_image(&d.image).await?;
+        }
+        Ok(progress)
+    }
+
+    async fn launch(
+        &self,
+        spec: &ServiceSpec,
+        ctx: &StartContext,
+        existing: Option<ContainerInspect>,
+        preface: Vec<String>,
+    ) -> Result<Launched, DockerError> {
+        let project = ctx.project.as_str();
+        let service = spec.name.as_str();
+        let network = Self::network_name(project);
+        // Subscribe before starting, so not even an instant death is missed.
+        let events = self
+            .docker
+            .events(&EventFilter {
+                types: vec!["container".into()],
+                labels: vec![
+                    (LABEL_PROJECT.into(), project.into()),
+                    (LABEL_SERVICE.into(), service.into()),
+                ],
+                actions: vec!["die".into(), "destroy".into()],
+                since: None,
+            })
+            .await?;
+        let (inspect, adopted) = match existing {
+            Some(i) => (i, true),
+            None => {
+                let (create, _) = container_spec(spec, ctx, &network)?;
+                let id = self.docker.create_container(&create).await?;
+                if let Err(e) = self.connect_extra_networks(spec, &id).await {
+                    let _ = self.docker.remove_container(&id, true).await;
+                    return Err(e);
+                }
+                if let Err(e) = self.docker.start_container(&id).await {
+                    let _ = self.docker.remove_container(&id, true).await;
+                    return Err(e);
+                }
+                (self.docker.inspect_container(&id).await?, false)
+            }
+        };
+        let record = record_of(spec, &inspect, &network);
+        let pid = u32::try_from(inspect.state.pid).ok().filter(|p| *p > 0);
+        let instance = Arc::new(DockerInstance {
+            docker: self.docker.clone(),
+            service: service.to_owned(),
+            record,
+            pid: Mutex::new(pid),
+            host: self.docker.transport().to_string(),
+        });
+        let (tx, rx) = async_channel::bounded::<InstanceEvent>(1024);
+        let _ = tx.try_send(InstanceEvent::Started { pid });
+        for l in preface {
+            let _ = tx.try_send(InstanceEvent::Output(OutputLine {
+                stream: OutputStream::Stderr,
+                bytes: format!("build: {l}").into_bytes(),
+                truncated: false,
+            }));
+        }
+        let opts = LogOptions {
+            follow: true,
+            // An adopted container's past output was delivered to the previous daemon.
+            tail: if adopted { Some(0) } else { None },
+            ..LogOptions::default()
+        };
+        let logs = self.docker.logs(&inspect.id, &opts).await?;
+        ctx.spawner.spawn(Box::pin(pump(
+            self.docker.clone(),
+            inspect.id.clone(),
+            events,
+            logs,
+            tx,
+        )));
+        Ok(Launched {
+            instance,
+            events: Box::pin(rx),
+        })
+    }
+
+    async fn connect_extra_networks(
+        &self,
+        spec: &ServiceSpec,
+        id: &str,
+    ) -> Result<(), DockerError> {
+        if let Target::Docker(d) = &spec.target {
+            for n in &d.networks {
+                self.docker
+                    .connect_network(n, id, &[spec.name.to_string()])
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Feeds the instance's events: output lines from the logs, then the exit
+/// from the `die` event (falling back to waiting on the container).
+async fn pump(
+    docker: Docker,
+    id: String,
+    mut events: EventStream,
+    mut logs: docker_engine::LogStream,
+    tx: async_channel::Sender<InstanceEvent>,
+) {
+    let (die_tx, die_rx) = async_channel::bounded::<Option<i64>>(1);
+    let watcher = {
+        let docker = docker.clone();
+        let id = id.clone();
+        async move {
+            loop {
+                match events.next().await {
+                    Some(Ok(ev)) if ev.actor.id == id => {
+                        if ev.action == "die" {
+                            return ev.exit_code();
+                        }
+                        if ev.action == "destroy" {
+                            return None;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    // The event stream broke: wait on the container instead.
+                    Some(Err(_)) | None => {
+                        return docker
+                            .wait_container(&id, WaitCondition::NotRunning)
+                            .await
+                            .ok();
+                    }
+                }
+            }
+        }
+    };
+    let forward = async {
+        while let Some(line) = logs.next().await {
+            match line {
+                Ok(l) => {
+                    if tx.send(InstanceEvent::Output(l.line)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    };
+    let code = Mutex::new(None::<Option<i64>>);
+    let watch_then_drain = async {
+        let c = watcher.await;
+        let _ = die_tx.try_send(c);
+        *code.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+        // Give the log stream a moment to deliver what was written last.
+        async_io::Timer::after(LOG_DRAIN).await;
+    };
+    futures_lite::future::or(
+        async {
+            forward.await;
+            // Logs ended: the container stopped; its die event follows.
+            let _ = die_rx.recv().await;
+        },
+        watch_then_drain,
+    )
+    .await;
+    let mut code = code
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .flatten();
+    if code.is_none() {
+        code = docker
+            .inspect_container(&id)
+            .await
+            .ok()
+            .map(|i| i.state.exit_code);
+    }
+    let status = match code {
+        Some(c) => ExitStatus::Code(c as i32),
+        None => ExitStatus::Unknown,
+    };
+    let _ = tx.send(InstanceEvent::Exited(status)).await;
+}
+
+/// A stable hash (FNV-1a, 64 bits) of the configuration a container is made from.
+fn config_hash(spec: &ContainerSpec) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in spec.to_json().to_string().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn docker_target(spec: &ServiceSpec) -> Result<&DockerSpec, ExecutorError> {
+    match &spec.target {
+        Target::Docker(d) => Ok(d),
+        _ => Err(ExecutorError::Unsupported {
+            service: spec.name.to_string(),
+            kind: ServiceKind::Docker,
+            what: "a target other than `docker`",
+        }),
+    }
+}
+
+/// Parses a `SOURCE:TARGET[:ro|:rw]` volume: an absolute (or `./`) source is a
+/// bind mount, anything else a named volume.
+fn parse_volume(v: &str) -> Result<Mount, DockerError> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (src, dst, ro) = match parts.as_slice() {
+        [src, dst] => (*src, *dst, false),
+        [src, dst, "ro"] => (*src, *dst, true),
+        [src, dst, "rw"] => (*src, *dst, false),
+        _ => {
+            return Err(DockerError::Invalid(format!(
+                "volume `{v}`: use SOURCE:TARGET or SOURCE:TARGET:ro"
+            )));
+        }
+    };
+    if src.is_empty() || !dst.starts_with('/') {
+        return Err(DockerError::Invalid(format!(
+            "volume `{v}`: the source must not be empty and the target must be an absolute path"
+        )));
+    }
+    let source = if src.starts_with('/') || src.starts_with('.') {
+        MountSource::Bind(src.to_owned())
+    } else {
+        MountSource::Volume(src.to_owned())
+    };
+    Ok(Mount {
+        source,
+        target: dst.to_owned(),
+        read_only: ro,
+    })
+}
+
+/// The engine's container spec for a service, and its config hash.
+pub fn container_spec(
+    spec: &ServiceSpec,
+    ctx: &StartContext,
+    network: &str,
+) -> Result<(ContainerSpec, String), DockerError> {
+    let Target::Docker(d) = &spec.target else {
+        return Err(DockerError::Invalid(format!(
+            "service `{}` is not a docker service",
+            spec.name
+        )));
+    };
+    let project = ctx.project.as_str();
+    let service = spec.name.as_str();
+    let mut c = ContainerSpec::new(d.image.clone());
+    c.name = Some(DockerExecutor::container_name(project, service));
+    c.cmd = d.command.clone();
+    c.entrypoint = d.entrypoint.clone();
+    c.env = ctx.env.clone();
+    c.labels.insert(LABEL_PROJECT.into(), project.into());
+    c.labels.insert(LABEL_SERVICE.into(), service.into());
+    c.working_dir = spec
+        .working_dir
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned());
+    c.user = d.security.user.clone().or_else(|| spec.user.clone());
+    for p in &spec.ports {
+        let protocol = match p.protocol {
+            harness_config::Protocol::Tcp => docker_engine::Protocol::Tcp,
+            harness_config::Protocol::Udp => docker_engine::Protocol::Udp,
+        };
+        c.ports.push(PortSpec {
+            container_port: p.container,
+            protocol,
+            // A declared port is published: at the given host port on every
+            // interface, or at a free port on loopback when none is given.
+            host_port: Some(p.host.unwrap_or(0)),
+            host_ip: Some(if p.host.is_some() {
+                IpAddr::from([0, 0, 0, 0])
+            } else {
+                IpAddr::from([127, 0, 0, 1])
+            }),
+        });
+    }
+    for v in &d.volumes {
+        c.mounts.push(parse_volume(v)?);
+    }
+    let sec = &d.security;
+    if sec.read_only {
+        c.read_only_rootfs = true;
+        if !c.mounts.iter().any(|m| m.target == "/tmp") {
+            c.mounts.push(Mount {
+                source: MountSource::Tmpfs(None),
+                target: "/tmp".into(),
+                read_only: false,
+            });
+        }
+        if !c.mounts.iter().any(|m| m.target == STATE_DIR) {
+            c.mounts.push(Mount {
+                source: MountSource::Volume(format!("{project}-{service}-state")),
+                target: STATE_DIR.into(),
+                read_only: false,
+            });
+        }
+    }
+    c.cap_drop = sec.cap_drop.clone();
+    c.cap_add = sec.cap_add.clone();
+    c.no_new_privileges = sec.no_new_privileges;
+    c.runtime = sec.runtime.clone();
+    c.nano_cpus = d.resources.cpus.map(|cpus| (cpus * 1e9).round() as i64);
+    c.memory = d.resources.memory.map(|m| m as i64);
+    c.network = Some(network.to_owned());
+    c.aliases = vec![service.to_owned()];
+    c.stop_signal = Some(spec.shutdown.signal);
+    c.stop_timeout = Some(spec.shutdown.timeout.as_secs().min(u64::from(u32::MAX)) as u32);
+    let hash = config_hash(&c);
+    c.labels.insert(LABEL_CONFIG_HASH.into(), hash.clone());
+    Ok((c, hash))
+}
+
+fn record_of(spec: &ServiceSpec, i: &ContainerInspect, network: &str) -> DockerRecord {
+    DockerRecord {
+        id: i.id.clone(),
+        name: i.short_name().to_owned(),
+        config_hash: i.label(LABEL_CONFIG_HASH).unwrap_or_default().to_owned(),
+        network: network.to_owned(),
+        ip: i.ip(Some(network)).or_else(|| i.ip(None)),
+        ports: spec
+            .ports
+            .iter()
+            .map(|p| {
+                let proto = match p.protocol {
+                    harness_config::Protocol::Tcp => docker_engine::Protocol::Tcp,
+                    harness_config::Protocol::Udp => docker_engine::Protocol::Udp,
+                };
+                (p.container, i.published(p.container, proto))
+            })
+            .collect(),
+    }
+}
+
+fn boxed(e: DockerError) -> BoxError {
+    Box::new(e)
+}
+
+#[async_trait::async_trait]
+impl ServiceExecutor for DockerExecutor {
+    fn kind(&self) -> ServiceKind {
+        ServiceKind::Docker
+    }
+
+    async fn start(
+        &self,
+        spec: &ServiceSpec,
+        ctx: &StartContext,
+    ) -> Result<Launched, ExecutorError> {
+        let d = docker_target(spec)?;
+        let err = |e: DockerError| ExecutorError::Start {
+            service: spec.name.to_string(),
+            source: boxed(e),
+        };
+        let preface = self.ensure_image(d).await.map_err(err)?;
+        let network = self
+            .ensure_network(ctx.project.as_str())
+            .await
+            .map_err(err)?;
+        let (_, hash) = container_spec(spec, ctx, &network).map_err(err)?;
+        // A container of this service already there: adopt it if it runs the
+        // same configuration, else replace it.
+        let mine = self
+            .docker
+            .list_containers(&[
+                (LABEL_PROJECT, ctx.project.as_str()),
+                (LABEL_SERVICE, spec.name.as_str()),
+            ])
+            .await
+            .map_err(err)?;
+        let mut adopt = None;
+        for c in mine {
+            let same = c.labels.get(LABEL_CONFIG_HASH) == Some(&hash);
+            if same && c.state == "running" && adopt.is_none() {
+                adopt = Some(self.docker.inspect_container(&c.id).await.map_err(err)?);
+            } else {
+                self.docker
+                    .remove_container(&c.id, true)
+                    .await
+                    .map_err(err)?;
+            }
+        }
+        self.launch(spec, ctx, adopt, preface).await.map_err(err)
+    }
+
+    async fn attach(
+        &self,
+        spec: &ServiceSpec,
+        record: &InstanceRecord,
+        ctx: &StartContext,
+    ) -> Result<Launched, ExecutorError> {
+        docker_target(spec)?;
+        let fail = |why: String| ExecutorError::Attach {
+            service: spec.name.to_string(),
+            source: why.into(),
+        };
+        let id = record
+            .container_id
+            .clone()
+            .or_else(|| DockerRecord::from_instance(record).map(|r| r.id))
+            .ok_or_else(|| fail("the record holds no container id".into()))?;
+        let i = self
+            .docker
+            .inspect_container(&id)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if i.label(LABEL_PROJECT) != Some(ctx.project.as_str())
+            || i.label(LABEL_SERVICE) != Some(spec.name.as_str())
+        {
+            return Err(fail(format!(
+                "container {id} is not labelled as {}/{}",
+                ctx.project, spec.name
+            )));
+        }
+        let network = Self::network_name(ctx.project.as_str());
+        let (_, hash) = container_spec(spec, ctx, &network).map_err(|e| fail(e.to_string()))?;
+        if i.label(LABEL_CONFIG_HASH) != Some(hash.as_str()) {
+            return Err(fail(format!(
+                "container {id} was created from another configuration"
+            )));
+        }
+        if !i.state.running {
+            return Err(fail(format!(
+                "container {id} is no longer running (exit code {})",
+                i.state.exit_code
+            )));
+        }
+        self.launch(spec, ctx, Some(i), Vec::new())
+            .await
+            .map_err(|e| fail(e.to_string()))
+    }
+}
+
+/// A running container.
+struct DockerInstance {
+    docker: Docker,
+    service: String,
+    record: DockerRecord,
+    pid: Mutex<Option<u32>>,
+    host: String,
+}
+
+#[async_trait::async_trait]
+impl ServiceInstance for DockerInstance {
+    fn pid(&self) -> Option<u32> {
+        *self.pid.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn record(&self) -> InstanceRecord {
+        InstanceRecord {
+            kind: ServiceKind::Docker,
+            pid: self.pid(),
+            container_id: Some(self.record.id.clone()),
+            host: self.host.clone(),
+            data: serde_json::to_value(&self.record).unwrap_or_default(),
+        }
+    }
+
+    async fn stop(&self, signal: Signal, grace: Duration) -> Result<(), ExecutorError> {
+        let err = |e: DockerError| ExecutorError::Stop {
+            service: self.service.clone(),
+            source: boxed(e),
+        };
+        match self
+            .docker
+            .stop_container(&self.record.id, Some(signal), grace)
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => return Err(err(e)),
+        }
+        *self.pid.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        // A stopped container is removed: the next start creates a fresh one.
+        self.docker
+            .remove_container(&self.record.id, true)
+            .await
+            .map_err(err)
+    }
+
+    async fn exec(
+        &self,
+        command: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutcome, ExecutorError> {
+        let mut cmd = vec![command.to_owned()];
+        cmd.extend(args.iter().cloned());
+        let run = async { Some(self.docker.exec(&self.record.id, &cmd).await) };
+        let timer = async {
+            async_io::Timer::after(timeout).await;
+            None
+        };
+        match futures_lite::future::or(run, timer).await {
+            None => Ok(ExecOutcome {
+                success: false,
+                detail: format!(
+                    "`{}` timed out after {:.1}s",
+                    cmd.join(" "),
+                    timeout.as_secs_f64()
+                ),
+            }),
+            Some(Ok(out)) => {
+                let first = out
+                    .lines
+                    .first()
+                    .map(|l| l.line.text().into_owned())
+                    .unwrap_or_default();
+                Ok(ExecOutcome {
+                    success: out.exit_code == 0,
+                    detail: format!(
+                        "exit code {}{}{}",
+                        out.exit_code,
+                        if first.is_empty() { "" } else { ": " },
+                        first
+                    ),
+                })
+            }
+            Some(Err(e)) => Err(ExecutorError::Probe {
+                service: self.service.clone(),
+                source: boxed(e),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::time::Instant;
+
+    use docker_engine::testing::{BUSYBOX, Cleanup, WEB, engine_or_skip, unique_name};
+    use futures_lite::StreamExt;
+    use harness_config::{Build, PortMapping, Protocol, Resources, Security};
+    use harness_core::{ProjectName, ServiceName, ThreadSpawner};
+
+    use crate::executor::InstanceEvents;
+
+    const LONG: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn volumes_parse_to_binds_and_named_volumes() {
+        let m = parse_volume("/data:/var/lib/db:ro").unwrap();
+        assert_eq!(m.source, MountSource::Bind("/data".into()));
+        assert!(m.read_only);
+        let m = parse_volume("dbdata:/var/lib/db").unwrap();
+        assert_eq!(m.source, MountSource::Volume("dbdata".into()));
+        assert!(!m.read_only);
+        assert!(parse_volume("nocolon").is_err());
+        assert!(parse_volume("a:relative").is_err());
+        assert!(parse_volume("a:/b:xx").is_err());
+    }
+
+    fn docker_spec(image: &str) -> DockerSpec {
+        DockerSpec {
+            image: image.into(),
+            build: None,
+            command: None,
+            entrypoint: None,
+            volumes: Vec::new(),
+            networks: Vec::new(),
+            security: Security::default(),
+            resources: Resources::default(),
+        }
+    }
+
+    fn service(name: &str, d: DockerSpec) -> ServiceSpec {
+        let mut s = ServiceSpec::process(ServiceName::new(name).unwrap(), "unused", Vec::new());
+        s.target = Target::Docker(d);
+        s
+    }
+
+    /// A unique project, cleaned up (containers, network, state volumes) at the end.
+    fn project(cleanup: &Cleanup) -> StartContext {
+        let name = unique_name("hdx");
+        cleanup.label(format!("{LABEL_PROJECT}={name}"));
+        cleanup.network(DockerExecutor::network_name(&name));
+        StartContext {
+            project: ProjectName::new(name).unwrap(),
+            env: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),
+            log_dir: None,
+            generation: 1,
+            spawner: Arc::new(ThreadSpawner),
+        }
+    }
+
+    async fn next_event(events: &mut InstanceEvents) -> Option<InstanceEvent> {
+        futures_lite::future::or(events.next(), async {
+            async_io::Timer::after(LONG).await;
+            panic!("no instance event within {LONG:?}");
+        })
+        .await
+    }
+
+    /// Reads events until `pred` holds; returns the one that matched.
+    async fn until(
+        events: &mut InstanceEvents,
+        mut pred: impl FnMut(&InstanceEvent) -> bool,
+    ) -> InstanceEvent {
+        loop {
+            let ev = next_event(events).await.expect("the stream ended first");
+            if pred(&ev) {
+                return ev;
+            }
+        }
+    }
+
+    fn is_line(ev: &InstanceEvent, text: &str) -> bool {
+        matches!(ev, InstanceEvent::Output(l) if l.text() == text)
+    }
+
+    #[test]
+    fn hardened_container_runs_probes_and_stops() {
+        smol::block_on(async {
+            let Some(docker) = engine_or_skip("hardened_container").await else {
+                return;
+            };
+            let cleanup = Cleanup::new();
+            let ctx = project(&cleanup);
+            cleanup.volume(format!("{}-web-state", ctx.project));
+            let mut d = docker_spec(WEB);
+            d.command = Some(
+                [
+                    "sh",
+                    "-c",
+                    "echo \"$GREETING\"; echo state > /state/f; exec httpd -f -p 80 -h /www",
+                ]
+                .map(String::from)
+                .to_vec(),
+            );
+            d.security = Security {
+                read_only: true,
+                cap_drop: vec!["ALL".into()],
+                cap_add: vec!["NET_BIND_SERVICE".into()],
+                no_new_privileges: true,
+                ..Security::default()
+            };
+            let mut spec = service("web", d);
+            spec.ports = vec![PortMapping {
+                host: None,
+                container: 80,
+                protocol: Protocol::Tcp,
+            }];
+            let exec = DockerExecutor::new(docker.clone());
+            let mut launched = exec.start(&spec, &ctx).await.unwrap();
+            assert!(matches!(
+                next_event(&mut launched.events).await,
+                Some(InstanceEvent::Started { pid: Some(_) })
+            ));
+            until(&mut launched.events, |e| is_line(e, "hello")).await;
+
+            let record = launched.instance.record();
+            assert_eq!(record.kind, ServiceKind::Docker);
+            let dr = DockerRecord::from_instance(&record).unwrap();
+            let i = docker.inspect_container(&dr.id).await.unwrap();
+            assert_eq!(i.short_name(), format!("{}-web", ctx.project));
+            assert!(i.host_config.readonly_rootfs);
+            assert_eq!(i.host_config.cap_drop, Some(vec!["ALL".to_owned()]));
+            assert!(
+                i.host_config
+                    .security_opt
+                    .clone()
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|o| o.starts_with("no-new-privileges"))
+            );
+            assert_eq!(i.label(LABEL_PROJECT), Some(ctx.project.as_str()));
+            assert_eq!(i.label(LABEL_SERVICE), Some("web"));
+            assert!(dr.ip.is_some(), "an IP on the project network");
+            assert_eq!(
+                dr.network,
+                DockerExecutor::network_name(ctx.project.as_str())
+            );
+
+            // Exec checks run inside the container.
+            let ok = launched
+                .instance
+                .exec("cat", &["/state/f".into()], LONG)
+                .await
+                .unwrap();
+            assert!(ok.success, "{}", ok.detail);
+            let bad = launched
+                .instance
+                .exec("touch", &["/rootfs".into()], LONG)
+                .await
+                .unwrap();
+            assert!(!bad.success, "read-only root fs: {}", bad.detail);
+
+            // HTTP reaches it as a local consumer would: loopback, published port.
+            let ep = dr.host_endpoint();
+            assert_eq!(ep.ip, IpAddr::from([127, 0, 0, 1]));
+            let port = ep.port.expect("80 is published");
+            let deadline = Instant::now() + LONG;
+            loop {
+                use futures_lite::{AsyncReadExt, AsyncWriteExt};
+                let mut body = String::new();
+                if let Ok(mut c) = async_net::TcpStream::connect(("127.0.0.1", port)).await
+                    && c.write_all(b"GET /health HTTP/1.0\r\n\r\n").await.is_ok()
+                {
+                    let _ = c.read_to_string(&mut body).await;
+                    if body.ends_with("ok\n") {
+                        break;
+                    }
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no HTTP answer on 127.0.0.1:{port}"
+                );
+                async_io::Timer::after(Duration::from_millis(50)).await;
+            }
+
+            launched
+                .instance
+                .stop(Signal::TERM, Duration::from_secs(10))
+                .await
+                .unwrap();
+            let ev = until(&mut launched.events, |e| {
+                matches!(e, InstanceEvent::Exited(_))
+            })
+            .await;
+            assert!(
+                matches!(ev, InstanceEvent::Exited(ExitStatus::Code(_))),
+                "{ev:?}"
+            );
+            assert!(
+                next_event(&mut launched.events).await.is_none(),
+                "Exited is last"
+            );
+            assert!(
+                docker
+                    .inspect_container(&dr.id)
+                    .await
+                    .unwrap_err()
+                    .is_not_found()
+            );
+        })
+    }
+
+    #[test]
+    fn a_container_killed_from_outside_is_noticed_at_once() {
+        smol::block_on(async {
+            let Some(docker) = engine_or_skip("killed_from_outside").await else {
+                return;
+            };
+            let cleanup = Cleanup::new();
+            let ctx = project(&cleanup);
+            let mut d = docker_spec(BUSYBOX);
+            d.command = Some(
+                ["sh", "-c", "echo up; exec sleep 600"]
+                    .map(String::from)
+                    .to_vec(),
+            );
+            let spec = service("sleeper", d);
+            let exec = DockerExecutor::new(docker.clone());
+            let mut launched = exec.start(&spec, &ctx).await.unwrap();
+            until(&mut launched.events, |e| is_line(e, "up")).await;
+            let id = launched.instance.record().container_id.unwrap();
+            let out = std::process::Command::new("docker")
+                .args(["kill", &id])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            let ev = until(&mut launched.events, |e| {
+                matches!(e, InstanceEvent::Exited(_))
+            })
+            .await;
+            assert_eq!(ev, InstanceEvent::Exited(ExitStatus::Code(137)));
+        })
+    }
+
+    #[test]
+    fn a_new_executor_adopts_the_running_container() {
+        smol::block_on(async {
+            let Some(docker) = engine_or_skip("adopts").await else {
+                return;
+            };
+            let cleanup = Cleanup::new();
+            let ctx = project(&cleanup);
+            let mut d = docker_spec(BUSYBOX);
+            d.command = Some(
+                [
+                    "sh",
+                    "-c",
+                    "echo first; while true; do read -t 1 x; echo tick; sleep 1; done",
+                ]
+                .map(String::from)
+                .to_vec(),
+            );
+            let spec = service("db", d);
+            let first = DockerExecutor::new(docker.clone());
+            let launched = first.start(&spec, &ctx).await.unwrap();
+            let record = launched.instance.record();
+            let id = record.container_id.clone().unwrap();
+            drop(launched);
+
+            // A new daemon: a fresh executor and client.
+            let second = DockerExecutor::from_env().await.unwrap();
+            let mut adopted = second.attach(&spec, &record, &ctx).await.unwrap();
+            assert_eq!(
+                adopted.instance.record().container_id.as_deref(),
+                Some(id.as_str())
+            );
+            assert!(matches!(
+                next_event(&mut adopted.events).await,
+                Some(InstanceEvent::Started { .. })
+            ));
+            // Output keeps flowing from the adopted container.
+            until(&mut adopted.events, |e| is_line(e, "tick")).await;
+
+            // start() with the same configuration adopts too: no duplicate.
+            let again = second.start(&spec, &ctx).await.unwrap();
+            assert_eq!(
+                again.instance.record().container_id.as_deref(),
+                Some(id.as_str())
+            );
+            let listed = docker
+                .list_containers(&[(LABEL_PROJECT, ctx.project.as_str())])
+                .await
+                .unwrap();
+            assert_eq!(listed.len(), 1, "no duplicate container");
+
+            // A record of another service is not adopted.
+            let other = service("other", docker_spec(BUSYBOX));
+            let err = second.attach(&other, &record, &ctx).await.err().unwrap();
+            assert!(err.to_string().contains("not labelled"), "{err}");
+
+            // A changed configuration is not adopted by attach, and is replaced by start.
+            let mut changed = spec.clone();
+            changed.env.insert("X".into(), "1".into());
+            let mut ctx2 = ctx.clone();
+            ctx2.env.insert("X".into(), "1".into());
+            let err = second.attach(&changed, &record, &ctx2).await.err().unwrap();
+            assert!(err.to_string().contains("another configuration"), "{err}");
+            let replaced = second.start(&changed, &ctx2).await.unwrap();
+            assert_ne!(
+                replaced.instance.record().container_id.as_deref(),
+                Some(id.as_str())
+            );
+            let listed = docker
+                .list_containers(&[(LABEL_PROJECT, ctx.project.as_str())])
+                .await
+                .unwrap();
+            assert_eq!(listed.len(), 1, "the old container was replaced");
+            replaced
+                .instance
+                .stop(Signal::TERM, Duration::from_secs(5))
+                .await
+                .unwrap();
+        })
+    }
+
+    #[test]
+    fn start_errors_name_the_cause() {
+        smol::block_on(async {
+            let Some(docker) = engine_or_skip("start_errors").await else {
+                return;
+            };
+            let cleanup = Cleanup::new();
+            let ctx = project(&cleanup);
+            let exec = DockerExecutor::new(docker);
+
+            let missing = format!("{}:none", unique_name("harness-test/absent"));
+            let err = exec
+                .start(&service("a", docker_spec(&missing)), &ctx)
+                .await
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("`a`") && err.contains(&missing), "{err}");
+            assert!(err.contains("no registry"), "{err}");
+
+            let mut d = docker_spec(BUSYBOX);
+            d.security.runtime = Some("runsc".into());
+            let err = exec
+                .start(&service("b", d), &ctx)
+                .await
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(
+                err.contains("runsc") && err.contains("no fallback"),
+                "{err}"
+            );
+        })
+    }
+
+    #[test]
+    fn build_section_builds_the_image_first() {
+        smol::block_on(async {
+            let Some(docker) = engine_or_skip("build_section").await else {
+                return;
+            };
+            let cleanup = Cleanup::new();
+            let ctx = project(&cleanup);
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(
+                dir.path().join("Dockerfile"),
+                format!(
+                    "FROM {BUSYBOX}\nARG MSG\nRUN echo \"$MSG\" > /msg\nCMD [\"cat\", \"/msg\"]\n"
+                ),
+            )
+            .unwrap();
+            let tag = format!("{}:t", unique_name("harness-test/svc"));
+            cleanup.image(tag.clone());
+            let mut d = docker_spec(&tag);
+            d.build = Some(Build {
+                context: dir.path().to_owned(),
+                dockerfile: None,
+                args: BTreeMap::from([("MSG".into(), "from the build".into())]),
+            });
+            let spec = service("job", d);
+            let mut launched = DockerExecutor::new(docker)
+                .start(&spec, &ctx)
+                .await
+                .unwrap();
+            let mut saw_build = false;
+            let mut saw_msg = false;
+            loop {
+                match next_event(&mut launched.events).await {
+                    Some(InstanceEvent::Output(l)) => {
+                        saw_build |= l.text().starts_with("build: Step 1/");
+                        saw_msg |= l.text() == "from the build";
+                    }
+                    Some(InstanceEvent::Exited(st)) => {
+                        assert_eq!(st, ExitStatus::Code(0));
+                        break;
+                    }
+                    Some(_) => {}
+                    None => panic!("ended without Exited"),
+                }
+            }
+            assert!(saw_build && saw_msg);
+        })
+    }
+}
