@@ -600,12 +600,31 @@ impl<'de> Deserialize<'de> for Dependencies {
 }
 
 /// `restart:`.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum RawRestart {
     /// Just the mode.
     Mode(RestartName),
     /// Mode and options.
+    Full(RawRestartFull),
+}
+
+impl JsonSchema for RawRestart {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Restart".into()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        RestartSchema::json_schema(g)
+    }
+}
+
+/// `restart: no` reads as the boolean `false` in YAML 1.1 style.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum RestartSchema {
+    Flag(bool),
+    Mode(RestartName),
     Full(RawRestartFull),
 }
 
