@@ -256,7 +256,7 @@ impl AttachedHandle {
     pub fn signal(&self, sig: Signal) -> Result<(), ExecError> {
         self.check_running()?;
         if self.leads_group {
-            if proc::signal_group(self.pid(), sig)? {
+            if proc::signal_group(self.identity, sig)? {
                 Ok(())
             } else {
                 Err(ExecError::NotRunning { pid: self.pid() })
@@ -270,8 +270,8 @@ impl AttachedHandle {
     /// leads one. Returns once it (and its group) is gone.
     pub async fn stop(&self, grace: Duration) -> Result<ExitStatus, ExecError> {
         if self.leads_group {
-            if self.check_running().is_ok() || proc::group_alive(self.pid()) {
-                proc::stop_group(self.pid(), grace).await?;
+            if self.check_running().is_ok() || proc::group_alive(self.identity) {
+                proc::stop_group(self.identity, grace).await?;
             }
         } else if self.check_running().is_ok() {
             if !grace.is_zero() {

@@ -220,7 +220,7 @@ fn launch_local(
             async_io::block_on(futures_lite::future::zip(waiter, reader));
         });
     if let Err(e) = spawned {
-        let _ = proc::signal_group(pid, Signal::KILL);
+        let _ = proc::signal_group(identity, Signal::KILL);
         return Err(spawn_err(e));
     }
     let stream = EventStream::new(shared, pid, offsets);
@@ -263,7 +263,7 @@ impl ProcessHandle {
     /// Sends `sig` to every process of the group.
     /// [`ExecError::NotRunning`] when none is left.
     pub fn signal(&self, sig: Signal) -> Result<(), ExecError> {
-        if proc::signal_group(self.pid(), sig)? {
+        if proc::signal_group(self.identity, sig)? {
             Ok(())
         } else {
             Err(ExecError::NotRunning { pid: self.pid() })
@@ -282,13 +282,13 @@ impl ProcessHandle {
     /// group to end, then SIGKILL. Returns once no process of the group remains,
     /// with how the process itself ended.
     pub async fn stop(&self, grace: Duration) -> Result<ExitStatus, ExecError> {
-        proc::stop_group(self.pid(), grace).await?;
+        proc::stop_group(self.identity, grace).await?;
         Ok(self.exit.wait().await)
     }
 
     /// SIGKILL to the whole group; returns once none of it remains.
     pub async fn kill(&self) -> Result<ExitStatus, ExecError> {
-        proc::kill_group(self.pid()).await?;
+        proc::kill_group(self.identity).await?;
         Ok(self.exit.wait().await)
     }
 

@@ -118,8 +118,28 @@ pub(crate) fn signal_process(pid: u32, sig: Signal) -> Result<(), ExecError> {
     })
 }
 
-/// Sends `sig` to every process of a group. `Ok(false)` if the group is empty.
-pub(crate) fn signal_group(pgid: u32, sig: Signal) -> Result<bool, ExecError> {
+/// True if the group led by `leader` may still exist: false once another
+/// process holds the leader's pid. (The kernel does not hand out a pid while a
+/// process group of that id has members, so a new process with that pid proves
+/// the old group empty; this keeps signals away from a new group that reuses
+/// the id.) A start time of 0 means unknown: no check.
+fn group_is_ours(leader: ProcessIdentity) -> bool {
+    if leader.start_time == 0 {
+        return true;
+    }
+    match read_stat(leader.pid) {
+        Ok(stat) => stat.start_time == leader.start_time,
+        Err(_) => true,
+    }
+}
+
+/// Sends `sig` to every process of the group led by `leader`. `Ok(false)` if
+/// the group is empty.
+pub(crate) fn signal_group(leader: ProcessIdentity, sig: Signal) -> Result<bool, ExecError> {
+    let pgid = leader.pid;
+    if !group_is_ours(leader) {
+        return Ok(false);
+    }
     match rustix::process::kill_process_group(pid_of(pgid)?, rustix_signal(sig)) {
         Ok(()) => Ok(true),
         Err(rustix::io::Errno::SRCH) => Ok(false),
@@ -131,8 +151,12 @@ pub(crate) fn signal_group(pgid: u32, sig: Signal) -> Result<bool, ExecError> {
     }
 }
 
-/// True while a live (non-zombie) process is in the group.
-pub(crate) fn group_alive(pgid: u32) -> bool {
+/// True while a live (non-zombie) process is in the group led by `leader`.
+pub(crate) fn group_alive(leader: ProcessIdentity) -> bool {
+    let pgid = leader.pid;
+    if !group_is_ours(leader) {
+        return false;
+    }
     let Ok(pid) = pid_of(pgid) else { return false };
     if let Err(rustix::io::Errno::SRCH) = rustix::process::test_kill_process_group(pid) {
         return false;
@@ -157,10 +181,10 @@ pub(crate) fn group_alive(pgid: u32) -> bool {
 }
 
 /// Waits until the group has no live process, or until `deadline`. True if empty.
-pub(crate) async fn wait_group_empty(pgid: u32, deadline: Instant) -> bool {
+pub(crate) async fn wait_group_empty(leader: ProcessIdentity, deadline: Instant) -> bool {
     let mut pause = Duration::from_millis(5);
     loop {
-        if !group_alive(pgid) {
+        if !group_alive(leader) {
             return true;
         }
         let now = Instant::now();
@@ -177,29 +201,29 @@ const AFTER_KILL: Duration = Duration::from_secs(60);
 
 /// SIGTERM (and SIGCONT, so stopped members see it) to the group, up to `grace`
 /// for it to empty, then SIGKILL; returns once no live process of the group remains.
-pub(crate) async fn stop_group(pgid: u32, grace: Duration) -> Result<(), ExecError> {
+pub(crate) async fn stop_group(leader: ProcessIdentity, grace: Duration) -> Result<(), ExecError> {
     if !grace.is_zero() {
-        if !signal_group(pgid, Signal::TERM)? {
+        if !signal_group(leader, Signal::TERM)? {
             return Ok(());
         }
-        let _ = signal_group(pgid, Signal::CONT);
-        if wait_group_empty(pgid, Instant::now() + grace).await {
+        let _ = signal_group(leader, Signal::CONT);
+        if wait_group_empty(leader, Instant::now() + grace).await {
             return Ok(());
         }
     }
-    kill_group(pgid).await
+    kill_group(leader).await
 }
 
 /// SIGKILL to the group; returns once no live process of it remains.
-pub(crate) async fn kill_group(pgid: u32) -> Result<(), ExecError> {
-    if !signal_group(pgid, Signal::KILL)? {
+pub(crate) async fn kill_group(leader: ProcessIdentity) -> Result<(), ExecError> {
+    if !signal_group(leader, Signal::KILL)? {
         return Ok(());
     }
-    if wait_group_empty(pgid, Instant::now() + AFTER_KILL).await {
+    if wait_group_empty(leader, Instant::now() + AFTER_KILL).await {
         Ok(())
     } else {
         Err(ExecError::StopTimeout {
-            pgid,
+            pgid: leader.pid,
             waited: AFTER_KILL,
         })
     }
@@ -218,6 +242,18 @@ mod tests {
         assert_eq!(s.start_time, 98765);
         assert!(parse_stat(b"garbage").is_none());
         assert!(parse_stat(b"1 (x) S 1").is_none());
+    }
+
+    #[test]
+    fn a_group_whose_leader_pid_was_reused_is_left_alone() {
+        let me = ProcessIdentity::of(std::process::id()).unwrap();
+        let gone = ProcessIdentity {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        // SIGCONT is harmless should the guard ever fail.
+        assert!(!signal_group(gone, Signal::CONT).unwrap());
+        assert!(!group_alive(gone));
     }
 
     #[test]

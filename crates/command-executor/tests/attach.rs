@@ -21,7 +21,7 @@ fn a_wrong_start_time_is_refused() {
         let (h, _ev) = LocalLauncher::new()
             .spawn(&Command::new("sleep").arg("300"), LaunchOptions::default())
             .unwrap();
-        let _g = GroupGuard(h.pid());
+        let _g = GroupGuard(h.identity());
         let wrong = ProcessIdentity {
             start_time: h.identity().start_time + 1,
             ..h.identity()
@@ -86,7 +86,7 @@ fn attached_stop_ends_the_group_and_the_stream() {
                 opts,
             )
             .unwrap();
-        let _g = GroupGuard(h.pid());
+        let _g = GroupGuard(h.identity());
         let id = h.identity();
         // The launcher forgets it, as a daemon that restarts would.
         drop(ev);
@@ -152,7 +152,7 @@ fn resuming_from_persisted_offsets_has_no_gap_and_no_repeat() {
             done.display()
         );
         let (h, mut ev) = LocalLauncher::new().spawn(&sh(&script), opts).unwrap();
-        let _g = GroupGuard(h.pid());
+        let _g = GroupGuard(h.identity());
         let id = h.identity();
         // The first daemon reads a little, persists its offsets and goes away
         // while the process keeps writing.
@@ -199,7 +199,7 @@ fn attach_sees_an_exit_caused_elsewhere() {
         let (h, _ev) = LocalLauncher::new()
             .spawn(&Command::new("sleep").arg("300"), LaunchOptions::default())
             .unwrap();
-        let _g = GroupGuard(h.pid());
+        let _g = GroupGuard(h.identity());
         let (a, mut aev) = LocalAttacher::new()
             .attach(AttachTarget::process(h.identity()))
             .await

@@ -88,7 +88,7 @@ fn docker_exec_runs_with_args_env_dir_and_stdin() {
         let (h, mut ev) = LocalLauncher::new()
             .spawn(&cmd, LaunchOptions::default())
             .unwrap();
-        let _g = GroupGuard(h.pid());
+        let _g = GroupGuard(h.identity());
         h.write_stdin(b"from stdin\n").await.unwrap();
         h.close_stdin().await.unwrap();
         let events = all_events(&mut ev, 60).await;

@@ -23,7 +23,7 @@ fn started_lines_and_one_exit_last() {
                 LaunchOptions::default(),
             )
             .unwrap();
-        let _g = GroupGuard(h.pid());
+        let _g = GroupGuard(h.identity());
         let events = all_events(&mut ev, 30).await;
         assert_well_formed(&events);
         assert_eq!(events[0], ProcessEvent::Started { pid: h.pid() });
@@ -85,7 +85,7 @@ fn stop_ends_the_whole_group_with_grandchildren() {
                 LaunchOptions::default(),
             )
             .unwrap();
-        let _g = GroupGuard(h.pid());
+        let _g = GroupGuard(h.identity());
         events_until(
             &mut ev,
             30,
@@ -126,7 +126,7 @@ fn stop_escalates_to_sigkill_when_term_is_ignored() {
                 LaunchOptions::default(),
             )
             .unwrap();
-        let _g = GroupGuard(h.pid());
+        let _g = GroupGuard(h.identity());
         events_until(
             &mut ev,
             30,
@@ -152,7 +152,7 @@ fn kill_yields_one_exit_event() {
         let (h, mut ev) = LocalLauncher::new()
             .spawn(&Command::new("sleep").arg("300"), LaunchOptions::default())
             .unwrap();
-        let _g = GroupGuard(h.pid());
+        let _g = GroupGuard(h.identity());
         assert_eq!(
             within(30, "kill", h.kill()).await.unwrap(),
             ExitStatus::Signal(9)
@@ -185,7 +185,7 @@ fn ten_million_unread_lines_never_block_the_child() {
         let (h, mut ev) = LocalLauncher::new()
             .spawn(&Command::new("seq").arg("10000000"), opts)
             .unwrap();
-        let _g = GroupGuard(h.pid());
+        let _g = GroupGuard(h.identity());
         // Nobody reads the stream while the child prints.
         assert_eq!(
             within(300, "seq to finish", h.wait()).await.unwrap(),
@@ -251,7 +251,7 @@ fn stdin_pipe_round_trip() {
                 LaunchOptions::default(),
             )
             .unwrap();
-        let _g = GroupGuard(h.pid());
+        let _g = GroupGuard(h.identity());
         h.write_stdin(b"hello\nworld\n").await.unwrap();
         h.close_stdin().await.unwrap();
         h.close_stdin().await.unwrap();
@@ -307,7 +307,7 @@ fn files_mode_appends_follows_and_reports_offsets() {
         let (h, mut ev) = LocalLauncher::new()
             .spawn(&sh("echo one; echo two >&2; sleep 0.2; echo three"), opts)
             .unwrap();
-        let _g = GroupGuard(h.pid());
+        let _g = GroupGuard(h.identity());
         let events = all_events(&mut ev, 30).await;
         assert_well_formed(&events);
         let mut got = lines(&events);
@@ -342,7 +342,7 @@ fn files_mode_process_outlives_its_handle_and_stream() {
                 opts,
             )
             .unwrap();
-        let _g = GroupGuard(h.pid());
+        let _g = GroupGuard(h.identity());
         let pid = h.pid();
         drop(ev);
         drop(h);

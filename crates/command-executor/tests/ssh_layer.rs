@@ -134,7 +134,7 @@ fn commands_run_on_the_remote_host_exactly() {
     }
     smol::block_on(async {
         let sshd = start_sshd().await;
-        let _g = GroupGuard(sshd.handle.pid());
+        let _g = GroupGuard(sshd.handle.identity());
         let work = tempfile::tempdir().unwrap();
         let args = ["a b", "it's", "$HOME", "back\\slash", "new\nline", "ü", ""];
         let inner = Command::new("sh")
@@ -148,7 +148,7 @@ fn commands_run_on_the_remote_host_exactly() {
         let (h, mut ev) = LocalLauncher::new()
             .spawn(&cmd, LaunchOptions::default())
             .unwrap();
-        let _g2 = GroupGuard(h.pid());
+        let _g2 = GroupGuard(h.identity());
         let events = all_events(&mut ev, 60).await;
         assert_eq!(
             events.last(),

@@ -20,7 +20,7 @@ async fn launch_reads_lines_and_exit_under_tokio() {
         .launch(&cmd, LaunchOptions::default())
         .await
         .unwrap();
-    let _g = GroupGuard(h.pid());
+    let _g = GroupGuard(h.identity());
     let events = all_events(&mut ev, 30).await;
     assert_well_formed(&events);
     let mut got = lines(&events);
@@ -38,7 +38,7 @@ async fn stop_ends_the_group_under_tokio() {
         .launch(&cmd, LaunchOptions::default())
         .await
         .unwrap();
-    let _g = GroupGuard(h.pid());
+    let _g = GroupGuard(h.identity());
     events_until(
         &mut ev,
         30,
@@ -67,7 +67,7 @@ async fn attach_and_stop_under_tokio() {
         .launch(&Command::new("sleep").arg("300"), LaunchOptions::default())
         .await
         .unwrap();
-    let _g = GroupGuard(h.pid());
+    let _g = GroupGuard(h.identity());
     let (a, mut aev) = LocalAttacher::new()
         .attach(AttachTarget::process(h.identity()))
         .await

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use command_executor::{EventStream, ProcessEvent};
+use command_executor::{EventStream, ProcessEvent, ProcessIdentity};
 use futures_lite::{FutureExt, StreamExt};
 
 /// Runs `fut`, failing the test if it takes longer than `secs` seconds.
@@ -118,16 +118,20 @@ pub async fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     .await
 }
 
-/// Kills a whole group when dropped, so a failing test leaves nothing behind.
-pub struct GroupGuard(pub u32);
+/// Kills a whole group when dropped, so a failing test leaves nothing
+/// behind. Only while its leader is still the very process started (a pid
+/// that was reused since is left alone).
+pub struct GroupGuard(pub ProcessIdentity);
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        if let Ok(pgid) = i32::try_from(self.0) {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pgid}")])
-                .stderr(std::process::Stdio::null())
-                .status();
+        let same = ProcessIdentity::of(self.0.pid).is_ok_and(|now| now == self.0);
+        if same
+            && let Some(pid) = i32::try_from(self.0.pid)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
     }
 }
