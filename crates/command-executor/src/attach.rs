@@ -307,3 +307,30 @@ impl AttachedHandle {
         Ok(self.exit.wait().await)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_is_seen_without_a_pidfd_too() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .unwrap();
+        let id = ProcessIdentity::of(child.id()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            async_io::block_on(watch_exit(id, None));
+            let _ = tx.send(());
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "exit seen while running"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("exit seen through /proc");
+    }
+}

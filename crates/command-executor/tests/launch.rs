@@ -358,3 +358,35 @@ fn files_mode_process_outlives_its_handle_and_stream() {
         eventually(30, "the process to be reaped", || !alive(pid)).await;
     });
 }
+
+#[test]
+fn fifty_processes_at_once_each_deliver_everything() {
+    smol::block_on(async {
+        let mut running = Vec::new();
+        for i in 0..50 {
+            let cmd = sh(&format!("seq 1000; echo done{i} >&2"));
+            let (h, ev) = LocalLauncher::new()
+                .spawn(&cmd, LaunchOptions::default())
+                .unwrap();
+            running.push((GroupGuard(h.identity()), h, ev, i));
+        }
+        for (_g, h, mut ev, i) in running {
+            let events = all_events(&mut ev, 60).await;
+            assert_well_formed(&events);
+            let got = lines(&events);
+            assert_eq!(got.len(), 1001);
+            assert_eq!(
+                got.iter()
+                    .filter(|l| l.starts_with("done"))
+                    .collect::<Vec<_>>(),
+                [&format!("done{i}")]
+            );
+            assert!(
+                !events
+                    .iter()
+                    .any(|e| matches!(e, ProcessEvent::Dropped { .. }))
+            );
+            assert_eq!(h.wait().await.unwrap(), ExitStatus::Code(0));
+        }
+    });
+}
