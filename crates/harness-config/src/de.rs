@@ -96,14 +96,18 @@ pub(crate) fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
-    let mut best: Option<(&str, f64)> = None;
+    let w = word.to_ascii_lowercase();
+    let mut best: Option<(&str, usize, f64)> = None;
     for c in candidates {
-        let score = strsim::jaro_winkler(&word.to_ascii_lowercase(), &c.to_ascii_lowercase());
-        if score > 0.8 && best.is_none_or(|(_, s)| score > s) {
-            best = Some((c, score));
+        let lc = c.to_ascii_lowercase();
+        let dist = strsim::levenshtein(&w, &lc);
+        let jw = strsim::jaro_winkler(&w, &lc);
+        let close = jw > 0.8 || dist <= 1 || dist * 3 <= w.len().max(lc.len());
+        if close && best.is_none_or(|(_, d, j)| dist < d || (dist == d && jw > j)) {
+            best = Some((c, dist, jw));
         }
     }
-    best.map(|(c, _)| c)
+    best.map(|(c, _, _)| c)
 }
 
 fn suggest_hint(word: &str, expected: &[&str], what: &str) -> String {
@@ -118,6 +122,16 @@ fn suggest_hint(word: &str, expected: &[&str], what: &str) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+    }
+}
+
+/// The text of a float as written in YAML: `1.0` stays `1.0`.
+pub(crate) fn float_text(v: f64) -> String {
+    let s = v.to_string();
+    if s.contains(['.', 'e', 'E']) || !v.is_finite() {
+        s
+    } else {
+        format!("{s}.0")
     }
 }
 
@@ -219,11 +233,27 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
         .map_err(|e| e.at(node.pos))
     }
 
+    fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        // A scalar where text is expected is its text: `user: 1000`, `version: 1.0`.
+        let node = self.0;
+        match &node.value {
+            Value::Int(i) => visitor.visit_string(i.to_string()),
+            Value::Float(f) => visitor.visit_string(float_text(*f)),
+            Value::Bool(b) => visitor.visit_string(b.to_string()),
+            _ => return self.deserialize_any(visitor),
+        }
+        .map_err(|e: DeError| e.at(node.pos))
+    }
+
+    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
+        self.deserialize_str(visitor)
+    }
+
     forward_with_pos! {
         deserialize_bool deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
         deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
-        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char deserialize_str
-        deserialize_string deserialize_bytes deserialize_byte_buf deserialize_seq
+        deserialize_u128 deserialize_f32 deserialize_f64 deserialize_char
+        deserialize_bytes deserialize_byte_buf deserialize_seq
         deserialize_map deserialize_identifier deserialize_ignored_any
     }
 

@@ -1719,7 +1719,11 @@ impl<'o> Loader<'o> {
                             self.log_condition(name, key, dep, opts, cpos)
                         }
                     };
-                    if opts.pattern.is_some() && !matches!(condition, Condition::LogReady { .. }) {
+                    if opts.pattern.is_some()
+                        && opts
+                            .condition
+                            .is_some_and(|c| c != raw::ConditionName::LogReady)
+                    {
                         let ppos = self.key_pos(&["services", name, key, dep, "pattern"]);
                         self.diags.push(self.sources.diag(
                             Severity::Error,

@@ -304,6 +304,7 @@ pub struct SyntaxError {
 pub fn parse(text: &str, file: usize) -> Result<Node, SyntaxError> {
     let options = serde_saphyr::options! {
         with_snippet: false,
+        strict_booleans: true,
     };
     if text.trim().is_empty() || only_comments(text) {
         return Ok(Node::new(

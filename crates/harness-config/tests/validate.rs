@@ -1,0 +1,322 @@
+//! Validation that explains: every error with file:line:column, caret and hint.
+
+use harness_config::{Diagnostics, LoadOptions, Loaded, from_sources};
+
+fn opts() -> LoadOptions {
+    LoadOptions::default().with_env([("HOME_PORT", "8080"), ("EMPTY", "")])
+}
+
+fn load(yaml: &str) -> Result<Loaded, Diagnostics> {
+    from_sources(&[("services.yaml", yaml)], &opts())
+}
+
+/// (line, column, message, hint) of every error.
+fn errors(yaml: &str) -> Vec<(u32, u32, String, String)> {
+    match load(yaml) {
+        Ok(_) => panic!("expected errors for:\n{yaml}"),
+        Err(d) => d
+            .errors()
+            .map(|e| {
+                let loc = e.location.as_ref().expect("every error has a location");
+                (
+                    loc.line,
+                    loc.column,
+                    e.message.clone(),
+                    e.hint.clone().unwrap_or_default(),
+                )
+            })
+            .collect(),
+    }
+}
+
+fn one_error(yaml: &str) -> (u32, u32, String, String) {
+    let mut e = errors(yaml);
+    assert_eq!(e.len(), 1, "expected one error, got {e:#?}");
+    e.remove(0)
+}
+
+#[test]
+fn unknown_dependency_with_did_you_mean() {
+    let (line, col, msg, hint) = one_error(
+        "services:\n  db:\n    binary: db\n  api:\n    binary: api\n    dependencies: [dbb]\n",
+    );
+    assert_eq!((line, col), (6, 20));
+    assert_eq!(msg, "service `api` depends on `dbb`, which is not defined");
+    assert_eq!(hint, "did you mean `db`?");
+}
+
+#[test]
+fn cycle_prints_its_path() {
+    let (line, _, msg, _) = one_error(
+        "services:\n  a:\n    binary: a\n    dependencies: [b]\n  b:\n    binary: b\n    dependencies: [c]\n  c:\n    binary: c\n    dependencies: [a]\n",
+    );
+    assert_eq!(msg, "dependency cycle: a -> b -> c -> a");
+    assert_eq!(line, 4);
+}
+
+#[test]
+fn healthy_without_health_check() {
+    let (line, col, msg, hint) = one_error(
+        "services:\n  db:\n    binary: db\n  api:\n    binary: api\n    dependencies:\n      db:\n        condition: healthy\n",
+    );
+    assert_eq!((line, col), (8, 20));
+    assert!(msg.contains("no health check"), "{msg}");
+    assert!(hint.contains("health_check"), "{hint}");
+}
+
+#[test]
+fn conditions_on_jobs_that_can_never_hold() {
+    let e = errors(
+        "services:\n  migrate:\n    binary: m\n    job: true\n    health_check: {tcp: 1}\n  api:\n    binary: api\n    dependencies:\n      migrate: {condition: healthy}\n  web:\n    binary: w\n    dependencies:\n      api: {condition: completed_successfully}\n",
+    );
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(e[0].2.contains("one-shot job"), "{e:#?}");
+    assert!(e[1].2.contains("not a one-shot job"), "{e:#?}");
+    assert!(e[1].3.contains("job: true"), "{e:#?}");
+}
+
+#[test]
+fn default_conditions() {
+    let p = load(
+        "services:\n  db:\n    binary: db\n    health_check: {tcp: 5432}\n  cache:\n    binary: c\n  migrate:\n    binary: m\n    job: true\n  api:\n    binary: api\n    dependencies: [db, cache, migrate]\n",
+    )
+    .unwrap()
+    .project;
+    let deps = p.graph().dependencies("api");
+    let conds: Vec<String> = deps.iter().map(|d| d.condition.to_string()).collect();
+    assert_eq!(conds, ["healthy", "started", "completed_successfully"]);
+}
+
+#[test]
+fn log_ready_needs_a_valid_pattern() {
+    let e = errors(
+        "services:\n  a:\n    binary: a\n  b:\n    binary: b\n    dependencies:\n      a: {condition: log_ready}\n  c:\n    binary: c\n    dependencies:\n      a: {condition: log_ready, pattern: \"(unclosed\"}\n",
+    );
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert!(e[0].2.contains("needs a `pattern`"));
+    assert!(e[1].2.contains("invalid regex"));
+    assert_eq!(e[1].0, 11);
+}
+
+#[test]
+fn undefined_networks_and_nodes() {
+    let e = errors(
+        "networks:\n  lan1:\n    type: lan\n    subnet: 10.0.0.0/24\n    nodes:\n      - {host: 10.0.0.5, name: box, ssh_user: u}\nservices:\n  a:\n    binary: a\n    network: lan2\n  b:\n    type: remote\n    network: lan1\n    host: bax\n    binary: b\n",
+    );
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert_eq!((e[0].0, e[0].1), (10, 14));
+    assert!(e[0].2.contains("`lan2`, which is not defined"));
+    assert_eq!(e[0].3, "did you mean `lan1`?");
+    assert_eq!(e[1].0, 14);
+    assert!(
+        e[1].2
+            .contains("host `bax` is not a node of network `lan1`")
+    );
+    assert_eq!(e[1].3, "did you mean `box`?");
+}
+
+#[test]
+fn reference_to_unknown_service() {
+    let (line, col, msg, hint) = one_error(
+        "services:\n  db:\n    binary: db\n  api:\n    binary: api\n    env:\n      URL: http://${dbx.ip}:${db.port}\n",
+    );
+    assert_eq!((line, col), (7, 12));
+    assert!(msg.contains("`${dbx.ip}` names service `dbx`"), "{msg}");
+    assert_eq!(hint, "did you mean `db`?");
+}
+
+#[test]
+fn references_only_in_template_fields() {
+    let (line, _, msg, _) =
+        one_error("services:\n  db:\n    binary: db\n  api:\n    binary: /bin/${db.host}\n");
+    assert_eq!(line, 5);
+    assert!(msg.contains("cannot hold a service reference"), "{msg}");
+}
+
+#[test]
+fn duplicate_host_ports() {
+    let e = errors(
+        "services:\n  a:\n    image: x\n    ports: [\"8080:80\"]\n  b:\n    image: y\n    ports:\n      - 9000:90\n      - \"8080:81\"\n  c:\n    binary: c\n    ports: [9000]\n",
+    );
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert_eq!(e[0].0, 9);
+    assert!(
+        e[0].2.contains("8080") && e[0].2.contains("service `a`"),
+        "{e:#?}"
+    );
+    assert!(e[1].2.contains("9000"), "{e:#?}");
+}
+
+#[test]
+fn bad_durations_and_wrong_types_all_at_once() {
+    let e = errors(
+        "services:\n  a:\n    binary: a\n    startup_timeout: 5 minutes\n  b:\n    binary: [b]\n  c:\n    binary: c\n    health_check: {tcp: 80, interval: -1}\n",
+    );
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert_eq!((e[0].0, e[0].1), (4, 22));
+    assert!(e[0].2.contains("invalid duration"), "{e:#?}");
+    assert_eq!(e[1].0, 6);
+    assert!(e[1].2.contains("expected a string, found a list"), "{e:#?}");
+    assert_eq!(e[2].0, 9);
+    assert!(e[2].2.contains("negative"), "{e:#?}");
+}
+
+#[test]
+fn unknown_keys_are_errors_with_suggestions() {
+    let e = errors(
+        "servces: {}\nservices:\n  a:\n    binary: a\n    helth_check: {tcp: 1}\n    x-note: ignored\n    restart:\n      mode: always\n      backof: {}\n",
+    );
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert_eq!((e[0].0, e[0].1), (1, 1));
+    assert_eq!(e[0].3, "did you mean `services`?");
+    assert_eq!((e[1].0, e[1].1), (5, 5));
+    assert_eq!(e[1].3, "did you mean `health_check`?");
+    assert_eq!(e[2].0, 9);
+    assert_eq!(e[2].3, "did you mean `backoff`?");
+}
+
+#[test]
+fn keys_of_another_service_type() {
+    let (line, col, msg, hint) =
+        one_error("services:\n  a:\n    type: process\n    binary: a\n    image: nginx\n");
+    assert_eq!((line, col), (5, 5));
+    assert_eq!(msg, "`image` is not a key of a process service");
+    assert_eq!(hint, "remove it, or use `type: docker`");
+}
+
+#[test]
+fn missing_required_fields() {
+    let e = errors(
+        "networks:\n  l:\n    type: lan\nservices:\n  a:\n    type: docker\n  r:\n    type: remote\n    binary: x\n",
+    );
+    let msgs: Vec<&str> = e.iter().map(|e| e.2.as_str()).collect();
+    assert!(
+        msgs.iter().any(|m| m.contains("needs a `subnet`")),
+        "{e:#?}"
+    );
+    assert!(
+        msgs.iter().any(|m| m.contains("needs `image` or `build`")),
+        "{e:#?}"
+    );
+    assert!(msgs.iter().any(|m| m.contains("needs `host`")), "{e:#?}");
+}
+
+#[test]
+fn invalid_yaml_is_located() {
+    let e = errors("services:\n  a:\n    binary: [a\n  b: 1\n");
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(e[0].2.starts_with("invalid YAML"), "{e:#?}");
+    assert!(e[0].0 >= 3, "{e:#?}");
+}
+
+#[test]
+fn diagnostics_render_with_caret() {
+    let d = load(
+        "services:\n  db:\n    binary: db\n  api:\n    binary: api\n    dependencies: [dbb]\n",
+    )
+    .unwrap_err();
+    let text = d.to_string();
+    let expected = "error: service `api` depends on `dbb`, which is not defined\n \
+                    --> services.yaml:6:20\n  \
+                    |\n\
+                    6 |     dependencies: [dbb]\n  \
+                    |                    ^^^\n  \
+                    = hint: did you mean `db`?\n\
+                    \n\
+                    1 error\n";
+    assert_eq!(text, expected);
+    assert!(d.render(true).contains('\x1b'));
+}
+
+#[test]
+fn unset_variable_is_an_error_or_a_warning() {
+    let yaml = "services:\n  a:\n    binary: a\n    env:\n      X: ${NOT_SET_ANYWHERE}\n";
+    let (line, col, msg, _) = one_error(yaml);
+    assert_eq!((line, col), (5, 10));
+    assert_eq!(msg, "variable `NOT_SET_ANYWHERE` is not set");
+    let lenient = LoadOptions {
+        allow_unset: true,
+        ..opts()
+    };
+    let loaded = from_sources(&[("services.yaml", yaml)], &lenient).unwrap();
+    assert_eq!(loaded.warnings.items.len(), 1);
+    assert_eq!(loaded.project.services["a"].env["X"], "");
+    let (_, _, msg, _) = one_error(
+        "services:\n  a:\n    binary: a\n    env:\n      X: ${NOPE:?set NOPE to the token}\n",
+    );
+    assert!(msg.contains("set NOPE to the token"), "{msg}");
+}
+
+#[test]
+fn interpolation_types_and_escapes() {
+    let p = load(
+        "services:\n  a:\n    binary: a\n    args: [\"$$HOME\", \"${EMPTY:-dflt}\", \"${HOME_PORT}\"]\n    health_check:\n      tcp: ${HOME_PORT}\n    env:\n      P: ${HOME_PORT}\n",
+    )
+    .unwrap()
+    .project;
+    let a = &p.services["a"];
+    let harness_config::Target::Process { args, .. } = &a.target else {
+        panic!()
+    };
+    // Templates keep `$$`; expanding them yields the literal.
+    assert_eq!(args[0], "$$HOME");
+    assert_eq!(
+        harness_config::expand_refs(&args[0], |_| None).unwrap(),
+        "$HOME"
+    );
+    assert_eq!(args[1], "dflt");
+    assert_eq!(args[2], "8080");
+    assert_eq!(a.primary_port(), Some(8080));
+    assert_eq!(a.env["P"], "8080");
+}
+
+#[test]
+fn network_may_be_left_out_when_unambiguous() {
+    let p = load(
+        "networks:\n  home:\n    type: local\n  lan:\n    type: lan\n    subnet: 10.1.0.0/16\n    nodes: [{host: 10.1.0.9, name: nas, ssh_user: me}]\nservices:\n  a:\n    binary: a\n  r:\n    type: remote\n    host: nas\n    binary: r\n",
+    )
+    .unwrap()
+    .project;
+    assert_eq!(p.services["a"].network.as_deref(), Some("home"));
+    assert_eq!(p.services["r"].network.as_deref(), Some("lan"));
+    let p = load("services:\n  a:\n    binary: a\n").unwrap().project;
+    assert_eq!(p.services["a"].network, None);
+}
+
+#[test]
+fn job_with_restart_always_is_an_error() {
+    let (_, _, msg, _) =
+        one_error("services:\n  j:\n    binary: j\n    job: true\n    restart: always\n");
+    assert!(msg.contains("never complete"), "{msg}");
+}
+
+#[test]
+fn probes_need_exactly_one_check() {
+    let e = errors(
+        "services:\n  a:\n    binary: a\n    readiness: {period: 1s}\n  b:\n    binary: b\n    liveness: {tcp: 1, http: \"http://x\"}\n  c:\n    binary: c\n    readiness: {http: \"ftp://x\"}\n",
+    );
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert!(e[0].2.contains("does not say what to check"));
+    assert!(e[1].2.contains("more than one check"));
+    assert!(e[2].2.contains("not an http(s) URL"));
+}
+
+#[test]
+fn errors_in_several_files_name_their_file() {
+    let d = from_sources(
+        &[
+            ("base.yaml", "services:\n  a:\n    binary: a\n"),
+            (
+                "override.yaml",
+                "services:\n  a:\n    dependencies: [zzz]\n",
+            ),
+        ],
+        &opts(),
+    )
+    .unwrap_err();
+    let e = d.errors().next().unwrap();
+    assert_eq!(
+        e.location.as_ref().unwrap().to_string(),
+        "override.yaml:3:20"
+    );
+}
