@@ -16,12 +16,27 @@ const SPAWNS: usize = 500;
 const LINES: u64 = 1_000_000;
 const ROUNDS: usize = 5;
 
+/// CPU time (user + system) of this process and its threads so far, from
+/// `/proc/self/stat` (clock ticks, 100 per second on Linux).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // fields 14 and 15 (utime, stime) are at 11 and 12 after the state field
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
 }
 
-fn bare_spawn() -> Duration {
+fn bare_spawn() -> (Duration, Duration) {
+    let cpu = cpu_time();
     let start = Instant::now();
     let mut children = Vec::with_capacity(SPAWNS);
     for _ in 0..SPAWNS {
@@ -32,7 +47,7 @@ fn bare_spawn() -> Duration {
                 .expect("spawn sleep"),
         );
     }
-    let took = start.elapsed();
+    let took = (start.elapsed(), cpu_time() - cpu);
     for mut c in children {
         let _ = c.kill();
         let _ = c.wait();
@@ -40,10 +55,11 @@ fn bare_spawn() -> Duration {
     took
 }
 
-fn launcher_spawn() -> Duration {
+fn launcher_spawn() -> (Duration, Duration) {
     futures_lite::future::block_on(async {
         let launcher = LocalLauncher::new();
         let cmd = Command::new("sleep").arg("5");
+        let cpu = cpu_time();
         let start = Instant::now();
         let mut running = Vec::with_capacity(SPAWNS);
         for _ in 0..SPAWNS {
@@ -59,7 +75,7 @@ fn launcher_spawn() -> Duration {
                 other => panic!("expected Started, got {other:?}"),
             }
         }
-        let took = start.elapsed();
+        let took = (start.elapsed(), cpu_time() - cpu);
         for (h, _) in &running {
             h.kill().await.expect("kill");
         }
@@ -106,18 +122,27 @@ fn main() {
         println!("executor bench: run with `cargo bench` to measure");
         return;
     }
-    let (mut bare_s, mut ours_s) = (Vec::new(), Vec::new());
+    let (mut bare_s, mut ours_s, mut bare_c, mut ours_c) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        bare_s.push(bare_spawn());
-        ours_s.push(launcher_spawn());
+        let (w, c) = bare_spawn();
+        bare_s.push(w);
+        bare_c.push(c);
+        let (w, c) = launcher_spawn();
+        ours_s.push(w);
+        ours_c.push(c);
     }
     let (b, o) = (median(bare_s), median(ours_s));
+    let (bc, oc) = (median(bare_c), median(ours_c));
     println!(
-        "spawn {SPAWNS} sleep: bare {:.1} ms ({:.0} us each), LocalLauncher until Started {:.1} ms ({:.0} us each), ratio {:.2}x",
+        "spawn {SPAWNS} sleep: bare {:.1} ms ({:.0} us each, cpu {} ms), LocalLauncher until Started {:.1} ms \
+         ({:.0} us each, cpu {} ms), wall ratio {:.2}x",
         b.as_secs_f64() * 1e3,
         b.as_secs_f64() * 1e6 / SPAWNS as f64,
+        bc.as_millis(),
         o.as_secs_f64() * 1e3,
         o.as_secs_f64() * 1e6 / SPAWNS as f64,
+        oc.as_millis(),
         o.as_secs_f64() / b.as_secs_f64()
     );
 

@@ -105,8 +105,9 @@ impl Shared {
         ))
     }
 
-    /// Appends lines (in order) and then counts `dropped` more lines as lost.
-    pub(crate) fn push(&self, lines: Vec<Item>, dropped: u64) {
+    /// Appends lines (in order, `bytes` of content in all) and then counts
+    /// `dropped` more lines as lost.
+    pub(crate) fn push(&self, lines: Vec<Item>, bytes: usize, dropped: u64) {
         let waker = {
             let mut st = self.lock();
             if st.consumer_gone {
@@ -116,12 +117,13 @@ impl Shared {
                 let d = std::mem::take(&mut st.dropped);
                 st.items.push_back(Item::Dropped(d));
             }
-            for item in lines {
-                if let Item::Line(l, _) = &item {
-                    st.bytes += l.bytes.len();
-                }
-                st.items.push_back(item);
+            if st.items.is_empty() {
+                // Hand the batch over as it is, without moving each line.
+                st.items = VecDeque::from(lines);
+            } else {
+                st.items.extend(lines);
             }
+            st.bytes += bytes;
             st.dropped += dropped;
             st.waker.take()
         };

@@ -36,11 +36,13 @@ fn deliver(shared: &Shared, splitter: &mut LineSplitter, data: &[u8], may_drop: 
         bytes_room = usize::MAX;
     }
     let mut kept = Vec::new();
+    let mut kept_bytes = 0usize;
     let mut dropped = 0u64;
     splitter.feed(data, |bytes, truncated, end| {
         if lines_room > 0 && bytes_room >= bytes.len() {
             lines_room -= 1;
             bytes_room -= bytes.len();
+            kept_bytes += bytes.len();
             kept.push(Item::Line(
                 OutputLine {
                     stream,
@@ -54,14 +56,16 @@ fn deliver(shared: &Shared, splitter: &mut LineSplitter, data: &[u8], may_drop: 
         }
     });
     if !kept.is_empty() || dropped > 0 {
-        shared.push(kept, dropped);
+        shared.push(kept, kept_bytes, dropped);
     }
 }
 
 fn flush(shared: &Shared, splitter: &mut LineSplitter) {
     let stream = splitter.stream;
     let mut kept = Vec::new();
+    let mut kept_bytes = 0;
     splitter.flush(|bytes, truncated, end| {
+        kept_bytes += bytes.len();
         kept.push(Item::Line(
             OutputLine {
                 stream,
@@ -72,7 +76,7 @@ fn flush(shared: &Shared, splitter: &mut LineSplitter) {
         ))
     });
     if !kept.is_empty() {
-        shared.push(kept, 0);
+        shared.push(kept, kept_bytes, 0);
     }
 }
 
