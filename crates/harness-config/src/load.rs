@@ -102,11 +102,15 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Diagnostics> {
             }
         }
     }
-    let project_dir = opts.project_dir.clone().unwrap_or_else(|| {
-        let first = files.first().cloned().unwrap_or_default();
-        let abs = std::path::absolute(&first).unwrap_or(first);
-        abs.parent().map(Path::to_owned).unwrap_or(cwd)
-    });
+    let project_dir = opts
+        .project_dir
+        .as_deref()
+        .map(absolute_clean)
+        .unwrap_or_else(|| {
+            let first = files.first().cloned().unwrap_or_default();
+            let abs = clean_path(&std::path::absolute(&first).unwrap_or(first));
+            abs.parent().map(Path::to_owned).unwrap_or(cwd)
+        });
     loader.run(texts, project_dir)
 }
 
@@ -120,7 +124,8 @@ pub fn from_yaml_str(text: &str) -> Result<Loaded, Diagnostics> {
 pub fn from_sources(sources: &[(&str, &str)], opts: &LoadOptions) -> Result<Loaded, Diagnostics> {
     let project_dir = opts
         .project_dir
-        .clone()
+        .as_deref()
+        .map(absolute_clean)
         .unwrap_or_else(|| std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")));
     let loader = Loader::new(opts);
     let texts = sources
@@ -493,7 +498,7 @@ impl<'o> Loader<'o> {
                 None => pb,
             }
         } else {
-            self.project_dir.join(pb)
+            clean_path(&self.project_dir.join(pb))
         }
     }
 
@@ -2138,6 +2143,29 @@ pub(crate) fn parse_port(s: &str) -> Result<PortMapping, String> {
     }
 }
 
+/// The absolute, lexically cleaned form of a path.
+fn absolute_clean(p: &Path) -> PathBuf {
+    clean_path(&std::path::absolute(p).unwrap_or_else(|_| p.to_owned()))
+}
+
+/// Removes `.` and resolves `..` lexically (`/a/b/../c/./d` is `/a/c/d`).
+fn clean_path(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
 /// `a.b.c.d/n` or an IPv6 CIDR.
 fn valid_cidr(s: &str) -> bool {
     let Some((ip, bits)) = s.split_once('/') else {
@@ -2176,6 +2204,15 @@ mod tests {
         assert!(parse_port("x:80").is_err());
         assert!(parse_port("1.2.3:80:80").is_err());
         assert!(parse_port("80/sctp").is_err());
+    }
+
+    #[test]
+    fn clean_paths() {
+        assert_eq!(
+            clean_path(Path::new("/a/b/../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
+        assert_eq!(clean_path(Path::new("../x")), PathBuf::from("../x"));
     }
 
     #[test]
