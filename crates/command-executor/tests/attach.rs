@@ -213,3 +213,44 @@ fn attach_sees_an_exit_caused_elsewhere() {
         assert_well_formed(&events);
     });
 }
+
+#[test]
+fn attached_stop_of_a_process_that_leads_no_group_ends_only_it() {
+    smol::block_on(async {
+        let (h, mut ev) = LocalLauncher::new()
+            .spawn(
+                &sh("sleep 300 & echo $!; wait; echo after; sleep 300"),
+                LaunchOptions::default(),
+            )
+            .unwrap();
+        let _g = GroupGuard(h.identity());
+        let first = events_until(&mut ev, 30, |e| matches!(e, ProcessEvent::Output(_))).await;
+        let pid: u32 = lines(&first)[0].parse().unwrap();
+        let id = ProcessIdentity::of(pid).unwrap();
+        let (a, _aev) = LocalAttacher::new()
+            .attach(AttachTarget::process(id))
+            .await
+            .unwrap();
+        assert_eq!(
+            within(30, "attached stop", a.stop(Duration::from_secs(10)))
+                .await
+                .unwrap(),
+            ExitStatus::Unknown
+        );
+        assert!(!alive(pid));
+        // The shell (leader of the group) goes on.
+        events_until(
+            &mut ev,
+            30,
+            |e| matches!(e, ProcessEvent::Output(l) if l.text() == "after"),
+        )
+        .await;
+        assert!(h.try_status().is_none());
+        assert_eq!(
+            within(60, "stop", h.stop(Duration::from_secs(10)))
+                .await
+                .unwrap(),
+            ExitStatus::Signal(15)
+        );
+    });
+}
