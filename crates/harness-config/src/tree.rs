@@ -300,11 +300,24 @@ pub struct SyntaxError {
     pub message: String,
 }
 
+/// Deepest nesting accepted: a services file needs about 8 levels; the limit
+/// keeps hostile input from exhausting the stack.
+pub const MAX_DEPTH: usize = 24;
+
 /// Parses one YAML document into a located tree. An empty document is `Null`.
 pub fn parse(text: &str, file: usize) -> Result<Node, SyntaxError> {
     let options = serde_saphyr::options! {
         with_snippet: false,
         strict_booleans: true,
+        budget: serde_saphyr::budget! {
+            max_depth: MAX_DEPTH,
+            max_nodes: 200_000,
+            max_aliases: 10_000,
+        },
+        alias_limits: serde_saphyr::alias_limits! {
+            max_total_replayed_events: 200_000,
+            max_replay_stack_depth: MAX_DEPTH,
+        },
     };
     if text.trim().is_empty() || only_comments(text) {
         return Ok(Node::new(
