@@ -154,14 +154,22 @@ pub(crate) fn signal_group(leader: ProcessIdentity, sig: Signal) -> Result<bool,
 /// True while a live (non-zombie) process is in the group led by `leader`.
 pub(crate) fn group_alive(leader: ProcessIdentity) -> bool {
     let pgid = leader.pid;
-    if !group_is_ours(leader) {
-        return false;
-    }
     let Ok(pid) = pid_of(pgid) else { return false };
+    // The leader itself, when it is still there, answers without a scan.
+    if let Ok(stat) = read_stat(pgid) {
+        if leader.start_time != 0 && stat.start_time != leader.start_time {
+            // Another process holds the pid: the group is gone (see `group_is_ours`).
+            return false;
+        }
+        if !stat.is_dead() && stat.pgrp == i64::from(pgid) {
+            return true;
+        }
+    }
     if let Err(rustix::io::Errno::SRCH) = rustix::process::test_kill_process_group(pid) {
         return false;
     }
-    // Members exist; zombies count as gone (their parent reaps them, not us).
+    // Members exist but the leader is gone or a zombie; zombies count as gone
+    // (their parent reaps them, not us), so look for a live member.
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return true;
     };
