@@ -9,7 +9,9 @@
 
 pub mod backend;
 pub mod lock;
+pub mod logs;
 pub mod metrics;
+pub mod projects;
 mod server;
 
 use std::net::SocketAddr;
@@ -27,6 +29,7 @@ use harness_protocol::{
 pub use backend::{Backend, BackendResult, EmptyBackend, ItemSink};
 pub use lock::{LockError, StateLock};
 pub use metrics::Metrics;
+pub use projects::ManagerBackend;
 
 /// How to run the daemon.
 #[derive(Debug, Clone)]
@@ -160,11 +163,13 @@ impl Daemon {
 
 /// Runs the daemon until it is told to stop: takes the lock, makes the
 /// certificates if needed, listens, writes the address file, serves.
-/// `make_backend` is called once the state directory is locked.
-pub async fn run(
-    options: DaemonOptions,
-    make_backend: impl FnOnce(&StateDir) -> Arc<dyn Backend>,
-) -> Result<(), DaemonError> {
+/// `make_backend` is called once the state directory is locked (it
+/// re-adopts what a previous daemon left running).
+pub async fn run<F, Fut>(options: DaemonOptions, make_backend: F) -> Result<(), DaemonError>
+where
+    F: FnOnce(StateDir) -> Fut,
+    Fut: Future<Output = Arc<dyn Backend>>,
+{
     let state = StateDir::new(&options.state_dir);
     state.create()?;
     let lock = StateLock::acquire(&state.lock_file())?;
@@ -203,7 +208,7 @@ pub async fn run(
     };
     let metrics_address = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
 
-    let backend = make_backend(&state);
+    let backend = make_backend(state.clone()).await;
     let daemon = Arc::new(Daemon {
         state: state.clone(),
         backend,

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use harnessd::{Backend, DaemonOptions, EmptyBackend};
+use harness_core::{BoxTask, SharedSpawner};
+use harnessd::{Backend, DaemonOptions, ManagerBackend};
 
 /// The harness daemon: keeps services up between CLI calls.
 #[derive(Debug, Parser)]
@@ -49,8 +50,9 @@ fn main() -> ExitCode {
         listen: args.listen,
         metrics: args.metrics,
     };
-    let result = smol::block_on(harnessd::run(options, |_state| {
-        Arc::new(EmptyBackend) as Arc<dyn Backend>
+    let result = smol::block_on(harnessd::run(options, |state| async move {
+        let spawner: SharedSpawner = Arc::new(|task: BoxTask| smol::spawn(task).detach());
+        ManagerBackend::restore(state, spawner).await as Arc<dyn Backend>
     }));
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@ use async_tungstenite::tungstenite::Message;
 use futures_lite::StreamExt;
 use harness_protocol::{
     Client, ClientError, ErrorCode, Method, Outcome, ServerMessage, ServicesParams, StateDir,
+    UpParams,
 };
 use support::*;
 
@@ -62,16 +63,29 @@ fn client_works_under_tokio() {
         .enable_all()
         .build()
         .unwrap();
+    let project = write_project(d.dir.path(), "tokio", 1, true);
+    let mut guard = Pids(Vec::new());
     rt.block_on(async {
         let c = Client::connect(&d.state).await.unwrap();
         let info = c.daemon_status().await.unwrap();
         assert_eq!(info.pid, d.pid());
+        let st = c
+            .up(UpParams {
+                project,
+                wait: true,
+                timeout_ms: Some(30_000),
+                ..UpParams::default()
+            })
+            .await
+            .unwrap();
+        guard.0.extend(st.services.iter().filter_map(|s| s.pid));
         let mut events = c.events(ServicesParams::default()).unwrap();
         events.cancel().unwrap();
         match events.next().await {
             Some(Err(e)) => assert_eq!(e.remote().map(|e| e.code), Some(ErrorCode::Cancelled)),
             other => panic!("expected cancelled, got {other:?}"),
         }
+        c.down(ServicesParams::default()).await.unwrap();
     });
 }
 
@@ -363,8 +377,20 @@ fn hundred_concurrent_clients() {
 #[test]
 fn many_requests_multiplex_over_one_connection_and_streams_cancel() {
     let d = TestDaemon::start();
+    let project = write_project(d.dir.path(), "mux", 1, true);
+    let mut guard = Pids(Vec::new());
     smol::block_on(async {
         let c = Client::connect(&d.state).await.unwrap();
+        let st = c
+            .up(UpParams {
+                project,
+                wait: true,
+                timeout_ms: Some(30_000),
+                ..UpParams::default()
+            })
+            .await
+            .unwrap();
+        guard.0.extend(st.services.iter().filter_map(|s| s.pid));
         let mut events = c.events(ServicesParams::default()).unwrap();
         // While the stream is open, other requests on the same connection are answered.
         let pings: Vec<_> = (0..200).map(|_| c.ping()).collect();
@@ -384,6 +410,7 @@ fn many_requests_multiplex_over_one_connection_and_streams_cancel() {
         // A dropped stream is cancelled for us; the connection stays usable.
         drop(c.events(ServicesParams::default()).unwrap());
         c.call(Method::Ping).await.unwrap();
+        c.down(ServicesParams::default()).await.unwrap();
     });
 }
 

@@ -199,3 +199,58 @@ pub fn file_mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777
 }
+
+/// Kills the process groups of service processes a test leaves behind.
+pub struct Pids(pub Vec<u32>);
+
+impl Drop for Pids {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process_group(p, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
+/// True while `pid` runs (not a zombie).
+pub fn alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+    match stat {
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// A project of `n` services that print `line 0`, `line 1`, ... every 20 ms
+/// (or sleep quietly with `quiet`).
+pub fn write_project(
+    dir: &Path,
+    name: &str,
+    n: usize,
+    quiet: bool,
+) -> harness_protocol::ProjectRef {
+    let mut yaml = format!("name: {name}\nservices:\n");
+    let script = if quiet {
+        "exec sleep 600"
+    } else {
+        "i=0; while true; do echo \"line $$i\"; i=$$((i+1)); sleep 0.02; done"
+    };
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  s{i}:\n    type: process\n    binary: sh\n    args: [-c, '{script}']\n"
+        ));
+    }
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(&file, yaml).expect("write project");
+    harness_protocol::ProjectRef {
+        files: vec![file],
+        working_dir: Some(dir.to_owned()),
+        ..harness_protocol::ProjectRef::default()
+    }
+}

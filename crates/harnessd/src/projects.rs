@@ -1,0 +1,564 @@
+//! The real backend: one [`ServiceManager`] per project, projects loaded
+//! from their `services.yaml` files by the daemon itself (ADR 007), and
+//! what must survive the daemon persisted atomically in `state.json`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_lock::Mutex;
+use async_trait::async_trait;
+use futures_lite::StreamExt;
+use harness_config::{LoadOptions, Project};
+use harness_core::{ProjectName, ServiceName, SharedSpawner};
+use harness_protocol::{
+    EnvParams, EnvResult, ErrorBody, ErrorCode, EventItem, LogsParams, ProjectRef, ProjectStatus,
+    ServicesParams, StateDir, StreamItem, UpParams, write_atomic,
+};
+use serde::{Deserialize, Serialize};
+use service_orchestration::{
+    EndpointResolver, LoopbackResolver, ManagerError, ManagerEvent, ManagerOptions, ServiceManager,
+    ServiceRecord,
+};
+
+use crate::backend::{Backend, BackendResult, ItemSink};
+use crate::logs::{self, LogFile, LogQuery, Stamper};
+
+/// Format version of `state.json`.
+const STATE_FORMAT: u32 = 1;
+/// How often the persisted state is refreshed (services restart by themselves).
+const PERSIST_INTERVAL: Duration = Duration::from_millis(500);
+/// Default deadline of `up --wait`.
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+
+/// What `state.json` holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PersistedState {
+    /// Format version.
+    pub format: u32,
+    /// Every project the daemon manages.
+    pub projects: BTreeMap<ProjectName, PersistedProject>,
+}
+
+/// One project in `state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersistedProject {
+    /// How to load it again.
+    pub spec: ProjectRef,
+    /// Its running services, to re-adopt.
+    pub records: Vec<ServiceRecord>,
+}
+
+struct Entry {
+    spec: ProjectRef,
+    manager: ServiceManager,
+    project: Arc<Project>,
+}
+
+/// The backend of a daemon with service orchestration.
+pub struct ManagerBackend {
+    state: StateDir,
+    spawner: SharedSpawner,
+    projects: Mutex<BTreeMap<ProjectName, Entry>>,
+    /// Projects in `state.json` that could not be loaded again: kept as they
+    /// were so nothing persisted is lost.
+    dormant: Mutex<BTreeMap<ProjectName, PersistedProject>>,
+    last_written: Mutex<Option<PersistedState>>,
+    names: std::sync::Mutex<Vec<ProjectName>>,
+}
+
+impl std::fmt::Debug for ManagerBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagerBackend")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+fn err(code: ErrorCode, m: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(code, m)
+}
+
+fn manager_err(e: ManagerError) -> ErrorBody {
+    match &e {
+        ManagerError::UnknownService(_) => err(ErrorCode::NotFound, e.to_string()),
+        ManagerError::NotReady { reason, .. } if reason.starts_with("not ready within") => {
+            err(ErrorCode::Timeout, e.to_string())
+        }
+        ManagerError::NotReady { .. } => err(ErrorCode::ServiceFailed, e.to_string()),
+        _ => err(ErrorCode::Internal, e.to_string()),
+    }
+}
+
+/// Loads a project (blocking).
+fn load_project(spec: &ProjectRef) -> Result<Project, ErrorBody> {
+    let mut opts = LoadOptions {
+        files: spec.files.clone(),
+        project_dir: spec.working_dir.clone(),
+        project_name: spec.name.as_ref().map(|n| n.to_string()),
+        ..LoadOptions::default()
+    };
+    if opts.files.is_empty() && opts.project_dir.is_none() {
+        return Err(err(
+            ErrorCode::BadRequest,
+            "no configuration files and no working directory to look for services.yaml in",
+        ));
+    }
+    // Relative file names are relative to the client's directory.
+    if let Some(dir) = &spec.working_dir {
+        opts.files = opts
+            .files
+            .iter()
+            .map(|f| {
+                if f.is_relative() {
+                    dir.join(f)
+                } else {
+                    f.clone()
+                }
+            })
+            .collect();
+        if !spec.files.is_empty() {
+            opts.project_dir = None;
+        }
+    }
+    opts.env = Some(
+        spec.env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<HashMap<_, _>>(),
+    );
+    match harness_config::load(&opts) {
+        Ok(l) => Ok(l.project),
+        Err(diags) => Err(err(ErrorCode::ConfigInvalid, diags.render(false))),
+    }
+}
+
+impl ManagerBackend {
+    /// A backend for the daemon of `state`, re-adopting the services in its
+    /// `state.json`. Background work runs on `spawner`.
+    pub async fn restore(state: StateDir, spawner: SharedSpawner) -> Arc<ManagerBackend> {
+        let backend = Arc::new(ManagerBackend {
+            state: state.clone(),
+            spawner,
+            projects: Mutex::new(BTreeMap::new()),
+            dormant: Mutex::new(BTreeMap::new()),
+            last_written: Mutex::new(None),
+            names: std::sync::Mutex::new(Vec::new()),
+        });
+        let path = state.state_file();
+        let persisted: Option<PersistedState> = blocking::unblock(move || {
+            let text = std::fs::read_to_string(&path).ok()?;
+            match serde_json::from_str(&text) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "unreadable state file; keeping it aside");
+                    let _ = std::fs::rename(&path, path.with_extension("json.unreadable"));
+                    None
+                }
+            }
+        })
+        .await;
+        if let Some(persisted) = persisted {
+            for (name, p) in persisted.projects {
+                let spec = p.spec.clone();
+                match blocking::unblock(move || load_project(&spec)).await {
+                    Ok(project) => {
+                        let project = Arc::new(project);
+                        match backend.new_manager(project.clone()) {
+                            Ok(manager) => {
+                                let errors = manager.adopt(p.records.clone()).await;
+                                for e in errors {
+                                    tracing::warn!(project = %name, error = %e, "re-adopting");
+                                }
+                                tracing::info!(project = %name, services = p.records.len(), "re-adopted project");
+                                backend.projects.lock().await.insert(
+                                    name.clone(),
+                                    Entry {
+                                        spec: p.spec,
+                                        manager,
+                                        project,
+                                    },
+                                );
+                            }
+                            Err(e) => {
+                                tracing::error!(project = %name, error = %e.message, "cannot manage project");
+                                backend.dormant.lock().await.insert(name, p);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(project = %name, error = %e.message, "cannot load project again; its services are left as they are");
+                        backend.dormant.lock().await.insert(name, p);
+                    }
+                }
+            }
+        }
+        backend.refresh_names().await;
+        backend.start_background();
+        backend
+    }
+
+    fn new_manager(&self, project: Arc<Project>) -> Result<ServiceManager, ErrorBody> {
+        let mut opts = ManagerOptions::new(self.spawner.clone());
+        opts.log_dir = Some(self.state.log_dir().join(project.name.as_str()));
+        ServiceManager::new(project, opts).map_err(manager_err)
+    }
+
+    async fn refresh_names(&self) {
+        let names: Vec<ProjectName> = self.projects.lock().await.keys().cloned().collect();
+        if let Ok(mut n) = self.names.lock() {
+            *n = names;
+        }
+    }
+
+    /// Persists state periodically and stamps log files.
+    fn start_background(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.spawner.spawn(Box::pin(async move {
+            let mut stampers: BTreeMap<ProjectName, (usize, Stamper)> = BTreeMap::new();
+            loop {
+                async_io::Timer::after(logs::POLL_INTERVAL).await;
+                let Some(b) = weak.upgrade() else { return };
+                // Stamp log files of every project.
+                let files: Vec<(ProjectName, Vec<LogFile>)> = {
+                    let projects = b.projects.lock().await;
+                    projects
+                        .iter()
+                        .map(|(n, e)| (n.clone(), b.log_files(n, &e.project, &[])))
+                        .collect()
+                };
+                stampers.retain(|n, _| files.iter().any(|(m, _)| m == n));
+                let mut work = std::mem::take(&mut stampers);
+                let now = logs::now_ms();
+                work = blocking::unblock(move || {
+                    for (name, fs) in files {
+                        let entry = work
+                            .entry(name)
+                            .or_insert_with(|| (fs.len(), Stamper::new(fs.clone())));
+                        if entry.0 != fs.len() {
+                            *entry = (fs.len(), Stamper::new(fs));
+                        }
+                        entry.1.tick(now);
+                    }
+                    work
+                })
+                .await;
+                stampers = work;
+                if let Err(e) = b.persist_if_changed().await {
+                    tracing::warn!(error = %e.message, "persisting state");
+                }
+                drop(b);
+                async_io::Timer::after(PERSIST_INTERVAL.saturating_sub(logs::POLL_INTERVAL)).await;
+            }
+        }));
+    }
+
+    fn log_files(&self, project: &ProjectName, p: &Project, only: &[ServiceName]) -> Vec<LogFile> {
+        let dir = self.state.log_dir().join(project.as_str());
+        p.services
+            .keys()
+            .filter(|s| only.is_empty() || only.contains(s))
+            .flat_map(|s| LogFile::of_service(project, s, &dir.join(s.as_str())))
+            .collect()
+    }
+
+    async fn snapshot(&self) -> PersistedState {
+        let mut projects = self.dormant.lock().await.clone();
+        for (name, e) in self.projects.lock().await.iter() {
+            projects.insert(
+                name.clone(),
+                PersistedProject {
+                    spec: e.spec.clone(),
+                    records: e.manager.records(),
+                },
+            );
+        }
+        PersistedState {
+            format: STATE_FORMAT,
+            projects,
+        }
+    }
+
+    async fn persist_if_changed(&self) -> BackendResult<()> {
+        let snap = self.snapshot().await;
+        let mut last = self.last_written.lock().await;
+        if last.as_ref() == Some(&snap) {
+            return Ok(());
+        }
+        let json = serde_json::to_vec_pretty(&snap)
+            .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+        let path = self.state.state_file();
+        blocking::unblock(move || write_atomic(&path, &json, 0o600))
+            .await
+            .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+        *last = Some(snap);
+        Ok(())
+    }
+
+    /// Finds the project a request is about, loading it if files are given.
+    async fn resolve(
+        &self,
+        r: &ProjectRef,
+        load: bool,
+    ) -> BackendResult<(ProjectName, ServiceManager, Arc<Project>)> {
+        if load && (!r.files.is_empty() || r.working_dir.is_some()) {
+            let spec = r.clone();
+            let project = blocking::unblock(move || load_project(&spec)).await?;
+            let name = project.name.clone();
+            let mut projects = self.projects.lock().await;
+            if let Some(e) = projects.get_mut(&name) {
+                // Already managed: keep its manager (and running services).
+                e.spec = r.clone();
+                return Ok((name, e.manager.clone(), e.project.clone()));
+            }
+            let project = Arc::new(project);
+            let manager = self.new_manager(project.clone())?;
+            projects.insert(
+                name.clone(),
+                Entry {
+                    spec: r.clone(),
+                    manager: manager.clone(),
+                    project: project.clone(),
+                },
+            );
+            drop(projects);
+            self.dormant.lock().await.remove(&name);
+            self.refresh_names().await;
+            return Ok((name, manager, project));
+        }
+        let projects = self.projects.lock().await;
+        let entry = match &r.name {
+            Some(n) => projects
+                .get_key_value(n)
+                .ok_or_else(|| err(ErrorCode::NotFound, format!("no project named {n}")))?,
+            None => {
+                let mut it = projects.iter();
+                match (it.next(), it.next()) {
+                    (Some(one), None) => one,
+                    (None, _) => return Err(err(ErrorCode::NotFound, "no project is loaded")),
+                    _ => {
+                        return Err(err(
+                            ErrorCode::BadRequest,
+                            format!(
+                                "several projects are loaded ({}): name one",
+                                projects
+                                    .keys()
+                                    .map(|k| k.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        Ok((
+            entry.0.clone(),
+            entry.1.manager.clone(),
+            entry.1.project.clone(),
+        ))
+    }
+
+    fn check_services(project: &Project, services: &[ServiceName]) -> BackendResult<()> {
+        for s in services {
+            if !project.services.contains_key(s) {
+                return Err(err(
+                    ErrorCode::NotFound,
+                    format!("no service {s} in project {}", project.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn status_of(name: &ProjectName, m: &ServiceManager, only: &[ServiceName]) -> ProjectStatus {
+        ProjectStatus {
+            project: name.clone(),
+            services: m
+                .status()
+                .into_iter()
+                .filter(|s| only.is_empty() || only.contains(&s.name))
+                .collect(),
+        }
+    }
+
+    async fn forward_events(
+        name: &ProjectName,
+        m: &ServiceManager,
+        only: &[ServiceName],
+        out: &ItemSink,
+    ) {
+        let mut sub = m.subscribe();
+        while let Some(ev) = sub.next().await {
+            let ManagerEvent::State { service, state } = ev else {
+                continue;
+            };
+            if !only.is_empty() && !only.contains(&service) {
+                continue;
+            }
+            let st = m.status().into_iter().find(|s| s.name == service);
+            let item = EventItem {
+                project: name.clone(),
+                service,
+                ts_ms: logs::now_ms(),
+                state,
+                health: st.as_ref().map(|s| s.health).unwrap_or_default(),
+                pid: st.and_then(|s| s.pid),
+            };
+            if !out.send(StreamItem::Event(item)).await {
+                return;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for ManagerBackend {
+    async fn up(&self, p: UpParams, progress: ItemSink) -> BackendResult<ProjectStatus> {
+        let (name, m, project) = self.resolve(&p.project, true).await?;
+        Self::check_services(&project, &p.services)?;
+        let services: Vec<ServiceName> = if p.services.is_empty() {
+            project.services.keys().cloned().collect()
+        } else {
+            p.services.clone()
+        };
+        // Subscribe before starting so no transition is missed.
+        let watch = Self::forward_events(&name, &m, &[], &progress);
+        let work = async {
+            m.start(&services).map_err(manager_err)?;
+            let _ = self.persist_if_changed().await;
+            if p.wait {
+                let timeout = p
+                    .timeout_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(DEFAULT_WAIT);
+                m.wait_ready(&services, timeout)
+                    .await
+                    .map_err(manager_err)?;
+            }
+            let _ = self.persist_if_changed().await;
+            Ok(Self::status_of(&name, &m, &[]))
+        };
+        futures_lite::future::or(work, async {
+            watch.await;
+            futures_lite::future::pending().await
+        })
+        .await
+    }
+
+    async fn down(&self, p: ServicesParams) -> BackendResult<ProjectStatus> {
+        let (name, m, _) = self.resolve(&p.project, false).await?;
+        m.stop_all().await;
+        let status = Self::status_of(&name, &m, &[]);
+        self.projects.lock().await.remove(&name);
+        self.refresh_names().await;
+        self.persist_if_changed().await?;
+        Ok(status)
+    }
+
+    async fn start(&self, p: ServicesParams) -> BackendResult<ProjectStatus> {
+        let (name, m, project) = self.resolve(&p.project, true).await?;
+        Self::check_services(&project, &p.services)?;
+        if p.services.is_empty() {
+            m.start_all().map_err(manager_err)?;
+        } else {
+            m.start(&p.services).map_err(manager_err)?;
+        }
+        self.persist_if_changed().await?;
+        Ok(Self::status_of(&name, &m, &p.services))
+    }
+
+    async fn stop(&self, p: ServicesParams) -> BackendResult<ProjectStatus> {
+        let (name, m, project) = self.resolve(&p.project, false).await?;
+        Self::check_services(&project, &p.services)?;
+        if p.services.is_empty() {
+            m.stop_all().await;
+        } else {
+            m.stop(&p.services).await.map_err(manager_err)?;
+        }
+        self.persist_if_changed().await?;
+        Ok(Self::status_of(&name, &m, &p.services))
+    }
+
+    async fn restart(&self, p: ServicesParams) -> BackendResult<ProjectStatus> {
+        let (name, m, project) = self.resolve(&p.project, false).await?;
+        Self::check_services(&project, &p.services)?;
+        let services: Vec<ServiceName> = if p.services.is_empty() {
+            project.services.keys().cloned().collect()
+        } else {
+            p.services.clone()
+        };
+        m.restart(&services).await.map_err(manager_err)?;
+        self.persist_if_changed().await?;
+        Ok(Self::status_of(&name, &m, &p.services))
+    }
+
+    async fn status(&self, p: ServicesParams) -> BackendResult<Vec<ProjectStatus>> {
+        if p.project.name.is_none() && p.project.files.is_empty() {
+            let projects = self.projects.lock().await;
+            return Ok(projects
+                .iter()
+                .map(|(n, e)| Self::status_of(n, &e.manager, &p.services))
+                .collect());
+        }
+        let (name, m, project) = self.resolve(&p.project, false).await?;
+        Self::check_services(&project, &p.services)?;
+        Ok(vec![Self::status_of(&name, &m, &p.services)])
+    }
+
+    async fn logs(&self, p: LogsParams, out: ItemSink) -> BackendResult<()> {
+        let (name, _, project) = self.resolve(&p.project, false).await?;
+        Self::check_services(&project, &p.services)?;
+        let files = self.log_files(&name, &project, &p.services);
+        let query = LogQuery {
+            tail: p.tail,
+            since_ms: p.since_ms,
+        };
+        logs::stream_logs(files, query, p.follow, out).await;
+        Ok(())
+    }
+
+    async fn events(&self, p: ServicesParams, out: ItemSink) -> BackendResult<()> {
+        let (name, m, project) = self.resolve(&p.project, false).await?;
+        Self::check_services(&project, &p.services)?;
+        Self::forward_events(&name, &m, &p.services, &out).await;
+        Ok(())
+    }
+
+    async fn env(&self, p: EnvParams) -> BackendResult<EnvResult> {
+        let (_, _, project) = self.resolve(&p.project, false).await?;
+        let spec = project.services.get(&p.service).ok_or_else(|| {
+            err(
+                ErrorCode::NotFound,
+                format!("no service {} in project {}", p.service, project.name),
+            )
+        })?;
+        let resolver = LoopbackResolver::new(&project);
+        let mut env = BTreeMap::new();
+        for (k, v) in &spec.env {
+            let value = harness_config::template::expand_with_endpoints(v, |svc| {
+                resolver.endpoint(&p.service, svc)
+            })
+            .map_err(|e| err(ErrorCode::ConfigInvalid, format!("{}: {k}: {e}", p.service)))?;
+            env.insert(k.clone(), value);
+        }
+        Ok(EnvResult {
+            service: p.service,
+            env,
+        })
+    }
+
+    fn projects(&self) -> Vec<ProjectName> {
+        self.names.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    async fn persist(&self) -> BackendResult<()> {
+        self.persist_if_changed().await
+    }
+}
+
+/// Where a project's service logs live.
+pub fn project_log_dir(state: &StateDir, project: &ProjectName) -> PathBuf {
+    state.log_dir().join(project.as_str())
+}
