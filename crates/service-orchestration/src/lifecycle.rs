@@ -222,6 +222,10 @@ pub enum Event {
     StopRequested,
     /// The stop finished: the process (group) is gone.
     StopCompleted,
+    /// A running instance started earlier (by a previous daemon) was re-adopted.
+    Adopted,
+    /// A persisted instance could not be re-adopted.
+    Lost(String),
 }
 
 /// Work the caller must carry out.
@@ -515,6 +519,17 @@ fn step(lc: &mut ServiceLifecycle, event: Event, now: Instant, fx: &mut Vec<Effe
             lc.stop_effects(AfterStop::Fail { reason }, fx);
         }
         (P::Restarting { .. }, Event::BackoffElapsed) => lc.spawn_effects(now, fx),
+        (P::Pending | P::Stopped | P::Completed | P::Failed { .. }, Event::Adopted) => {
+            lc.generation += 1;
+            lc.run_started = Some(now);
+            lc.phase = P::Running;
+            if lc.policy.has_readiness || lc.policy.has_liveness {
+                fx.push(Effect::StartProbes);
+            }
+        }
+        (P::Pending | P::Stopped | P::Completed | P::Failed { .. }, Event::Lost(reason)) => {
+            lc.phase = P::Failed { reason };
+        }
         (P::Pending | P::Completed | P::Failed { .. }, Event::StopRequested)
         | (P::Waiting { .. } | P::Restarting { .. }, Event::StopRequested) => {
             lc.phase = P::Stopped;

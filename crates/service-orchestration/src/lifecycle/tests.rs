@@ -67,6 +67,8 @@ fn events() -> Vec<(&'static str, Event)> {
         ("backoff", Event::BackoffElapsed),
         ("stop", Event::StopRequested),
         ("stopdone", Event::StopCompleted),
+        ("adopted", Event::Adopted),
+        ("lost", Event::Lost("gone".into())),
     ]
 }
 
@@ -123,21 +125,21 @@ fn phases(now: Instant) -> Vec<(&'static str, Phase)> {
 /// sp = Spawn, pr = StartProbes, xp = StopProbes, kill = StopProcess,
 /// rs = ScheduleRestart, to = ScheduleTimeout.
 #[rustfmt::skip]
-const TABLE: &[(&str, [&str; 15])] = &[
+const TABLE: &[(&str, [&str; 17])] = &[
     //                  start            start[a]   ready(a)         depfail(a) spawned          spawnfail       rpass      rfail        lfail                exit0           exit1              timeout              backoff          stop                 stopdone
-    ("pending",         ["starting sp to", "waiting", "pending",     "pending", "pending",       "pending",      "pending", "pending",   "pending",           "pending",      "pending",         "pending",           "pending",       "stopped",           "pending"]),
-    ("waiting",         ["waiting",      "waiting",   "starting sp to", "failed", "waiting",     "waiting",      "waiting", "waiting",   "waiting",           "waiting",      "waiting",         "waiting",           "waiting",       "stopped",           "waiting"]),
-    ("starting",        ["starting",     "starting",  "starting",    "starting", "running pr",   "restarting rs", "starting", "starting", "starting",          "completed xp", "restarting xp rs", "stopping xp kill", "starting",      "stopping xp kill",  "starting"]),
-    ("running",         ["running",      "running",   "running",     "running", "running",       "running",      "healthy", "running",   "stopping xp kill",  "completed xp", "restarting xp rs", "stopping xp kill", "running",       "stopping xp kill",  "running"]),
-    ("healthy",         ["healthy",      "healthy",   "healthy",     "healthy", "healthy",       "healthy",      "healthy", "unhealthy", "stopping xp kill",  "completed xp", "restarting xp rs", "healthy",          "healthy",       "stopping xp kill",  "healthy"]),
-    ("unhealthy",       ["unhealthy",    "unhealthy", "unhealthy",   "unhealthy", "unhealthy",   "unhealthy",    "healthy", "unhealthy", "stopping xp kill",  "completed xp", "restarting xp rs", "unhealthy",        "unhealthy",     "stopping xp kill",  "unhealthy"]),
-    ("stopping(stop)",  ["stopping",     "stopping",  "stopping",    "stopping", "stopping kill", "stopped",     "stopping", "stopping",  "stopping",          "stopped",      "stopped",         "stopping",          "stopping",      "stopping",          "stopped"]),
-    ("stopping(restart)", ["stopping",   "stopping",  "stopping",    "stopping", "stopping kill", "restarting rs", "stopping", "stopping", "stopping",         "restarting rs", "restarting rs",  "stopping",          "stopping",      "stopping",          "restarting rs"]),
-    ("stopping(fail)",  ["stopping",     "stopping",  "stopping",    "stopping", "stopping kill", "failed",      "stopping", "stopping",  "stopping",          "failed",       "failed",          "stopping",          "stopping",      "stopping",          "failed"]),
-    ("stopped",         ["starting sp to", "waiting", "stopped",     "stopped", "stopped",       "stopped",      "stopped", "stopped",   "stopped",           "stopped",      "stopped",         "stopped",           "stopped",       "stopped",           "stopped"]),
-    ("completed",       ["starting sp to", "waiting", "completed",   "completed", "completed",   "completed",    "completed", "completed", "completed",       "completed",    "completed",       "completed",         "completed",     "stopped",           "completed"]),
-    ("failed",          ["starting sp to", "waiting", "failed",      "failed",  "failed",        "failed",       "failed",  "failed",    "failed",            "failed",       "failed",          "failed",            "failed",        "stopped",           "failed"]),
-    ("restarting",      ["restarting",   "restarting", "restarting", "restarting", "restarting", "restarting",   "restarting", "restarting", "restarting",    "restarting",   "restarting",      "restarting",        "starting sp to", "stopped",          "restarting"]),
+    ("pending",         ["starting sp to", "waiting", "pending",     "pending", "pending",       "pending",      "pending", "pending",   "pending",           "pending",      "pending",         "pending",           "pending",       "stopped",           "pending", "running pr", "failed"]),
+    ("waiting",         ["waiting",      "waiting",   "starting sp to", "failed", "waiting",     "waiting",      "waiting", "waiting",   "waiting",           "waiting",      "waiting",         "waiting",           "waiting",       "stopped",           "waiting", "waiting", "waiting"]),
+    ("starting",        ["starting",     "starting",  "starting",    "starting", "running pr",   "restarting rs", "starting", "starting", "starting",          "completed xp", "restarting xp rs", "stopping xp kill", "starting",      "stopping xp kill",  "starting", "starting", "starting"]),
+    ("running",         ["running",      "running",   "running",     "running", "running",       "running",      "healthy", "running",   "stopping xp kill",  "completed xp", "restarting xp rs", "stopping xp kill", "running",       "stopping xp kill",  "running", "running", "running"]),
+    ("healthy",         ["healthy",      "healthy",   "healthy",     "healthy", "healthy",       "healthy",      "healthy", "unhealthy", "stopping xp kill",  "completed xp", "restarting xp rs", "healthy",          "healthy",       "stopping xp kill",  "healthy", "healthy", "healthy"]),
+    ("unhealthy",       ["unhealthy",    "unhealthy", "unhealthy",   "unhealthy", "unhealthy",   "unhealthy",    "healthy", "unhealthy", "stopping xp kill",  "completed xp", "restarting xp rs", "unhealthy",        "unhealthy",     "stopping xp kill",  "unhealthy", "unhealthy", "unhealthy"]),
+    ("stopping(stop)",  ["stopping",     "stopping",  "stopping",    "stopping", "stopping kill", "stopped",     "stopping", "stopping",  "stopping",          "stopped",      "stopped",         "stopping",          "stopping",      "stopping",          "stopped", "stopping", "stopping"]),
+    ("stopping(restart)", ["stopping",   "stopping",  "stopping",    "stopping", "stopping kill", "restarting rs", "stopping", "stopping", "stopping",         "restarting rs", "restarting rs",  "stopping",          "stopping",      "stopping",          "restarting rs", "stopping", "stopping"]),
+    ("stopping(fail)",  ["stopping",     "stopping",  "stopping",    "stopping", "stopping kill", "failed",      "stopping", "stopping",  "stopping",          "failed",       "failed",          "stopping",          "stopping",      "stopping",          "failed", "stopping", "stopping"]),
+    ("stopped",         ["starting sp to", "waiting", "stopped",     "stopped", "stopped",       "stopped",      "stopped", "stopped",   "stopped",           "stopped",      "stopped",         "stopped",           "stopped",       "stopped",           "stopped", "running pr", "failed"]),
+    ("completed",       ["starting sp to", "waiting", "completed",   "completed", "completed",   "completed",    "completed", "completed", "completed",       "completed",    "completed",       "completed",         "completed",     "stopped",           "completed", "running pr", "failed"]),
+    ("failed",          ["starting sp to", "waiting", "failed",      "failed",  "failed",        "failed",       "failed",  "failed",    "failed",            "failed",       "failed",          "failed",            "failed",        "stopped",           "failed", "running pr", "failed"]),
+    ("restarting",      ["restarting",   "restarting", "restarting", "restarting", "restarting", "restarting",   "restarting", "restarting", "restarting",    "restarting",   "restarting",      "restarting",        "starting sp to", "stopped",          "restarting", "restarting", "restarting"]),
 ];
 
 fn code(e: &Effect) -> Option<&'static str> {
@@ -176,7 +178,7 @@ fn every_phase_event_pair_follows_the_table() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 13 * 15);
+    assert_eq!(checked, 13 * 17);
 }
 
 #[test]
@@ -395,6 +397,8 @@ fn arb_event() -> impl Strategy<Value = Event> {
         Just(Event::BackoffElapsed),
         Just(Event::StopRequested),
         Just(Event::StopCompleted),
+        Just(Event::Adopted),
+        Just(Event::Lost("l".into())),
     ]
 }
 
@@ -499,8 +503,8 @@ proptest! {
         let (mut lc, fx) = reduce(&lc, Event::StopRequested, now);
         let was_alive = matches!(lc.phase, Phase::Stopping { .. }) && !already_stopping;
         prop_assert_eq!(was_alive, fx.iter().any(|e| matches!(e, Effect::StopProcess { .. })));
-        // Whatever else arrives (except a new start request), completion of the stop ends in stopped.
-        for e in after.into_iter().filter(|e| !matches!(e, Event::StartRequested { .. })) {
+        // Whatever else arrives (except a new request: start, adopt), completion of the stop ends in stopped.
+        for e in after.into_iter().filter(|e| !matches!(e, Event::StartRequested { .. } | Event::Adopted | Event::Lost(_))) {
             lc = reduce(&lc, e, now).0;
             prop_assert!(matches!(lc.phase, Phase::Stopping { then: AfterStop::Stop } | Phase::Stopped), "not stopping");
         }

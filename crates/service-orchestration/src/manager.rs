@@ -1,0 +1,1284 @@
+//! [`ServiceManager`]: brings services up in dependency order on real health,
+//! keeps them up, stops them in reverse order, and reports everything on one
+//! event stream.
+//!
+//! Each service is driven by one small task (its *actor*) that owns its
+//! [`ServiceLifecycle`]: requests, executor results, probe verdicts, timers and
+//! output all arrive as messages, go through the pure [`reduce`], and the
+//! resulting effects are carried out. A service starts the moment its own
+//! dependencies hold their conditions: the actor of a dependency tells its
+//! dependents when their condition holds or can never hold.
+//!
+//! Background work runs on the embedder's [`Spawner`](harness_core::Spawner);
+//! the manager has no runtime of its own.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_lite::{Stream, StreamExt};
+use harness_config::{Check, Condition, Project, ServiceSpec, Target};
+use harness_core::{
+    ExitStatus, Health, OutputLine, ServiceKind, ServiceName, ServiceState, ServiceStatus,
+    SharedSpawner,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::executor::{
+    InstanceEvent, InstanceRecord, Launched, ServiceInstance, SharedExecutor, StartContext,
+};
+use crate::health::{CheckEnv, ProbeRunner, ProbeTls, TlsClient, TlsSetupError, Verdict};
+use crate::lifecycle::{
+    AfterStop, Effect, Event, LifecyclePolicy, Phase, ServiceLifecycle, reduce,
+};
+use crate::process::ProcessExecutor;
+use crate::resolve::{EndpointResolver, LoopbackResolver};
+
+/// How a [`ServiceManager`] runs.
+#[derive(Clone)]
+pub struct ManagerOptions {
+    /// Runs the manager's background work (one small task per service, plus
+    /// timers, probes and output readers).
+    pub spawner: SharedSpawner,
+    /// If set, service output goes to files under `<log_dir>/<service>/`, so
+    /// services outlive the manager and can be re-adopted ([`ServiceManager::adopt`]).
+    pub log_dir: Option<PathBuf>,
+    /// Events kept for slow subscribers before the oldest are dropped (they get
+    /// [`ManagerEvent::Lagged`]).
+    pub event_capacity: usize,
+    /// Resolves `${svc.ip|port|host}`; default: [`LoopbackResolver`].
+    pub resolver: Option<Arc<dyn EndpointResolver>>,
+    /// How HTTPS checks verify servers.
+    pub probe_tls: ProbeTls,
+    /// Seeds restart jitter (default: from the clock).
+    pub jitter_seed: Option<u64>,
+}
+
+impl ManagerOptions {
+    /// Defaults: output through pipes, 4096 buffered events, loopback addresses.
+    pub fn new(spawner: SharedSpawner) -> Self {
+        ManagerOptions {
+            spawner,
+            log_dir: None,
+            event_capacity: 4096,
+            resolver: None,
+            probe_tls: ProbeTls::default(),
+            jitter_seed: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ManagerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagerOptions")
+            .field("log_dir", &self.log_dir)
+            .field("event_capacity", &self.event_capacity)
+            .field("probe_tls", &self.probe_tls)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Something that happened in the managed services.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ManagerEvent {
+    /// A service changed state.
+    State {
+        /// The service.
+        service: ServiceName,
+        /// Its new state.
+        state: ServiceState,
+    },
+    /// The verdict of a service's readiness check changed.
+    Health {
+        /// The service.
+        service: ServiceName,
+        /// The verdict.
+        health: Health,
+        /// The check result that decided it.
+        detail: String,
+    },
+    /// A line of a service's output.
+    Output {
+        /// The service.
+        service: ServiceName,
+        /// The line.
+        line: OutputLine,
+        /// When it was read.
+        timestamp: SystemTime,
+    },
+    /// This subscriber was too slow: this many events were dropped for it.
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+}
+
+/// What the manager persists per running service, to re-adopt it after a restart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    /// The service.
+    pub service: ServiceName,
+    /// Restarts since it was last started on request.
+    pub restarts: u32,
+    /// When its current run started (ms since the Unix epoch).
+    pub started_at_ms: Option<u64>,
+    /// The executor's record of the running instance.
+    pub instance: InstanceRecord,
+}
+
+/// What went wrong with a manager request; names the service.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    /// No service of that name in the project.
+    #[error("no service `{0}` in the project")]
+    UnknownService(String),
+    /// The service did not become ready.
+    #[error("`{service}` is not ready: {reason}")]
+    NotReady {
+        /// The service.
+        service: ServiceName,
+        /// Why (its state, the dependency it waits on, the timeout).
+        reason: String,
+    },
+    /// A persisted service could not be re-adopted.
+    #[error("cannot re-adopt `{service}`: {reason}")]
+    Adopt {
+        /// The service.
+        service: String,
+        /// Why.
+        reason: String,
+    },
+    /// The HTTPS settings are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+}
+
+/// A stream of [`ManagerEvent`]s. A subscriber that falls behind loses the
+/// oldest events and gets one [`ManagerEvent::Lagged`] saying how many; it
+/// never slows services or the manager down.
+pub struct Subscription {
+    rx: async_broadcast::Receiver<ManagerEvent>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription").finish_non_exhaustive()
+    }
+}
+
+impl Stream for Subscription {
+    type Item = ManagerEvent;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ManagerEvent>> {
+        match Pin::new(&mut self.rx).poll_recv(cx) {
+            Poll::Ready(Some(Ok(ev))) => Poll::Ready(Some(ev)),
+            Poll::Ready(Some(Err(async_broadcast::RecvError::Overflowed(missed)))) => {
+                Poll::Ready(Some(ManagerEvent::Lagged { missed }))
+            }
+            Poll::Ready(Some(Err(async_broadcast::RecvError::Closed))) | Poll::Ready(None) => {
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Brings a project's services up and keeps them up. Cheap to clone (an `Arc` inside).
+///
+/// Dropping the last clone leaves running services running (so a daemon can
+/// restart and [`adopt`](Self::adopt) them); call [`stop_all`](Self::stop_all) to stop them.
+#[derive(Clone)]
+pub struct ServiceManager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ServiceManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceManager")
+            .field("project", &self.inner.project.name)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    project: Arc<Project>,
+    spawner: SharedSpawner,
+    log_dir: Option<PathBuf>,
+    resolver: Arc<dyn EndpointResolver>,
+    tls: TlsClient,
+    executors: RwLock<HashMap<ServiceKind, SharedExecutor>>,
+    slots: BTreeMap<ServiceName, Arc<Slot>>,
+    control: BTreeMap<ServiceName, async_channel::Sender<Msg>>,
+    data: BTreeMap<ServiceName, async_channel::Sender<DataMsg>>,
+    events: async_broadcast::Sender<ManagerEvent>,
+    _keep_open: async_broadcast::InactiveReceiver<ManagerEvent>,
+    /// Notified after every state change and every processed request.
+    changed: event_listener::Event,
+}
+
+/// A dependent of a service and the condition it waits for.
+struct Edge {
+    dependent: ServiceName,
+    condition: Condition,
+}
+
+/// The shared view of one service (read by the API, written by its actor).
+struct Slot {
+    name: ServiceName,
+    spec: Arc<ServiceSpec>,
+    dependents: Vec<Edge>,
+    view: Mutex<View>,
+}
+
+struct View {
+    lc: ServiceLifecycle,
+    health: Health,
+    instance: Option<Arc<dyn ServiceInstance>>,
+    started_at_ms: Option<u64>,
+    exit_code: Option<i32>,
+    /// Requests sent to the actor, and requests it has processed.
+    requests_sent: u64,
+    requests_done: u64,
+    /// Per dependent edge: a log-line condition matched during the current run.
+    log_matched: Vec<bool>,
+}
+
+impl Slot {
+    fn view(&self) -> MutexGuard<'_, View> {
+        // Every update of the view is a plain assignment: a poisoned lock is still consistent.
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Requests and results for a service's actor.
+enum Msg {
+    Start,
+    Stop,
+    Adopt {
+        launched: Launched,
+        restarts: u32,
+        started_at_ms: Option<u64>,
+    },
+    Lost(String),
+    /// A lifecycle event, for run `run` if tagged (stale ones are dropped).
+    Event {
+        run: Option<u64>,
+        event: Event,
+    },
+    Probe {
+        run: u64,
+        readiness: bool,
+        verdict: Verdict,
+    },
+}
+
+/// What a running instance reports (bounded channel: a chatty service cannot flood memory).
+enum DataMsg {
+    Output {
+        run: u64,
+        line: OutputLine,
+        at: SystemTime,
+    },
+    Dropped,
+    Exited {
+        run: u64,
+        status: ExitStatus,
+    },
+}
+
+/// Lines buffered between an instance's reader and its actor.
+const DATA_CAPACITY: usize = 1024;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl ServiceManager {
+    /// A manager for `project`, with the process executor registered. Every
+    /// service starts `pending`; nothing runs until [`start`](Self::start).
+    pub fn new(project: Arc<Project>, opts: ManagerOptions) -> Result<Self, ManagerError> {
+        let tls = TlsClient::new(&opts.probe_tls)?;
+        let (mut tx, rx) = async_broadcast::broadcast(opts.event_capacity.max(1));
+        tx.set_overflow(true);
+        tx.set_await_active(false);
+        let keep_open = rx.deactivate();
+        let resolver = opts
+            .resolver
+            .clone()
+            .unwrap_or_else(|| Arc::new(LoopbackResolver::new(&project)));
+        let mut seed = opts.jitter_seed.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0x5eed)
+        });
+        let graph = project.graph();
+        let mut slots = BTreeMap::new();
+        let mut control = BTreeMap::new();
+        let mut data = BTreeMap::new();
+        let mut receivers = Vec::new();
+        for (name, spec) in &project.services {
+            let policy = Arc::new(LifecyclePolicy::from_spec(spec, &project.settings));
+            let dependents: Vec<Edge> = graph
+                .dependents(name.as_str())
+                .into_iter()
+                .flat_map(|d| {
+                    graph
+                        .dependencies(d.as_str())
+                        .iter()
+                        .filter(|dep| dep.service == *name)
+                        .map(|dep| Edge {
+                            dependent: d.clone(),
+                            condition: dep.condition.clone(),
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let view = View {
+                lc: ServiceLifecycle::new(policy, seed),
+                health: Health::Unknown,
+                instance: None,
+                started_at_ms: None,
+                exit_code: None,
+                requests_sent: 0,
+                requests_done: 0,
+                log_matched: vec![false; dependents.len()],
+            };
+            let slot = Arc::new(Slot {
+                name: name.clone(),
+                spec: Arc::new(spec.clone()),
+                dependents,
+                view: Mutex::new(view),
+            });
+            let (ctx, crx) = async_channel::unbounded();
+            let (dtx, drx) = async_channel::bounded(DATA_CAPACITY);
+            control.insert(name.clone(), ctx);
+            data.insert(name.clone(), dtx);
+            receivers.push((slot.clone(), crx, drx));
+            slots.insert(name.clone(), slot);
+        }
+        let mut executors: HashMap<ServiceKind, SharedExecutor> = HashMap::new();
+        executors.insert(ServiceKind::Process, Arc::new(ProcessExecutor::new()));
+        let inner = Arc::new(Inner {
+            project,
+            spawner: opts.spawner,
+            log_dir: opts.log_dir,
+            resolver,
+            tls,
+            executors: RwLock::new(executors),
+            slots,
+            control,
+            data,
+            events: tx,
+            _keep_open: keep_open,
+            changed: event_listener::Event::new(),
+        });
+        for (slot, crx, drx) in receivers {
+            let actor = Actor {
+                inner: Arc::downgrade(&inner),
+                slot,
+                probes: Vec::new(),
+                run_spec: None,
+            };
+            inner.spawner.spawn(Box::pin(actor.run(crx, drx)));
+        }
+        Ok(ServiceManager { inner })
+    }
+
+    /// The project.
+    pub fn project(&self) -> &Arc<Project> {
+        &self.inner.project
+    }
+
+    /// Registers (or replaces) the executor of a target kind.
+    pub fn register_executor(&self, kind: ServiceKind, executor: SharedExecutor) {
+        self.inner
+            .executors
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(kind, executor);
+    }
+
+    fn names(&self, services: &[ServiceName]) -> Result<Vec<&str>, ManagerError> {
+        services
+            .iter()
+            .map(|s| {
+                self.inner
+                    .slots
+                    .get(s)
+                    .map(|slot| slot.name.as_str())
+                    .ok_or_else(|| ManagerError::UnknownService(s.to_string()))
+            })
+            .collect()
+    }
+
+    fn send(&self, service: &ServiceName, msg: Msg) {
+        let slot = &self.inner.slots[service];
+        slot.view().requests_sent += 1;
+        if let Some(tx) = self.inner.control.get(service) {
+            // Unbounded, and its actor lives as long as the manager: cannot fail.
+            let _ = tx.try_send(msg);
+        }
+    }
+
+    /// Starts these services and everything they depend on, as parallel as the
+    /// graph allows: each starts the moment its own dependencies hold their
+    /// conditions. Services already running are left alone. Returns at once;
+    /// use [`wait_ready`](Self::wait_ready) or [`subscribe`](Self::subscribe) to follow.
+    pub fn start(&self, services: &[ServiceName]) -> Result<(), ManagerError> {
+        let names = self.names(services)?;
+        for name in self.inner.project.graph().with_dependencies(&names) {
+            self.send(&name, Msg::Start);
+        }
+        Ok(())
+    }
+
+    /// Starts every service of the project.
+    pub fn start_all(&self) -> Result<(), ManagerError> {
+        let all: Vec<ServiceName> = self.inner.slots.keys().cloned().collect();
+        self.start(&all)
+    }
+
+    /// Waits until every one of these services is ready (healthy if it has a
+    /// readiness check, running if not, completed for a job). Fails at once
+    /// when one fails or is stopped, and when `timeout` passes, naming the
+    /// service and why.
+    pub async fn wait_ready(
+        &self,
+        services: &[ServiceName],
+        timeout: Duration,
+    ) -> Result<(), ManagerError> {
+        self.names(services)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let listener = self.inner.changed.listen();
+            let mut all_ready = true;
+            for name in services {
+                let slot = &self.inner.slots[name];
+                let v = slot.view();
+                if v.lc.is_ready() {
+                    continue;
+                }
+                all_ready = false;
+                let settled = v.requests_done == v.requests_sent;
+                if settled && v.lc.is_given_up() {
+                    return Err(ManagerError::NotReady {
+                        service: name.clone(),
+                        reason: v.lc.state(Instant::now()).to_string(),
+                    });
+                }
+            }
+            if all_ready {
+                return Ok(());
+            }
+            let timer = async {
+                async_io::Timer::at(deadline).await;
+                false
+            };
+            let woke = async {
+                listener.await;
+                true
+            };
+            if !futures_lite::future::or(woke, timer).await {
+                let now = Instant::now();
+                let (service, state) = services
+                    .iter()
+                    .map(|n| (n, self.inner.slots[n].view().lc.clone()))
+                    .find(|(_, lc)| !lc.is_ready())
+                    .map(|(n, lc)| (n.clone(), lc.state(now)))
+                    .unwrap_or_else(|| (services[0].clone(), ServiceState::Pending));
+                return Err(ManagerError::NotReady {
+                    service,
+                    reason: format!(
+                        "not ready within {}: {state}",
+                        harness_core::duration::format_duration(timeout)
+                    ),
+                });
+            }
+        }
+    }
+
+    /// Stops these services and everything that depends on them, dependents
+    /// first: a service is stopped once all its dependents are. Each gets its
+    /// own signal and grace period, to its whole process group. Returns once
+    /// all of them are stopped.
+    pub async fn stop(&self, services: &[ServiceName]) -> Result<(), ManagerError> {
+        let names = self.names(services)?;
+        let set = self.inner.project.graph().with_dependents(&names);
+        self.stop_set(set).await;
+        Ok(())
+    }
+
+    /// Stops every service, dependents first.
+    pub async fn stop_all(&self) {
+        let all = self.inner.project.graph().stop_order();
+        self.stop_set(all).await;
+    }
+
+    async fn stop_set(&self, set: Vec<ServiceName>) {
+        let graph = self.inner.project.graph();
+        let mut requested: BTreeMap<ServiceName, bool> =
+            set.iter().map(|s| (s.clone(), false)).collect();
+        let done = |name: &ServiceName| {
+            let v = self.inner.slots[name].view();
+            v.requests_done == v.requests_sent && !v.lc.is_alive()
+        };
+        loop {
+            let listener = self.inner.changed.listen();
+            let mut all_done = true;
+            for name in &set {
+                if requested[name] {
+                    if !done(name) {
+                        all_done = false;
+                    }
+                    continue;
+                }
+                all_done = false;
+                let dependents_done = graph
+                    .dependents(name.as_str())
+                    .into_iter()
+                    .filter(|d| requested.contains_key(d.as_str()))
+                    .all(|d| requested[d.as_str()] && done(d));
+                if dependents_done {
+                    requested.insert(name.clone(), true);
+                    self.send(name, Msg::Stop);
+                }
+            }
+            if all_done {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Restarts these services: stops them and their dependents (dependents
+    /// first), then starts them again together with the dependents that were running.
+    pub async fn restart(&self, services: &[ServiceName]) -> Result<(), ManagerError> {
+        let names = self.names(services)?;
+        let set = self.inner.project.graph().with_dependents(&names);
+        let mut again: Vec<ServiceName> = services.to_vec();
+        for s in &set {
+            let v = self.inner.slots[s].view();
+            if v.lc.is_alive()
+                || matches!(v.lc.phase, Phase::Waiting { .. } | Phase::Restarting { .. })
+            {
+                again.push(s.clone());
+            }
+        }
+        self.stop_set(set).await;
+        again.sort();
+        again.dedup();
+        self.start(&again)
+    }
+
+    /// One status row per service, in name order.
+    pub fn status(&self) -> Vec<ServiceStatus> {
+        let now = Instant::now();
+        self.inner
+            .slots
+            .values()
+            .map(|slot| {
+                let v = slot.view();
+                let record = v.instance.as_ref().map(|i| i.record());
+                ServiceStatus {
+                    name: slot.name.clone(),
+                    kind: slot.spec.kind(),
+                    host: record
+                        .as_ref()
+                        .map(|r| r.host.clone())
+                        .or_else(|| slot.spec.host().map(str::to_owned))
+                        .unwrap_or_else(|| "local".to_owned()),
+                    state: v.lc.state(now),
+                    health: v.health,
+                    pid: v.instance.as_ref().and_then(|i| i.pid()),
+                    container_id: record.and_then(|r| r.container_id),
+                    restarts: v.lc.restarts,
+                    exit_code: v.exit_code,
+                    started_at_ms: v.started_at_ms,
+                    version: None,
+                }
+            })
+            .collect()
+    }
+
+    /// The state of one service.
+    pub fn state(&self, service: &str) -> Option<ServiceState> {
+        self.inner
+            .slots
+            .get(service)
+            .map(|s| s.view().lc.state(Instant::now()))
+    }
+
+    /// A new subscriber to every event from now on.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription {
+            rx: self.inner._keep_open.activate_cloned(),
+        }
+    }
+
+    /// What to persist so that a new manager can re-adopt the running services.
+    pub fn records(&self) -> Vec<ServiceRecord> {
+        self.inner
+            .slots
+            .values()
+            .filter_map(|slot| {
+                let v = slot.view();
+                let inst = v.instance.as_ref()?;
+                if !v.lc.is_alive() {
+                    return None;
+                }
+                Some(ServiceRecord {
+                    service: slot.name.clone(),
+                    restarts: v.lc.restarts,
+                    started_at_ms: v.started_at_ms,
+                    instance: inst.record(),
+                })
+            })
+            .collect()
+    }
+
+    /// Re-adopts services a previous manager started, from their records.
+    /// A service that cannot be re-adopted (it ended meanwhile, its pid was
+    /// reused) is restarted if its restart policy says so, else marked failed;
+    /// the errors are returned.
+    pub async fn adopt(&self, records: Vec<ServiceRecord>) -> Vec<ManagerError> {
+        let mut errors = Vec::new();
+        for rec in records {
+            let Some(slot) = self.inner.slots.get(&rec.service).cloned() else {
+                errors.push(ManagerError::UnknownService(rec.service.to_string()));
+                continue;
+            };
+            let executor = self.inner.executor(rec.instance.kind);
+            let attached = match executor {
+                None => Err(format!("no executor for kind {}", rec.instance.kind)),
+                Some(ex) => {
+                    let spec = expand_spec(&self.inner, &slot.spec)
+                        .unwrap_or_else(|_| (*slot.spec).clone());
+                    let ctx = self.inner.start_context(&slot, &spec, 0);
+                    ex.attach(&spec, &rec.instance, &ctx)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            };
+            match attached {
+                Ok(launched) => self.send(
+                    &rec.service,
+                    Msg::Adopt {
+                        launched,
+                        restarts: rec.restarts,
+                        started_at_ms: rec.started_at_ms,
+                    },
+                ),
+                Err(reason) => {
+                    let restart = slot.view().lc.policy.restart != harness_config::RestartMode::No;
+                    if restart {
+                        self.send(&rec.service, Msg::Start);
+                    } else {
+                        self.send(
+                            &rec.service,
+                            Msg::Lost(format!("lost while harness was down: {reason}")),
+                        );
+                    }
+                    errors.push(ManagerError::Adopt {
+                        service: rec.service.to_string(),
+                        reason,
+                    });
+                }
+            }
+        }
+        errors
+    }
+}
+
+impl Inner {
+    fn executor(&self, kind: ServiceKind) -> Option<SharedExecutor> {
+        self.executors
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&kind)
+            .cloned()
+    }
+
+    fn publish(&self, ev: ManagerEvent) {
+        // With overflow on, a full buffer drops the oldest event; with no
+        // subscriber the event goes nowhere. Neither is an error.
+        let _ = self.events.try_broadcast(ev);
+    }
+
+    fn start_context(&self, slot: &Slot, spec: &ServiceSpec, generation: u64) -> StartContext {
+        let mut env = spec.env.clone();
+        env.insert("HARNESS_PROJECT".into(), self.project.name.to_string());
+        env.insert("HARNESS_SERVICE".into(), slot.name.to_string());
+        StartContext {
+            project: self.project.name.clone(),
+            env,
+            log_dir: self.log_dir.as_ref().map(|d| d.join(slot.name.as_str())),
+            generation,
+            spawner: self.spawner.clone(),
+        }
+    }
+
+    fn tell(&self, service: &ServiceName, msg: Msg) {
+        if let Some(tx) = self.control.get(service) {
+            let _ = tx.try_send(msg);
+        }
+    }
+}
+
+/// The spec with every reference template expanded for this consumer.
+fn expand_spec(inner: &Inner, spec: &ServiceSpec) -> Result<ServiceSpec, String> {
+    let me = spec.name.clone();
+    let expand = |t: &str| {
+        harness_config::template::expand_with_endpoints(t, |svc| inner.resolver.endpoint(&me, svc))
+            .map_err(|e| format!("cannot expand `{t}`: {e}"))
+    };
+    let mut out = spec.clone();
+    for v in out.env.values_mut() {
+        *v = expand(v)?;
+    }
+    match &mut out.target {
+        Target::Process { args, .. } | Target::Remote { args, .. } => {
+            for a in args.iter_mut() {
+                *a = expand(a)?;
+            }
+        }
+        Target::Docker(d) => {
+            for a in d
+                .command
+                .iter_mut()
+                .flatten()
+                .chain(d.entrypoint.iter_mut().flatten())
+            {
+                *a = expand(a)?;
+            }
+        }
+        Target::Package { .. } => {}
+    }
+    for probe in [&mut out.readiness, &mut out.liveness]
+        .into_iter()
+        .flatten()
+    {
+        match &mut probe.check {
+            Check::Exec { command, args } => {
+                *command = expand(command)?;
+                for a in args.iter_mut() {
+                    *a = expand(a)?;
+                }
+            }
+            Check::Http { url, .. } => *url = expand(url)?,
+            Check::Tcp { host: Some(h), .. } => *h = expand(h)?,
+            Check::Tcp { host: None, .. } | Check::LogLine { .. } => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a dependency's condition holds now, can never hold, or may still hold.
+enum Verdictish {
+    Holds,
+    Never(String),
+    NotYet,
+}
+
+fn condition_status(view: &View, edge_index: usize, condition: &Condition) -> Verdictish {
+    let lc = &view.lc;
+    let holds = match condition {
+        Condition::Started => lc.is_started(),
+        Condition::Healthy => lc.is_ready(),
+        Condition::CompletedSuccessfully => matches!(lc.phase, Phase::Completed),
+        Condition::LogReady { .. } => view.log_matched.get(edge_index).copied().unwrap_or(false),
+    };
+    if holds {
+        return Verdictish::Holds;
+    }
+    match &lc.phase {
+        Phase::Failed { reason } => Verdictish::Never(reason.clone()),
+        Phase::Stopped => Verdictish::Never("it was stopped".into()),
+        Phase::Stopping {
+            then: AfterStop::Fail { reason },
+        } => Verdictish::Never(reason.clone()),
+        Phase::Stopping {
+            then: AfterStop::Stop,
+        } => Verdictish::Never("it is being stopped".into()),
+        Phase::Completed => Verdictish::Never(format!(
+            "it exited ({}) without meeting the condition `{condition}`",
+            lc.last_exit
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "completed".into())
+        )),
+        _ => Verdictish::NotYet,
+    }
+}
+
+/// The task that drives one service.
+struct Actor {
+    inner: Weak<Inner>,
+    slot: Arc<Slot>,
+    /// Dropping these cancels the probes of the current run.
+    probes: Vec<async_channel::Sender<()>>,
+    /// The expanded spec of the current run.
+    run_spec: Option<Arc<ServiceSpec>>,
+}
+
+enum Incoming {
+    Control(Msg),
+    Data(DataMsg),
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        control: async_channel::Receiver<Msg>,
+        data: async_channel::Receiver<DataMsg>,
+    ) {
+        loop {
+            let next = futures_lite::future::or(
+                async { control.recv().await.ok().map(Incoming::Control) },
+                async { data.recv().await.ok().map(Incoming::Data) },
+            )
+            .await;
+            let Some(incoming) = next else { return };
+            let Some(inner) = self.inner.upgrade() else {
+                return;
+            };
+            match incoming {
+                Incoming::Control(msg) => self.on_control(&inner, msg).await,
+                Incoming::Data(msg) => self.on_data(&inner, msg).await,
+            }
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.slot.view().lc.generation
+    }
+
+    async fn on_control(&mut self, inner: &Arc<Inner>, msg: Msg) {
+        match msg {
+            Msg::Start => {
+                let (unmet, failed) = self.unmet(inner);
+                self.apply(inner, Event::StartRequested { unmet }).await;
+                if let Some((dep, reason)) = failed {
+                    self.apply(inner, Event::DependencyFailed { dep, reason })
+                        .await;
+                }
+                self.request_done(inner);
+            }
+            Msg::Stop => {
+                self.apply(inner, Event::StopRequested).await;
+                self.request_done(inner);
+            }
+            Msg::Lost(reason) => {
+                self.apply(inner, Event::Lost(reason)).await;
+                self.request_done(inner);
+            }
+            Msg::Adopt {
+                launched,
+                restarts,
+                started_at_ms,
+            } => {
+                let alive = self.slot.view().lc.is_alive();
+                if alive {
+                    // Already running under this manager: keep what runs.
+                    self.request_done(inner);
+                    return;
+                }
+                let spec = expand_spec(inner, &self.slot.spec)
+                    .map(Arc::new)
+                    .unwrap_or_else(|_| self.slot.spec.clone());
+                self.run_spec = Some(spec);
+                {
+                    let mut v = self.slot.view();
+                    v.instance = Some(launched.instance.clone());
+                    v.started_at_ms = started_at_ms;
+                    v.lc.restarts = restarts;
+                    v.log_matched.iter_mut().for_each(|m| *m = false);
+                }
+                self.apply(inner, Event::Adopted).await;
+                let run = self.generation();
+                self.watch(inner, run, launched.events);
+                self.request_done(inner);
+            }
+            Msg::Event { run, event } => {
+                if run.is_none_or(|g| g == self.generation()) {
+                    self.apply(inner, event).await;
+                }
+            }
+            Msg::Probe {
+                run,
+                readiness,
+                verdict,
+            } => {
+                if run != self.generation() || !self.slot.view().lc.is_alive() {
+                    return;
+                }
+                if readiness {
+                    let health = if verdict.passed {
+                        Health::Healthy
+                    } else {
+                        Health::Unhealthy
+                    };
+                    self.slot.view().health = health;
+                    inner.publish(ManagerEvent::Health {
+                        service: self.slot.name.clone(),
+                        health,
+                        detail: verdict.detail,
+                    });
+                    let ev = if verdict.passed {
+                        Event::ReadinessPassed
+                    } else {
+                        Event::ReadinessFailed
+                    };
+                    self.apply(inner, ev).await;
+                } else if !verdict.passed {
+                    inner.publish(ManagerEvent::Health {
+                        service: self.slot.name.clone(),
+                        health: Health::Unhealthy,
+                        detail: format!("liveness: {}", verdict.detail),
+                    });
+                    self.apply(inner, Event::LivenessFailed).await;
+                }
+            }
+        }
+    }
+
+    fn request_done(&self, inner: &Inner) {
+        self.slot.view().requests_done += 1;
+        // Dependents that looked while this request was pending rely on hearing
+        // about it, even when it changed nothing.
+        self.tell_dependents(inner);
+        inner.changed.notify(usize::MAX);
+    }
+
+    async fn on_data(&mut self, inner: &Arc<Inner>, msg: DataMsg) {
+        match msg {
+            DataMsg::Output { run, line, at } => {
+                if run == self.generation() {
+                    self.match_log_lines(inner, &line).await;
+                }
+                inner.publish(ManagerEvent::Output {
+                    service: self.slot.name.clone(),
+                    line,
+                    timestamp: at,
+                });
+            }
+            DataMsg::Dropped => {}
+            DataMsg::Exited { run, status } => {
+                if run != self.generation() {
+                    return;
+                }
+                let (stopping, instance) = {
+                    let mut v = self.slot.view();
+                    v.exit_code = status.code();
+                    (
+                        matches!(v.lc.phase, Phase::Stopping { .. }),
+                        v.instance.clone(),
+                    )
+                };
+                if stopping {
+                    // The stop in progress reports completion once the whole group is gone.
+                    return;
+                }
+                if let Some(inst) = instance {
+                    // Whatever the main process left behind in its group goes with it.
+                    inner.spawner.spawn(Box::pin(async move {
+                        let _ = inst.stop(harness_core::Signal::KILL, Duration::ZERO).await;
+                    }));
+                }
+                self.slot.view().instance = None;
+                self.apply(inner, Event::Exited(status)).await;
+            }
+        }
+    }
+
+    /// Log-line readiness of this service and log-line conditions of its dependents.
+    async fn match_log_lines(&mut self, inner: &Arc<Inner>, line: &OutputLine) {
+        let text = line.text();
+        let mut newly = Vec::new();
+        {
+            let mut v = self.slot.view();
+            for (i, edge) in self.slot.dependents.iter().enumerate() {
+                if let Condition::LogReady { pattern } = &edge.condition
+                    && !v.log_matched[i]
+                    && pattern.is_match(&text)
+                {
+                    v.log_matched[i] = true;
+                    newly.push(edge.dependent.clone());
+                }
+            }
+        }
+        for d in newly {
+            inner.tell(
+                &d,
+                Msg::Event {
+                    run: None,
+                    event: Event::DependencyReady(self.slot.name.clone()),
+                },
+            );
+        }
+        let readiness_pattern = self.run_spec.as_ref().and_then(|s| match &s.readiness {
+            Some(p) => match &p.check {
+                Check::LogLine { pattern } => Some(pattern.clone()),
+                _ => None,
+            },
+            None => None,
+        });
+        if let Some(pattern) = readiness_pattern {
+            let waiting = matches!(self.slot.view().lc.phase, Phase::Running);
+            if waiting && pattern.is_match(&text) {
+                self.slot.view().health = Health::Healthy;
+                inner.publish(ManagerEvent::Health {
+                    service: self.slot.name.clone(),
+                    health: Health::Healthy,
+                    detail: format!("output matched /{}/", pattern.as_str()),
+                });
+                self.apply(inner, Event::ReadinessPassed).await;
+            }
+        }
+    }
+
+    /// Dependencies whose condition does not hold now, and one that can never
+    /// hold (a dependency with a request still in flight will report when done).
+    fn unmet(&self, inner: &Inner) -> (Vec<ServiceName>, Option<(ServiceName, String)>) {
+        let mut unmet = Vec::new();
+        let mut failed = None;
+        for dep in inner.project.graph().dependencies(self.slot.name.as_str()) {
+            let Some(dslot) = inner.slots.get(&dep.service) else {
+                continue;
+            };
+            let idx = dslot
+                .dependents
+                .iter()
+                .position(|e| e.dependent == self.slot.name && e.condition == dep.condition)
+                .unwrap_or(usize::MAX);
+            let v = dslot.view();
+            match condition_status(&v, idx, &dep.condition) {
+                Verdictish::Holds => continue,
+                Verdictish::Never(reason)
+                    if failed.is_none() && v.requests_done == v.requests_sent =>
+                {
+                    failed = Some((dep.service.clone(), reason));
+                }
+                _ => {}
+            }
+            unmet.push(dep.service.clone());
+        }
+        (unmet, failed)
+    }
+
+    /// Runs `first` through the reducer and carries out the effects, feeding
+    /// executor results back until nothing is left.
+    async fn apply(&mut self, inner: &Arc<Inner>, first: Event) {
+        let mut queue = VecDeque::from([first]);
+        while let Some(event) = queue.pop_front() {
+            let now = Instant::now();
+            let (fx, run) = {
+                let mut v = self.slot.view();
+                let (next, fx) = reduce(&v.lc, event, now);
+                v.lc = next;
+                (fx, v.lc.generation)
+            };
+            let mut spawn = None;
+            for effect in fx {
+                match effect {
+                    Effect::Notify(state) => self.notify(inner, state),
+                    Effect::Spawn { generation } => spawn = Some(generation),
+                    Effect::StartProbes => self.start_probes(inner, run),
+                    Effect::StopProbes => self.probes.clear(),
+                    Effect::StopProcess { signal, grace } => {
+                        let instance = self.slot.view().instance.clone();
+                        match instance {
+                            Some(inst) => {
+                                let tx = inner.control[&self.slot.name].clone();
+                                inner.spawner.spawn(Box::pin(async move {
+                                    // A failed stop still ends the stop: the group is
+                                    // signalled with SIGKILL by then, or already gone.
+                                    let _ = inst.stop(signal, grace).await;
+                                    let _ = tx
+                                        .send(Msg::Event {
+                                            run: Some(run),
+                                            event: Event::StopCompleted,
+                                        })
+                                        .await;
+                                }));
+                            }
+                            None => queue.push_back(Event::StopCompleted),
+                        }
+                    }
+                    Effect::ScheduleRestart { after } => {
+                        self.timer(inner, run, after, Event::BackoffElapsed)
+                    }
+                    Effect::ScheduleTimeout { after } => {
+                        self.timer(inner, run, after, Event::StartupTimeout)
+                    }
+                }
+            }
+            if let Some(generation) = spawn {
+                match self.spawn(inner, generation).await {
+                    Ok(()) => queue.push_back(Event::Spawned),
+                    Err(e) => queue.push_back(Event::SpawnFailed(e)),
+                }
+            }
+            if !self.slot.view().lc.is_alive() {
+                self.slot.view().instance = None;
+            }
+        }
+    }
+
+    fn timer(&self, inner: &Inner, run: u64, after: Duration, event: Event) {
+        let tx = inner.control[&self.slot.name].clone();
+        inner.spawner.spawn(Box::pin(async move {
+            async_io::Timer::after(after).await;
+            let _ = tx
+                .send(Msg::Event {
+                    run: Some(run),
+                    event,
+                })
+                .await;
+        }));
+    }
+
+    fn notify(&self, inner: &Inner, state: ServiceState) {
+        {
+            let mut v = self.slot.view();
+            if !matches!(
+                state,
+                ServiceState::Running | ServiceState::Healthy | ServiceState::Unhealthy
+            ) {
+                v.health = Health::Unknown;
+            }
+        }
+        inner.publish(ManagerEvent::State {
+            service: self.slot.name.clone(),
+            state,
+        });
+        self.tell_dependents(inner);
+        inner.changed.notify(usize::MAX);
+    }
+
+    /// Tells dependents whether their condition on this service holds now or never will.
+    fn tell_dependents(&self, inner: &Inner) {
+        for (i, edge) in self.slot.dependents.iter().enumerate() {
+            let status = condition_status(&self.slot.view(), i, &edge.condition);
+            let event = match status {
+                Verdictish::Holds => Event::DependencyReady(self.slot.name.clone()),
+                Verdictish::Never(reason) => Event::DependencyFailed {
+                    dep: self.slot.name.clone(),
+                    reason,
+                },
+                Verdictish::NotYet => continue,
+            };
+            inner.tell(&edge.dependent, Msg::Event { run: None, event });
+        }
+    }
+
+    async fn spawn(&mut self, inner: &Arc<Inner>, generation: u64) -> Result<(), String> {
+        let kind = self.slot.spec.kind();
+        let executor = inner
+            .executor(kind)
+            .ok_or_else(|| format!("no executor registered for {kind} services"))?;
+        let spec = Arc::new(expand_spec(inner, &self.slot.spec)?);
+        let ctx = inner.start_context(&self.slot, &spec, generation);
+        let launched = executor
+            .start(&spec, &ctx)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.run_spec = Some(spec);
+        {
+            let mut v = self.slot.view();
+            v.instance = Some(launched.instance.clone());
+            v.started_at_ms = Some(now_ms());
+            v.exit_code = None;
+            v.log_matched.iter_mut().for_each(|m| *m = false);
+        }
+        self.watch(inner, generation, launched.events);
+        Ok(())
+    }
+
+    /// Forwards an instance's events to this actor, tagged with its run.
+    fn watch(&self, inner: &Inner, run: u64, mut events: crate::executor::InstanceEvents) {
+        let tx = inner.data[&self.slot.name].clone();
+        inner.spawner.spawn(Box::pin(async move {
+            while let Some(ev) = events.next().await {
+                let msg = match ev {
+                    InstanceEvent::Started { .. } => continue,
+                    InstanceEvent::Output(line) => DataMsg::Output {
+                        run,
+                        line,
+                        at: SystemTime::now(),
+                    },
+                    InstanceEvent::Dropped { .. } => DataMsg::Dropped,
+                    InstanceEvent::Exited(status) => {
+                        let _ = tx.send(DataMsg::Exited { run, status }).await;
+                        return;
+                    }
+                };
+                if tx.send(msg).await.is_err() {
+                    return;
+                }
+            }
+            let _ = tx
+                .send(DataMsg::Exited {
+                    run,
+                    status: ExitStatus::Unknown,
+                })
+                .await;
+        }));
+    }
+
+    fn start_probes(&mut self, inner: &Arc<Inner>, run: u64) {
+        self.probes.clear();
+        let Some(spec) = self.run_spec.clone() else {
+            return;
+        };
+        let Some(instance) = self.slot.view().instance.clone() else {
+            return;
+        };
+        let default_host = inner
+            .resolver
+            .endpoint(&self.slot.name, &self.slot.name)
+            .map(|e| e.ip.to_string())
+            .unwrap_or_else(|| "127.0.0.1".to_owned());
+        let env = CheckEnv {
+            instance,
+            default_host,
+            tls: inner.tls.clone(),
+        };
+        for (probe, readiness) in [(&spec.readiness, true), (&spec.liveness, false)] {
+            let Some(probe) = probe.clone() else { continue };
+            if matches!(probe.check, Check::LogLine { .. }) {
+                continue;
+            }
+            let (cancel_tx, cancel_rx) = async_channel::bounded::<()>(1);
+            self.probes.push(cancel_tx);
+            let tx = inner.control[&self.slot.name].clone();
+            let runner = ProbeRunner {
+                probe,
+                env: env.clone(),
+            };
+            inner
+                .spawner
+                .spawn(Box::pin(runner.run(cancel_rx, move |verdict| {
+                    let tx = tx.clone();
+                    async move {
+                        let stop = !readiness && !verdict.passed;
+                        let sent = tx
+                            .send(Msg::Probe {
+                                run,
+                                readiness,
+                                verdict,
+                            })
+                            .await
+                            .is_ok();
+                        // A liveness failure ends this run's probing: the service is restarted.
+                        sent && !stop
+                    }
+                })));
+        }
+    }
+}

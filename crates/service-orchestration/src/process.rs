@@ -1,0 +1,419 @@
+//! The executor of local processes, on `command-executor`.
+//!
+//! Each service runs in a process group of its own. With a log directory its
+//! output goes to `stdout.log` / `stderr.log` there, so it outlives the daemon
+//! and a new daemon re-adopts it from its [`ProcessRecord`] (pid + start time,
+//! guarding against pid reuse, and log offsets to resume with no gap).
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use command_executor::{
+    AttachTarget, AttachedHandle, Attacher, Command, EventStream, ExecError, LaunchOptions,
+    LocalAttacher, LocalLauncher, LogOffsets, OutputMode, ProcessEvent, ProcessHandle,
+    ProcessIdentity,
+};
+use futures_lite::{Stream, StreamExt};
+use harness_config::{ServiceSpec, Target};
+use harness_core::{ExitStatus, ServiceKind, Signal};
+use serde::{Deserialize, Serialize};
+
+use crate::executor::{
+    ExecOutcome, ExecutorError, InstanceEvent, InstanceRecord, Launched, ServiceExecutor,
+    ServiceInstance, StartContext,
+};
+
+/// What is persisted of a local process (the `data` of its [`InstanceRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    /// Pid and start time.
+    pub identity: ProcessIdentity,
+    /// The stdout log, if output goes to files.
+    pub stdout_log: Option<PathBuf>,
+    /// The stderr log, if output goes to files.
+    pub stderr_log: Option<PathBuf>,
+    /// How far the logs were delivered.
+    pub offsets: LogOffsets,
+}
+
+/// Runs services of kind `process` as local processes.
+#[derive(Debug, Clone)]
+pub struct ProcessExecutor {
+    launcher: LocalLauncher,
+    max_line_bytes: usize,
+    buffer_events: usize,
+}
+
+impl Default for ProcessExecutor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProcessExecutor {
+    /// An executor with command-executor's default line and buffer limits.
+    pub fn new() -> Self {
+        let d = LaunchOptions::default();
+        ProcessExecutor {
+            launcher: LocalLauncher::new(),
+            max_line_bytes: d.max_line_bytes,
+            buffer_events: d.buffer_events,
+        }
+    }
+
+    fn options(&self, output: OutputMode) -> LaunchOptions {
+        LaunchOptions {
+            output,
+            max_line_bytes: self.max_line_bytes,
+            buffer_events: self.buffer_events,
+        }
+    }
+}
+
+fn start_err(spec: &ServiceSpec, e: impl Into<crate::executor::BoxError>) -> ExecutorError {
+    ExecutorError::Start {
+        service: spec.name.to_string(),
+        source: e.into(),
+    }
+}
+
+/// Resolves `user` (`uid[:gid]` or a name from /etc/passwd) to ids.
+fn resolve_user(user: &str) -> Result<(u32, Option<u32>), String> {
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let gid = match g {
+        Some(g) => Some(
+            g.parse::<u32>()
+                .map_err(|_| format!("group `{g}` is not a numeric gid"))?,
+        ),
+        None => None,
+    };
+    if let Ok(uid) = u.parse::<u32>() {
+        return Ok((uid, gid));
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd")
+        .map_err(|e| format!("cannot read /etc/passwd to find user `{u}`: {e}"))?;
+    for line in passwd.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() > 3 && f[0] == u {
+            let uid = f[2].parse().map_err(|_| format!("bad uid for `{u}`"))?;
+            let pgid = f[3].parse().ok();
+            return Ok((uid, gid.or(pgid)));
+        }
+    }
+    Err(format!("no user `{u}` in /etc/passwd"))
+}
+
+#[async_trait::async_trait]
+impl ServiceExecutor for ProcessExecutor {
+    fn kind(&self) -> ServiceKind {
+        ServiceKind::Process
+    }
+
+    async fn start(
+        &self,
+        spec: &ServiceSpec,
+        ctx: &StartContext,
+    ) -> Result<Launched, ExecutorError> {
+        let Target::Process { binary, args } = &spec.target else {
+            return Err(ExecutorError::Unsupported {
+                service: spec.name.to_string(),
+                kind: ServiceKind::Process,
+                what: "a target other than `process`",
+            });
+        };
+        let mut cmd = Command::new(binary.clone())
+            .args(args.iter().cloned())
+            .envs(ctx.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(dir) = &spec.working_dir {
+            cmd = cmd.current_dir(dir.clone());
+        }
+        if let Some(user) = &spec.user {
+            let (uid, gid) = resolve_user(user).map_err(|e| start_err(spec, e))?;
+            if let Some(gid) = gid {
+                cmd = cmd.group(gid);
+            }
+            cmd = cmd.user(uid);
+        }
+        let output = match &ctx.log_dir {
+            Some(dir) => {
+                let d = dir.clone();
+                blocking::unblock(move || std::fs::create_dir_all(&d))
+                    .await
+                    .map_err(|e| {
+                        start_err(spec, format!("log directory {}: {e}", dir.display()))
+                    })?;
+                OutputMode::Files {
+                    stdout: dir.join("stdout.log"),
+                    stderr: dir.join("stderr.log"),
+                }
+            }
+            None => OutputMode::Pipes,
+        };
+        let (stdout_log, stderr_log) = match &output {
+            OutputMode::Files { stdout, stderr } => (Some(stdout.clone()), Some(stderr.clone())),
+            OutputMode::Pipes => (None, None),
+        };
+        let (handle, stream) = self
+            .launcher
+            .spawn(&cmd, self.options(output))
+            .map_err(|e| start_err(spec, e))?;
+        let offsets = Arc::new(Mutex::new(stream.offsets()));
+        let instance = ProcessInstance {
+            service: spec.name.to_string(),
+            identity: handle.identity(),
+            handle: Handle::Owned(handle),
+            stdout_log,
+            stderr_log,
+            offsets: offsets.clone(),
+            env: ctx.env.clone(),
+            working_dir: spec.working_dir.clone(),
+        };
+        Ok(Launched {
+            instance: Arc::new(instance),
+            events: Box::pin(Events {
+                inner: stream,
+                offsets,
+            }),
+        })
+    }
+
+    async fn attach(
+        &self,
+        spec: &ServiceSpec,
+        record: &InstanceRecord,
+        ctx: &StartContext,
+    ) -> Result<Launched, ExecutorError> {
+        let err = |e: crate::executor::BoxError| ExecutorError::Attach {
+            service: spec.name.to_string(),
+            source: e,
+        };
+        let rec: ProcessRecord = serde_json::from_value(record.data.clone()).map_err(|e| {
+            err(format!("the persisted record is not a process record: {e}").into())
+        })?;
+        let target = AttachTarget {
+            identity: rec.identity,
+            stdout_log: rec.stdout_log.clone(),
+            stderr_log: rec.stderr_log.clone(),
+            follow_from: rec.offsets.into(),
+        };
+        let (handle, stream) = LocalAttacher::new()
+            .attach(target)
+            .await
+            .map_err(|e| err(e.into()))?;
+        let offsets = Arc::new(Mutex::new(rec.offsets));
+        let instance = ProcessInstance {
+            service: spec.name.to_string(),
+            identity: handle.identity(),
+            handle: Handle::Attached(handle),
+            stdout_log: rec.stdout_log,
+            stderr_log: rec.stderr_log,
+            offsets: offsets.clone(),
+            env: ctx.env.clone(),
+            working_dir: spec.working_dir.clone(),
+        };
+        Ok(Launched {
+            instance: Arc::new(instance),
+            events: Box::pin(Events {
+                inner: stream,
+                offsets,
+            }),
+        })
+    }
+}
+
+/// The event stream of a process, keeping the delivered log offsets up to date.
+struct Events {
+    inner: EventStream,
+    offsets: Arc<Mutex<LogOffsets>>,
+}
+
+impl Stream for Events {
+    type Item = InstanceEvent;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<InstanceEvent>> {
+        let this = &mut *self;
+        let ev = match this.inner.poll_next(cx) {
+            Poll::Ready(Some(ev)) => ev,
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        *this.offsets.lock().unwrap_or_else(|p| p.into_inner()) = this.inner.offsets();
+        Poll::Ready(Some(match ev {
+            ProcessEvent::Started { pid } => InstanceEvent::Started { pid: Some(pid) },
+            ProcessEvent::Output(line) => InstanceEvent::Output(line),
+            ProcessEvent::Dropped { lines } => InstanceEvent::Dropped { lines },
+            ProcessEvent::Exited(status) => InstanceEvent::Exited(status),
+        }))
+    }
+}
+
+enum Handle {
+    Owned(ProcessHandle),
+    Attached(AttachedHandle),
+}
+
+struct ProcessInstance {
+    service: String,
+    identity: ProcessIdentity,
+    handle: Handle,
+    stdout_log: Option<PathBuf>,
+    stderr_log: Option<PathBuf>,
+    offsets: Arc<Mutex<LogOffsets>>,
+    env: std::collections::BTreeMap<String, String>,
+    working_dir: Option<PathBuf>,
+}
+
+impl ProcessInstance {
+    fn signal(&self, sig: Signal) -> Result<(), ExecError> {
+        match &self.handle {
+            Handle::Owned(h) => h.signal(sig),
+            Handle::Attached(h) => h.signal(sig),
+        }
+    }
+
+    async fn wait(&self) -> Result<ExitStatus, ExecError> {
+        match &self.handle {
+            Handle::Owned(h) => h.wait().await,
+            Handle::Attached(h) => h.wait().await,
+        }
+    }
+
+    async fn stop_group(&self, grace: Duration) -> Result<ExitStatus, ExecError> {
+        match &self.handle {
+            Handle::Owned(h) => h.stop(grace).await,
+            Handle::Attached(h) => h.stop(grace).await,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ServiceInstance for ProcessInstance {
+    fn pid(&self) -> Option<u32> {
+        Some(self.identity.pid)
+    }
+
+    fn record(&self) -> InstanceRecord {
+        let rec = ProcessRecord {
+            identity: self.identity,
+            stdout_log: self.stdout_log.clone(),
+            stderr_log: self.stderr_log.clone(),
+            offsets: *self.offsets.lock().unwrap_or_else(|p| p.into_inner()),
+        };
+        InstanceRecord {
+            kind: ServiceKind::Process,
+            pid: Some(self.identity.pid),
+            container_id: None,
+            host: "local".to_owned(),
+            data: serde_json::to_value(rec).unwrap_or_default(),
+        }
+    }
+
+    async fn stop(&self, signal: Signal, grace: Duration) -> Result<(), ExecutorError> {
+        let err = |e: ExecError| ExecutorError::Stop {
+            service: self.service.clone(),
+            source: e.into(),
+        };
+        let result = if signal == Signal::TERM {
+            self.stop_group(grace).await
+        } else {
+            // A custom first signal: send it, give the process its grace, then
+            // TERM+KILL whatever of the group is left.
+            match self.signal(signal) {
+                Ok(()) => {
+                    let exited = async { self.wait().await.is_ok() };
+                    let timer = async {
+                        async_io::Timer::at(Instant::now() + grace).await;
+                        false
+                    };
+                    futures_lite::future::or(exited, timer).await;
+                    self.stop_group(Duration::ZERO).await
+                }
+                Err(ExecError::NotRunning { .. }) => self.stop_group(Duration::ZERO).await,
+                Err(e) => Err(e),
+            }
+        };
+        match result {
+            Ok(_) | Err(ExecError::NotRunning { .. }) => Ok(()),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    async fn exec(
+        &self,
+        command: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutcome, ExecutorError> {
+        let mut cmd = Command::new(command)
+            .args(args.iter().cloned())
+            .envs(self.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if let Some(dir) = &self.working_dir {
+            cmd = cmd.current_dir(dir.clone());
+        }
+        run_check(&self.service, &cmd, timeout).await
+    }
+}
+
+/// Runs a check command locally: success if it exits 0 within `timeout`
+/// (on timeout its whole process group is killed).
+pub(crate) async fn run_check(
+    service: &str,
+    cmd: &Command,
+    timeout: Duration,
+) -> Result<ExecOutcome, ExecutorError> {
+    let opts = LaunchOptions {
+        buffer_events: 64,
+        max_line_bytes: 512,
+        ..LaunchOptions::default()
+    };
+    let (handle, mut events) =
+        LocalLauncher::new()
+            .spawn(cmd, opts)
+            .map_err(|e| ExecutorError::Probe {
+                service: service.to_owned(),
+                source: e.into(),
+            })?;
+    let mut first_line = None;
+    let run = async {
+        while let Some(ev) = events.next().await {
+            match ev {
+                ProcessEvent::Output(l) if first_line.is_none() => {
+                    first_line = Some(l.text().into_owned())
+                }
+                ProcessEvent::Exited(s) => return Some(s),
+                _ => {}
+            }
+        }
+        None
+    };
+    let timer = async {
+        async_io::Timer::at(Instant::now() + timeout).await;
+        None
+    };
+    let status = futures_lite::future::or(run, timer).await;
+    let Some(status) = status else {
+        let _ = handle.kill().await;
+        return Ok(ExecOutcome {
+            success: false,
+            detail: format!(
+                "`{}` timed out after {}",
+                cmd.program(),
+                harness_core::duration::format_duration(timeout)
+            ),
+        });
+    };
+    let mut detail = format!("`{}`: {status}", cmd.program());
+    if let Some(l) = first_line {
+        detail.push_str(": ");
+        detail.push_str(l.trim());
+    }
+    Ok(ExecOutcome {
+        success: status.success(),
+        detail,
+    })
+}
