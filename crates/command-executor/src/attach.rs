@@ -71,6 +71,11 @@ impl AttachTarget {
 pub trait Attacher: Send + Sync {
     /// Attaches to `target`; the stream ends with `Exited(ExitStatus::Unknown)`
     /// when the process ends (it is not our child, so how it ended is unknown).
+    ///
+    /// Fails with [`ExecError::NotRunning`] or [`ExecError::IdentityMismatch`]
+    /// when the process is gone or its pid was reused, and with
+    /// [`ExecError::LogFile`] when a log cannot be opened (attach again without
+    /// logs to keep control of the process).
     async fn attach(
         &self,
         target: AttachTarget,
