@@ -19,7 +19,9 @@ use crate::{Command, ExecError, StdinMode};
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum OutputMode {
     /// Pipes read by the launcher. The process gets SIGPIPE if it writes after
-    /// the launcher's process has gone.
+    /// the launcher's process has gone. Once the process itself has exited,
+    /// what is already in the pipes is delivered and they are closed: output
+    /// of members of its group that live on is not followed.
     #[default]
     Pipes,
     /// Log files, opened for appending and handed to the process; the launcher

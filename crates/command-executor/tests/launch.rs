@@ -390,3 +390,68 @@ fn fifty_processes_at_once_each_deliver_everything() {
         }
     });
 }
+
+#[test]
+fn exit_is_reported_while_a_grandchild_still_holds_the_pipes() {
+    smol::block_on(async {
+        let (h, mut ev) = LocalLauncher::new()
+            .spawn(&sh("sleep 300 & echo bye"), LaunchOptions::default())
+            .unwrap();
+        let _g = GroupGuard(h.identity());
+        let events = all_events(&mut ev, 30).await;
+        assert_well_formed(&events);
+        assert_eq!(lines(&events), ["bye"]);
+        assert_eq!(
+            events.last(),
+            Some(&ProcessEvent::Exited(ExitStatus::Code(0)))
+        );
+        // The grandchild is still in the group; stop takes it down too.
+        assert!(!group_members(h.pid()).is_empty());
+        assert_eq!(
+            within(60, "stop", h.stop(Duration::from_secs(10)))
+                .await
+                .unwrap(),
+            ExitStatus::Code(0)
+        );
+        assert!(group_members(h.pid()).is_empty());
+    });
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let err = LocalLauncher::new()
+        .spawn(
+            &Command::new("echo").arg("nul\0byte"),
+            LaunchOptions::default(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, ExecError::Spawn { .. }), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no/such/dir/out.log");
+    let opts = LaunchOptions {
+        output: OutputMode::Files {
+            stdout: missing.clone(),
+            stderr: missing.clone(),
+        },
+        ..LaunchOptions::default()
+    };
+    let err = LocalLauncher::new()
+        .spawn(&Command::new("true"), opts)
+        .unwrap_err();
+    assert!(
+        matches!(&err, ExecError::LogFile { path, .. } if *path == missing),
+        "{err}"
+    );
+    let opts = LaunchOptions {
+        max_line_bytes: 0,
+        buffer_events: 0,
+        ..LaunchOptions::default()
+    };
+    smol::block_on(async {
+        let (_h, mut ev) = LocalLauncher::new()
+            .spawn(&sh("echo abc; echo def"), opts)
+            .unwrap();
+        let events = all_events(&mut ev, 30).await;
+        assert_well_formed(&events);
+    });
+}
