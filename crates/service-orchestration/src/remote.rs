@@ -1,0 +1,720 @@
+//! The executor of `remote` services: processes on other hosts, over ssh.
+//!
+//! A remote service runs detached on its node, in a session and process group
+//! of its own, under a small `sh` wrapper: the wrapper writes its pid and start
+//! time, runs the program with stdout/stderr appended to log files, and writes
+//! the exit status to a file when the program ends. Everything lives in the
+//! service's directory on the node, `~/.harness/<project>/<service>/`:
+//!
+//! | file | what |
+//! |---|---|
+//! | `pid`, `start` | the wrapper's pid (= process group) and its start time from `/proc` |
+//! | `stdout.log`, `stderr.log` | the output, appended run after run |
+//! | `exit` | the exit status of the last run, once it ended |
+//!
+//! So the service does not die when ssh drops, and a new daemon re-adopts it
+//! from its [`RemoteRecord`] ([`ServiceExecutor::attach`]): the pid and start
+//! time guard against pid reuse, the log offsets let the output resume with no
+//! gap and no duplicate. Output is followed with `tail -c +OFFSET -F` over the
+//! node's multiplexed connection; when the connection is lost the instance is
+//! *unreachable* (not exited): the follower reconnects and resumes once the
+//! node answers again, and reports the exit if the service ended meanwhile.
+//!
+//! Starting a service whose previous run still lives on the node adopts that
+//! run instead of starting a second one.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use command_executor::shell_quote;
+use futures_lite::AsyncReadExt;
+use harness_config::{ServiceSpec, Target};
+use harness_core::{ExitStatus, OutputLine, OutputStream, ServiceKind, Signal};
+use serde::{Deserialize, Serialize};
+
+use crate::executor::{
+    BoxError, ExecOutcome, ExecutorError, InstanceEvent, InstanceRecord, Launched, ServiceExecutor,
+    ServiceInstance, StartContext,
+};
+use crate::ssh::{Reachability, SshError, SshHost, SshHosts};
+
+/// Shell functions every remote script starts with. `st PID` prints the start
+/// time of a live (non-zombie) process, or fails.
+const PRELUDE: &str = r#"st() { x=$(sed 's/.*) //' /proc/$1/stat 2>/dev/null) || return 1; set -- $x; [ "$1" = Z ] && return 1; echo "${20}"; }
+sz() { if [ -f "$1" ]; then wc -c < "$1" | tr -d ' '; else echo 0; fi; }
+"#;
+
+/// How long a short control command (start, stop bookkeeping, identity check)
+/// may take beyond the connect timeout.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What is persisted of a remote service (the `data` of its [`InstanceRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteRecord {
+    /// The node (its name, or address).
+    pub host: String,
+    /// The service's directory on the node (absolute).
+    pub dir: String,
+    /// The wrapper's pid, which is also the process group.
+    pub pid: u32,
+    /// The wrapper's start time in clock ticks since boot (`/proc/PID/stat`).
+    pub start_time: u64,
+    /// How far the logs were delivered.
+    pub offsets: RemoteOffsets,
+    /// The working directory the program was started in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// The package version it runs (package services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// Bytes of each log delivered so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteOffsets {
+    /// Of `stdout.log`.
+    pub stdout: u64,
+    /// Of `stderr.log`.
+    pub stderr: u64,
+}
+
+/// What to run on a node: the program, its arguments and directory.
+#[derive(Debug, Clone)]
+pub(crate) struct RemoteLaunch {
+    pub binary: String,
+    pub args: Vec<String>,
+    pub working_dir: Option<String>,
+    pub version: Option<String>,
+}
+
+/// Runs `remote` services on the nodes of the project's networks.
+#[derive(Debug, Clone)]
+pub struct RemoteExecutor {
+    hosts: SshHosts,
+    kind: ServiceKind,
+}
+
+impl RemoteExecutor {
+    /// An executor over these nodes.
+    pub fn new(hosts: SshHosts) -> RemoteExecutor {
+        RemoteExecutor {
+            hosts,
+            kind: ServiceKind::Remote,
+        }
+    }
+
+    pub(crate) fn for_kind(hosts: SshHosts, kind: ServiceKind) -> RemoteExecutor {
+        RemoteExecutor { hosts, kind }
+    }
+
+    /// The nodes.
+    pub fn hosts(&self) -> &SshHosts {
+        &self.hosts
+    }
+
+    /// Why the node of `spec` cannot be observed right now, if it cannot:
+    /// show the service as `unknown` with this reason.
+    pub fn unknown_reason(&self, spec: &ServiceSpec) -> Option<String> {
+        let host = self.hosts.get(spec.host()?).ok()?;
+        match host.reachability() {
+            Reachability::Unreachable { reason } => {
+                Some(format!("node `{}` is unreachable: {reason}", host.name()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The service's directory on the node, relative to the login directory.
+    pub fn service_dir(project: &str, service: &str) -> String {
+        format!(".harness/{project}/{service}")
+    }
+
+    pub(crate) async fn launch(
+        &self,
+        spec: &ServiceSpec,
+        ctx: &StartContext,
+        host_name: &str,
+        what: RemoteLaunch,
+    ) -> Result<Launched, ExecutorError> {
+        let err = |e: BoxError| ExecutorError::Start {
+            service: spec.name.to_string(),
+            source: e,
+        };
+        let host = self.hosts.get(host_name).map_err(|e| err(e.into()))?;
+        let dir = Self::service_dir(ctx.project.as_str(), spec.name.as_str());
+        let mut program = String::from("env");
+        for (k, v) in &ctx.env {
+            program.push(' ');
+            program.push_str(&shell_quote(&format!("{k}={v}")));
+        }
+        program.push(' ');
+        program.push_str(&shell_quote(&what.binary));
+        for a in &what.args {
+            program.push(' ');
+            program.push_str(&shell_quote(a));
+        }
+        let cd = match &what.working_dir {
+            Some(wd) => format!(
+                "cd \"$h\" && cd {} || {{ echo \"harness: cannot enter the working directory\" >> \"$d/stderr.log\"; echo 127 > \"$d/exit\"; exit 127; }}",
+                shell_quote(wd)
+            ),
+            None => String::new(),
+        };
+        // The wrapper: $1 is the service directory.
+        let wrapper = format!(
+            "d=$1; h=$2; x=$(sed 's/.*) //' /proc/$$/stat); set -- $x; echo \"${{20}}\" > \"$d/start\"; \
+             echo $$ > \"$d/pid.tmp\"; mv \"$d/pid.tmp\" \"$d/pid\"; \
+             trap : TERM INT HUP QUIT USR1 USR2; {cd}\n\
+             {program} >> \"$d/stdout.log\" 2>> \"$d/stderr.log\" < /dev/null\n\
+             echo $? > \"$d/exit.tmp\"; mv \"$d/exit.tmp\" \"$d/exit\""
+        );
+        let script = format!(
+            "{PRELUDE}h=$(pwd)\nmkdir -p {dir} && cd {dir} || exit 90\nd=$(pwd)\n\
+             if [ -f pid ] && [ -f start ]; then p=$(cat pid); s=$(cat start); \
+               if [ -n \"$p\" ] && [ \"$(st \"$p\")\" = \"$s\" ]; then echo \"running $p $s $(sz stdout.log) $(sz stderr.log) $d\"; exit 0; fi; fi\n\
+             rm -f pid start exit pid.tmp exit.tmp\n\
+             touch stdout.log stderr.log\n\
+             o1=$(sz stdout.log); o2=$(sz stderr.log)\n\
+             setsid sh -c {wrapper} harness-run \"$d\" \"$h\" < /dev/null > /dev/null 2>&1 &\n\
+             i=0; while [ ! -f pid ]; do i=$((i+1)); if [ $i -gt 400 ]; then echo 'the service wrapper did not start' >&2; exit 91; fi; sleep 0.05; done\n\
+             echo \"started $(cat pid) $(cat start) $o1 $o2 $d\"\n",
+            dir = shell_quote(&dir),
+            wrapper = shell_quote(&wrapper),
+        );
+        let out = host
+            .run(&script, None, CONTROL_TIMEOUT)
+            .await
+            .map_err(|e| err(e.into()))?;
+        if out.code != 0 {
+            return Err(err(format!(
+                "on node `{}`: the start script failed (exit {}): {}",
+                host.name(),
+                out.code,
+                out.stderr_text()
+            )
+            .into()));
+        }
+        let text = out.stdout_text();
+        let f: Vec<&str> = text.split_whitespace().collect();
+        let parsed = (|| {
+            if f.len() < 6 || (f[0] != "running" && f[0] != "started") {
+                return None;
+            }
+            Some(RemoteRecord {
+                host: host.name().to_owned(),
+                pid: f[1].parse().ok()?,
+                start_time: f[2].parse().ok()?,
+                offsets: RemoteOffsets {
+                    stdout: f[3].parse().ok()?,
+                    stderr: f[4].parse().ok()?,
+                },
+                dir: text.splitn(6, ' ').nth(5)?.to_owned(),
+                working_dir: what.working_dir.clone(),
+                version: what.version.clone(),
+            })
+        })();
+        let rec = parsed.ok_or_else(|| {
+            err(format!(
+                "on node `{}`: unexpected answer from the start script: {text:?}",
+                host.name()
+            )
+            .into())
+        })?;
+        Ok(self.follow(spec, ctx, host, rec))
+    }
+
+    /// Builds the instance and starts following its output and exit.
+    fn follow(
+        &self,
+        spec: &ServiceSpec,
+        ctx: &StartContext,
+        host: Arc<SshHost>,
+        rec: RemoteRecord,
+    ) -> Launched {
+        let (tx, rx) = async_channel::bounded(1024);
+        let shared = Arc::new(Shared {
+            offsets: Mutex::new(rec.offsets),
+            link: Mutex::new(Reachability::Reachable),
+        });
+        let instance = RemoteInstance {
+            service: spec.name.to_string(),
+            kind: self.kind,
+            host: host.clone(),
+            rec: rec.clone(),
+            env: ctx.env.clone(),
+            shared: shared.clone(),
+        };
+        let follower = Follower {
+            host,
+            rec,
+            shared,
+            tx,
+        };
+        ctx.spawner.spawn(Box::pin(follower.run()));
+        Launched {
+            instance: Arc::new(instance),
+            events: Box::pin(rx),
+        }
+    }
+
+    pub(crate) async fn reattach(
+        &self,
+        spec: &ServiceSpec,
+        record: &InstanceRecord,
+        ctx: &StartContext,
+    ) -> Result<Launched, ExecutorError> {
+        let err = |e: BoxError| ExecutorError::Attach {
+            service: spec.name.to_string(),
+            source: e,
+        };
+        let rec: RemoteRecord = serde_json::from_value(record.data.clone())
+            .map_err(|e| err(format!("the persisted record is not a remote record: {e}").into()))?;
+        let host = self.hosts.get(&rec.host).map_err(|e| err(e.into()))?;
+        let script = format!(
+            "{PRELUDE}if [ \"$(st {pid})\" = {start} ]; then echo alive; \
+             elif [ -f {dir}/exit ]; then echo \"exited $(cat {dir}/exit)\"; else echo gone; fi\n",
+            pid = rec.pid,
+            start = rec.start_time,
+            dir = shell_quote(&rec.dir),
+        );
+        let out = host
+            .run(&script, None, CONTROL_TIMEOUT)
+            .await
+            .map_err(|e| err(e.into()))?;
+        let text = out.stdout_text();
+        if text != "alive" {
+            return Err(err(format!(
+                "on node `{}`: pid {} (started at tick {}) no longer runs ({text})",
+                host.name(),
+                rec.pid,
+                rec.start_time
+            )
+            .into()));
+        }
+        Ok(self.follow(spec, ctx, host, rec))
+    }
+}
+
+#[async_trait::async_trait]
+impl ServiceExecutor for RemoteExecutor {
+    fn kind(&self) -> ServiceKind {
+        ServiceKind::Remote
+    }
+
+    async fn start(
+        &self,
+        spec: &ServiceSpec,
+        ctx: &StartContext,
+    ) -> Result<Launched, ExecutorError> {
+        let Target::Remote { host, binary, args } = &spec.target else {
+            return Err(ExecutorError::Unsupported {
+                service: spec.name.to_string(),
+                kind: ServiceKind::Remote,
+                what: "a target other than `remote`",
+            });
+        };
+        let what = RemoteLaunch {
+            binary: binary.clone(),
+            args: args.clone(),
+            working_dir: spec
+                .working_dir
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
+            version: None,
+        };
+        self.launch(spec, ctx, host, what).await
+    }
+
+    async fn attach(
+        &self,
+        spec: &ServiceSpec,
+        record: &InstanceRecord,
+        ctx: &StartContext,
+    ) -> Result<Launched, ExecutorError> {
+        self.reattach(spec, record, ctx).await
+    }
+}
+
+struct Shared {
+    offsets: Mutex<RemoteOffsets>,
+    link: Mutex<Reachability>,
+}
+
+impl Shared {
+    fn offsets(&self) -> RemoteOffsets {
+        *self.offsets.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn set_link(&self, r: Reachability) {
+        *self.link.lock().unwrap_or_else(|p| p.into_inner()) = r;
+    }
+}
+
+/// A remote service on its node.
+struct RemoteInstance {
+    service: String,
+    kind: ServiceKind,
+    host: Arc<SshHost>,
+    rec: RemoteRecord,
+    env: BTreeMap<String, String>,
+    shared: Arc<Shared>,
+}
+
+#[async_trait::async_trait]
+impl ServiceInstance for RemoteInstance {
+    fn pid(&self) -> Option<u32> {
+        Some(self.rec.pid)
+    }
+
+    fn record(&self) -> InstanceRecord {
+        let mut rec = self.rec.clone();
+        rec.offsets = self.shared.offsets();
+        InstanceRecord {
+            kind: self.kind,
+            pid: Some(rec.pid),
+            container_id: None,
+            host: self.host.name().to_owned(),
+            data: serde_json::to_value(rec).unwrap_or_default(),
+        }
+    }
+
+    async fn stop(&self, signal: Signal, grace: Duration) -> Result<(), ExecutorError> {
+        let tenths = (grace.as_millis() / 100).max(1);
+        let script = format!(
+            "{PRELUDE}p={pid}; s={start}\n\
+             if [ \"$(st $p)\" = \"$s\" ]; then\n\
+               kill -{sig} -$p 2>/dev/null || kill -{sig} $p 2>/dev/null\n\
+               i=0; while [ \"$(st $p)\" = \"$s\" ] && [ $i -lt {tenths} ]; do sleep 0.1; i=$((i+1)); done\n\
+               kill -0 -$p 2>/dev/null && kill -KILL -$p 2>/dev/null\n\
+               i=0; while [ \"$(st $p)\" = \"$s\" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n\
+               if [ \"$(st $p)\" = \"$s\" ]; then echo 'the process group survived SIGKILL' >&2; exit 1; fi\n\
+             fi\necho stopped\n",
+            pid = self.rec.pid,
+            start = self.rec.start_time,
+            sig = signal.name().trim_start_matches("SIG"),
+        );
+        let out = self
+            .host
+            .run(&script, None, grace + CONTROL_TIMEOUT)
+            .await
+            .map_err(|e| ExecutorError::Stop {
+                service: self.service.clone(),
+                source: e.into(),
+            })?;
+        if out.code != 0 {
+            return Err(ExecutorError::Stop {
+                service: self.service.clone(),
+                source: format!("on node `{}`: {}", self.host.name(), out.stderr_text()).into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn exec(
+        &self,
+        command: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutcome, ExecutorError> {
+        let mut line = String::new();
+        if let Some(wd) = &self.rec.working_dir {
+            line.push_str(&format!("cd {} || exit 126\n", shell_quote(wd)));
+        }
+        line.push_str("exec env");
+        for (k, v) in &self.env {
+            line.push(' ');
+            line.push_str(&shell_quote(&format!("{k}={v}")));
+        }
+        line.push(' ');
+        line.push_str(&shell_quote(command));
+        for a in args {
+            line.push(' ');
+            line.push_str(&shell_quote(a));
+        }
+        line.push_str(" 2>&1");
+        match self.host.run(&line, None, timeout).await {
+            Ok(out) => {
+                let first = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned();
+                let mut detail =
+                    format!("`{command}` on `{}`: exit {}", self.host.name(), out.code);
+                if !first.is_empty() {
+                    detail.push_str(": ");
+                    detail.push_str(&first);
+                }
+                Ok(ExecOutcome {
+                    success: out.code == 0,
+                    detail,
+                })
+            }
+            Err(SshError::Timeout { .. }) => Ok(ExecOutcome {
+                success: false,
+                detail: format!(
+                    "`{command}` on `{}` timed out after {}",
+                    self.host.name(),
+                    harness_core::duration::format_duration(timeout)
+                ),
+            }),
+            Err(e) => Err(ExecutorError::Probe {
+                service: self.service.clone(),
+                source: e.into(),
+            }),
+        }
+    }
+}
+
+/// Follows one instance: its two logs and its end, across lost connections.
+struct Follower {
+    host: Arc<SshHost>,
+    rec: RemoteRecord,
+    shared: Arc<Shared>,
+    tx: async_channel::Sender<InstanceEvent>,
+}
+
+/// How one following session ended.
+enum SessionEnd {
+    /// The service ended with this status.
+    Exited(ExitStatus),
+    /// The connection was lost (or could not be made).
+    Lost(String),
+    /// Nobody listens any more.
+    Closed,
+}
+
+/// A log being followed: bytes received past the delivered offset but not yet
+/// a whole line.
+struct LogTail {
+    stream: OutputStream,
+    partial: Vec<u8>,
+    /// Bytes received in this session beyond the delivered offset at its start.
+    received: u64,
+}
+
+impl Follower {
+    async fn run(self) {
+        if self
+            .tx
+            .send(InstanceEvent::Started {
+                pid: Some(self.rec.pid),
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut delay = Duration::from_millis(500);
+        loop {
+            match self.session().await {
+                SessionEnd::Exited(status) => {
+                    self.shared.set_link(Reachability::Reachable);
+                    let _ = self.tx.send(InstanceEvent::Exited(status)).await;
+                    return;
+                }
+                SessionEnd::Closed => return,
+                SessionEnd::Lost(reason) => {
+                    let r = Reachability::Unreachable { reason };
+                    self.host.set_reachability(r.clone());
+                    self.shared.set_link(r);
+                    if self.tx.is_closed() {
+                        return;
+                    }
+                    async_io::Timer::after(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(3));
+                }
+            }
+        }
+    }
+
+    async fn session(&self) -> SessionEnd {
+        // Make sure the master connection exists before several sessions share it.
+        if let Err(e) = self.host.check(CONTROL_TIMEOUT).await {
+            return SessionEnd::Lost(match e {
+                SshError::Unreachable { reason, .. } => reason,
+                other => other.to_string(),
+            });
+        }
+        self.shared.set_link(Reachability::Reachable);
+        let start = self.shared.offsets();
+        let dir = shell_quote(&self.rec.dir);
+        let tail = |file: &str, offset: u64| {
+            format!(
+                "cd {dir} || exit 90\nexec tail -c +{} -F {file} 2>/dev/null",
+                offset + 1
+            )
+        };
+        let waiter = format!(
+            "{PRELUDE}cd {dir} || exit 90\n\
+             while [ \"$(st {pid})\" = {start} ]; do sleep 0.5; done\n\
+             if [ \"$(cat pid 2>/dev/null)\" = {pid} ] && [ -f exit ]; then e=$(cat exit); else e=gone; fi\n\
+             echo \"$e $(sz stdout.log) $(sz stderr.log)\"\n",
+            pid = self.rec.pid,
+            start = self.rec.start_time,
+        );
+        let spawn = |script: String| self.host.spawn(&script, false);
+        let (mut out_child, mut err_child, mut wait_child) = match (
+            spawn(tail("stdout.log", start.stdout)),
+            spawn(tail("stderr.log", start.stderr)),
+            spawn(waiter),
+        ) {
+            (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                return SessionEnd::Lost(e.to_string());
+            }
+        };
+        let out_tail = Mutex::new(LogTail {
+            stream: OutputStream::Stdout,
+            partial: Vec::new(),
+            received: 0,
+        });
+        let err_tail = Mutex::new(LogTail {
+            stream: OutputStream::Stderr,
+            partial: Vec::new(),
+            received: 0,
+        });
+        let mut out_pipe = out_child.stdout.take();
+        let mut err_pipe = err_child.stdout.take();
+        let mut tails = Box::pin(futures_lite::future::or(
+            self.pump(&mut out_pipe, &out_tail),
+            self.pump(&mut err_pipe, &err_tail),
+        ));
+        let wait = async {
+            let mut text = String::new();
+            if let Some(mut o) = wait_child.stdout.take() {
+                let _ = o.read_to_string(&mut text).await;
+            }
+            let mut why = String::new();
+            if let Some(mut e) = wait_child.stderr.take() {
+                let _ = e.read_to_string(&mut why).await;
+            }
+            let _ = wait_child.status().await;
+            (text, why)
+        };
+        enum First {
+            Tails(Option<String>),
+            Waiter(String, String),
+        }
+        let first = futures_lite::future::or(async { First::Tails((&mut tails).await) }, async {
+            let (t, w) = wait.await;
+            First::Waiter(t, w)
+        })
+        .await;
+        let (text, why) = match first {
+            First::Tails(None) => return SessionEnd::Closed,
+            First::Tails(Some(reason)) => return SessionEnd::Lost(reason),
+            First::Waiter(t, w) => (t, w),
+        };
+        let f: Vec<&str> = text.split_whitespace().collect();
+        if f.len() != 3 {
+            let reason = why
+                .lines()
+                .map(str::trim)
+                .rfind(|l| !l.is_empty())
+                .unwrap_or("the connection closed")
+                .to_owned();
+            return SessionEnd::Lost(reason);
+        }
+        let status = match f[0] {
+            "gone" => ExitStatus::Unknown,
+            code => match code.parse::<i32>() {
+                Ok(c) if c > 128 && c < 128 + 65 => ExitStatus::Signal(c - 128),
+                Ok(c) => ExitStatus::Code(c),
+                Err(_) => ExitStatus::Unknown,
+            },
+        };
+        let want = (
+            f[1].parse::<u64>().unwrap_or(0),
+            f[2].parse::<u64>().unwrap_or(0),
+        );
+        // Deliver what was written before the end, then the end.
+        let received = || {
+            let o = out_tail.lock().unwrap_or_else(|p| p.into_inner()).received;
+            let e = err_tail.lock().unwrap_or_else(|p| p.into_inner()).received;
+            start.stdout + o >= want.0 && start.stderr + e >= want.1
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let drained = async {
+            while !received() && Instant::now() < deadline {
+                async_io::Timer::after(Duration::from_millis(20)).await;
+            }
+            None
+        };
+        let _ = futures_lite::future::or(&mut tails, drained).await;
+        drop(tails);
+        for t in [&out_tail, &err_tail] {
+            let (stream, bytes) = {
+                let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
+                (t.stream, std::mem::take(&mut t.partial))
+            };
+            if !bytes.is_empty() {
+                self.advance(stream, bytes.len() as u64);
+                let line = OutputLine {
+                    stream,
+                    bytes,
+                    truncated: false,
+                };
+                if self.tx.send(InstanceEvent::Output(line)).await.is_err() {
+                    return SessionEnd::Closed;
+                }
+            }
+        }
+        SessionEnd::Exited(status)
+    }
+
+    fn advance(&self, stream: OutputStream, by: u64) {
+        let mut o = self
+            .shared
+            .offsets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match stream {
+            OutputStream::Stdout => o.stdout += by,
+            OutputStream::Stderr => o.stderr += by,
+        }
+    }
+
+    /// Reads a tail until it ends; `None` if the receiver is gone, else why it ended.
+    async fn pump(
+        &self,
+        pipe: &mut Option<async_process::ChildStdout>,
+        tail: &Mutex<LogTail>,
+    ) -> Option<String> {
+        let Some(pipe) = pipe.as_mut() else {
+            return Some("no output pipe".into());
+        };
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match pipe.read(&mut buf).await {
+                Ok(0) | Err(_) => return Some("the connection to the node was lost".into()),
+                Ok(n) => n,
+            };
+            let lines = {
+                let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                t.received += n as u64;
+                t.partial.extend_from_slice(&buf[..n]);
+                let mut lines = Vec::new();
+                while let Some(pos) = t.partial.iter().position(|b| *b == b'\n') {
+                    let rest = t.partial.split_off(pos + 1);
+                    let mut line = std::mem::replace(&mut t.partial, rest);
+                    line.pop();
+                    lines.push((t.stream, line));
+                }
+                lines
+            };
+            for (stream, bytes) in lines {
+                self.advance(stream, bytes.len() as u64 + 1);
+                let line = OutputLine {
+                    stream,
+                    bytes,
+                    truncated: false,
+                };
+                if self.tx.send(InstanceEvent::Output(line)).await.is_err() {
+                    return None;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! Connections to remote nodes: the system `ssh` with one multiplexed master
+//! connection per node, shared by the remote and package executors.
+//!
+//! Every node of the project's networks becomes an [`SshHost`]: its user, port
+//! and key come from the node entry, everything else from `~/.ssh/config`
+//! (no `-F` is passed). Commands run as `ssh [options] node -- sh -c SCRIPT`
+//! through [`command_executor::SshLayer`], with `ControlMaster=auto`, a
+//! `ControlPath` in a per-daemon directory (short names, because unix socket
+//! paths are limited to about 100 bytes), `ControlPersist`, `BatchMode`,
+//! `ConnectTimeout` and `ServerAliveInterval`, so a node that drops off is
+//! noticed within seconds.
+//!
+//! Each host remembers whether its last command reached it
+//! ([`SshHost::reachability`]); the remote executors keep that up to date, so a
+//! manager can show the services of an unreachable node as `unknown` with the reason.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_process::{Child, Stdio};
+use command_executor::{Command, ControlMaster, Layer, SshLayer};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use harness_config::{Node, Project};
+
+/// What went wrong talking to a node.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    /// The node could not be reached (ssh itself failed: exit status 255).
+    #[error("node `{host}` is unreachable: {reason}")]
+    Unreachable {
+        /// The node.
+        host: String,
+        /// What ssh said.
+        reason: String,
+    },
+    /// A command on the node did not finish in time.
+    #[error("node `{host}`: `{what}` did not finish within {timeout:?}")]
+    Timeout {
+        /// The node.
+        host: String,
+        /// What was run.
+        what: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// The local `ssh` client could not be run.
+    #[error("cannot run the ssh client for node `{host}`: {source}")]
+    Spawn {
+        /// The node.
+        host: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No node of the project's networks has this name or address.
+    #[error("no node `{host}` in the project's networks")]
+    UnknownNode {
+        /// The name asked for.
+        host: String,
+    },
+    /// The per-daemon control directory could not be made.
+    #[error("cannot create the ssh control directory {}: {source}", path.display())]
+    ControlDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Connection settings shared by every node.
+#[derive(Debug, Clone)]
+pub struct SshOptions {
+    /// The ssh client (default `ssh`).
+    pub program: String,
+    /// `ConnectTimeout` (default 5 s).
+    pub connect_timeout: Duration,
+    /// `ServerAliveInterval` (default 2 s); with [`SshOptions::server_alive_count_max`]
+    /// it bounds how long a dead connection goes unnoticed.
+    pub server_alive_interval: Duration,
+    /// `ServerAliveCountMax` (default 2).
+    pub server_alive_count_max: u32,
+    /// `ControlPersist`: how long an idle master stays (default 10 min).
+    pub control_persist: Duration,
+    /// Multiplex commands over one master connection per node (default true).
+    /// Off, every command opens a connection of its own.
+    pub multiplex: bool,
+    /// More `-o key=value` options for every connection (e.g. host key policy).
+    pub extra: Vec<(String, String)>,
+}
+
+impl Default for SshOptions {
+    fn default() -> Self {
+        SshOptions {
+            program: "ssh".into(),
+            connect_timeout: Duration::from_secs(5),
+            server_alive_interval: Duration::from_secs(2),
+            server_alive_count_max: 2,
+            control_persist: Duration::from_secs(600),
+            multiplex: true,
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// Whether a node answered its last command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reachability {
+    /// Nothing was tried yet.
+    Untried,
+    /// The last command reached it.
+    Reachable,
+    /// The last command could not reach it.
+    Unreachable {
+        /// What ssh said.
+        reason: String,
+    },
+}
+
+/// The result of a command run on a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteOutput {
+    /// The exit code of the remote command.
+    pub code: i32,
+    /// Its standard output.
+    pub stdout: Vec<u8>,
+    /// Its standard error.
+    pub stderr: Vec<u8>,
+}
+
+impl RemoteOutput {
+    /// Standard output as text, trimmed.
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).trim().to_owned()
+    }
+
+    /// Standard error as text, trimmed.
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).trim().to_owned()
+    }
+}
+
+/// One node, reached over ssh.
+#[derive(Debug)]
+pub struct SshHost {
+    name: String,
+    layer: SshLayer,
+    control_path: Option<PathBuf>,
+    program: String,
+    reach: Mutex<Reachability>,
+}
+
+/// The exit status ssh itself uses for its own errors.
+const SSH_FAILED: i32 = 255;
+
+impl SshHost {
+    /// A host for `node` with these options, its master socket in `control_dir`.
+    pub fn new(node: &Node, options: &SshOptions, control_dir: &Path) -> SshHost {
+        let mut layer = SshLayer::new(node.host.clone())
+            .program(options.program.clone())
+            .user(node.ssh_user.clone())
+            .batch_mode(true)
+            .connect_timeout(options.connect_timeout)
+            .server_alive_interval(options.server_alive_interval)
+            .option(
+                "ServerAliveCountMax",
+                options.server_alive_count_max.max(1).to_string(),
+            );
+        if let Some(port) = node.ssh_port {
+            layer = layer.port(port);
+        }
+        if let Some(key) = &node.ssh_key {
+            layer = layer.identity_file(expand_home(key));
+        }
+        let control_path = if options.multiplex {
+            let path = control_dir.join(short_name(node));
+            layer = layer
+                .control_master(ControlMaster::Auto)
+                .control_path(path.clone())
+                .control_persist(options.control_persist);
+            Some(path)
+        } else {
+            layer = layer
+                .control_master(ControlMaster::No)
+                .option("ControlPath", "none");
+            None
+        };
+        for (k, v) in &options.extra {
+            layer = layer.option(k.clone(), v.clone());
+        }
+        SshHost {
+            name: node.name.clone().unwrap_or_else(|| node.host.clone()),
+            layer,
+            control_path,
+            program: options.program.clone(),
+            reach: Mutex::new(Reachability::Untried),
+        }
+    }
+
+    /// The node's name (or address when it has no name).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The address ssh connects to.
+    pub fn address(&self) -> &str {
+        self.layer.host()
+    }
+
+    /// The layer that runs commands on this node.
+    pub fn layer(&self) -> &SshLayer {
+        &self.layer
+    }
+
+    /// The master connection's control socket, when multiplexing.
+    pub fn control_path(&self) -> Option<&Path> {
+        self.control_path.as_deref()
+    }
+
+    /// Whether the last command reached the node.
+    pub fn reachability(&self) -> Reachability {
+        self.reach.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_reachability(&self, r: Reachability) {
+        *self.reach.lock().unwrap_or_else(|p| p.into_inner()) = r;
+    }
+
+    /// The local argv that runs `sh -c script` on the node.
+    pub fn argv(&self, script: &str) -> Vec<String> {
+        let cmd = self
+            .layer
+            .wrap(Command::new("sh").arg("-c").arg(script.to_owned()));
+        cmd.argv().map(str::to_owned).collect()
+    }
+
+    fn command(&self, script: &str) -> async_process::Command {
+        let argv = self.argv(script);
+        let mut cmd = async_process::Command::new(&argv[0]);
+        cmd.args(&argv[1..]).kill_on_drop(true);
+        cmd
+    }
+
+    /// Starts `sh -c script` on the node with piped stdout/stderr (and stdin
+    /// when `stdin` is true); the caller reads and waits. Killed on drop.
+    pub fn spawn(&self, script: &str, stdin: bool) -> Result<Child, SshError> {
+        let mut cmd = self.command(script);
+        cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd.spawn().map_err(|source| SshError::Spawn {
+            host: self.name.clone(),
+            source,
+        })
+    }
+
+    /// Runs `sh -c script` on the node, feeding it `input` on stdin, within
+    /// `timeout`. A non-zero exit of the script is returned as is; ssh's own
+    /// failure (exit 255 with nothing from the script) is [`SshError::Unreachable`].
+    pub async fn run(
+        &self,
+        script: &str,
+        input: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<RemoteOutput, SshError> {
+        let work = async {
+            let mut child = self.spawn(script, input.is_some())?;
+            let mut stdin = child.stdin.take();
+            let mut out = child.stdout.take();
+            let mut err = child.stderr.take();
+            let feed = async {
+                if let (Some(w), Some(data)) = (stdin.as_mut(), input) {
+                    // A script that stops reading early is not an error here.
+                    let _ = w.write_all(data).await;
+                    let _ = w.close().await;
+                }
+                drop(stdin.take());
+            };
+            let read_out = async {
+                let mut b = Vec::new();
+                if let Some(r) = out.as_mut() {
+                    let _ = r.read_to_end(&mut b).await;
+                }
+                b
+            };
+            let read_err = async {
+                let mut b = Vec::new();
+                if let Some(r) = err.as_mut() {
+                    let _ = r.read_to_end(&mut b).await;
+                }
+                b
+            };
+            let ((), (stdout, stderr)) =
+                futures_lite::future::zip(feed, futures_lite::future::zip(read_out, read_err))
+                    .await;
+            let status = child.status().await.map_err(|source| SshError::Spawn {
+                host: self.name.clone(),
+                source,
+            })?;
+            Ok(RemoteOutput {
+                code: status.code().unwrap_or(SSH_FAILED),
+                stdout,
+                stderr,
+            })
+        };
+        let timer = async {
+            async_io::Timer::after(timeout).await;
+            Err(SshError::Timeout {
+                host: self.name.clone(),
+                what: first_line(script),
+                timeout,
+            })
+        };
+        let result = futures_lite::future::or(work, timer).await;
+        self.note(result)
+    }
+
+    /// Records what a command result says about reachability, turning ssh's
+    /// own failures into [`SshError::Unreachable`].
+    fn note(&self, result: Result<RemoteOutput, SshError>) -> Result<RemoteOutput, SshError> {
+        match result {
+            Ok(out) if out.code == SSH_FAILED && out.stdout.is_empty() => {
+                let reason = ssh_reason(&out.stderr);
+                self.set_reachability(Reachability::Unreachable {
+                    reason: reason.clone(),
+                });
+                Err(SshError::Unreachable {
+                    host: self.name.clone(),
+                    reason,
+                })
+            }
+            Ok(out) => {
+                self.set_reachability(Reachability::Reachable);
+                Ok(out)
+            }
+            Err(e @ SshError::Timeout { .. }) => {
+                self.set_reachability(Reachability::Unreachable {
+                    reason: e.to_string(),
+                });
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Checks the node answers: `ssh -O check` on the master when
+    /// multiplexing (cheap), then a trivial command through it. Updates
+    /// [`SshHost::reachability`].
+    pub async fn check(&self, timeout: Duration) -> Result<(), SshError> {
+        self.run("true", None, timeout).await.map(|_| ())
+    }
+
+    /// True if the master connection runs (`ssh -O check`).
+    pub async fn master_running(&self) -> bool {
+        self.control(["-O", "check"]).await
+    }
+
+    /// Closes the master connection (`ssh -O exit`); the next command opens
+    /// a new one. Remote services started through it keep running.
+    pub async fn close_master(&self) -> bool {
+        self.control(["-O", "exit"]).await
+    }
+
+    async fn control(&self, op: [&str; 2]) -> bool {
+        if self.control_path.is_none() {
+            return false;
+        }
+        let mut args: Vec<String> = op.iter().map(|s| s.to_string()).collect();
+        args.extend(self.layer.options_args());
+        args.push(self.layer.host().to_owned());
+        let run = async_process::Command::new(&self.program)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .status();
+        let timer = async {
+            async_io::Timer::after(Duration::from_secs(10)).await;
+            Ok(std::process::ExitStatus::default())
+        };
+        matches!(futures_lite::future::or(run, timer).await, Ok(s) if s.success())
+    }
+
+    /// The transport of a Docker Engine client for the engine on this node:
+    /// `ssh [options] node -- docker system dial-stdio`, over the same
+    /// multiplexed connection. Give the client to a
+    /// [`crate::docker::DockerExecutor`] to place containers on the node.
+    pub fn docker_transport(&self) -> docker_engine::Transport {
+        let mut argv = vec![self.program.clone(), "-T".to_owned()];
+        argv.extend(self.layer.options_args());
+        argv.push(self.layer.host().to_owned());
+        argv.extend(
+            ["--", "docker", "system", "dial-stdio"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        docker_engine::Transport::Command(argv)
+    }
+}
+
+/// The nodes of a project, by name and address, with their connections.
+#[derive(Debug, Clone)]
+pub struct SshHosts {
+    inner: Arc<HostsInner>,
+}
+
+#[derive(Debug)]
+struct HostsInner {
+    by_key: HashMap<String, Arc<SshHost>>,
+    control_dir: PathBuf,
+}
+
+impl SshHosts {
+    /// The nodes of every network of `project`. Master sockets go to
+    /// `control_dir` (created, mode 0700); keep its path short.
+    pub fn for_project(
+        project: &Project,
+        options: &SshOptions,
+        control_dir: &Path,
+    ) -> Result<SshHosts, SshError> {
+        let nodes: Vec<Node> = project
+            .networks
+            .values()
+            .flat_map(|n| n.nodes().iter().cloned())
+            .collect();
+        SshHosts::new(&nodes, options, control_dir)
+    }
+
+    /// These nodes. Master sockets go to `control_dir` (created, mode 0700).
+    pub fn new(
+        nodes: &[Node],
+        options: &SshOptions,
+        control_dir: &Path,
+    ) -> Result<SshHosts, SshError> {
+        make_private_dir(control_dir).map_err(|source| SshError::ControlDir {
+            path: control_dir.to_path_buf(),
+            source,
+        })?;
+        let mut by_key = HashMap::new();
+        for node in nodes {
+            let host = Arc::new(SshHost::new(node, options, control_dir));
+            by_key.insert(node.host.clone(), host.clone());
+            if let Some(name) = &node.name {
+                by_key.insert(name.clone(), host);
+            }
+        }
+        Ok(SshHosts {
+            inner: Arc::new(HostsInner {
+                by_key,
+                control_dir: control_dir.to_path_buf(),
+            }),
+        })
+    }
+
+    /// The node with this name or address.
+    pub fn get(&self, host: &str) -> Result<Arc<SshHost>, SshError> {
+        self.inner
+            .by_key
+            .get(host)
+            .cloned()
+            .ok_or_else(|| SshError::UnknownNode {
+                host: host.to_owned(),
+            })
+    }
+
+    /// Every node (once each).
+    pub fn all(&self) -> Vec<Arc<SshHost>> {
+        let mut v: Vec<Arc<SshHost>> = Vec::new();
+        for h in self.inner.by_key.values() {
+            if !v.iter().any(|x| Arc::ptr_eq(x, h)) {
+                v.push(h.clone());
+            }
+        }
+        v
+    }
+
+    /// Where master sockets live.
+    pub fn control_dir(&self) -> &Path {
+        &self.inner.control_dir
+    }
+
+    /// Closes every master connection (for a clean daemon exit).
+    pub async fn close_all(&self) {
+        for h in self.all() {
+            h.close_master().await;
+        }
+    }
+}
+
+/// A short, stable socket name for a node: `h` and 12 hex digits of a hash of
+/// user, address and port.
+fn short_name(node: &Node) -> String {
+    use sha2::Digest;
+    let key = format!(
+        "{}@{}:{}",
+        node.ssh_user,
+        node.host,
+        node.ssh_port.map(|p| p.to_string()).unwrap_or_default()
+    );
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let mut s = String::from("h");
+    for b in &digest[..6] {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn expand_home(p: &Path) -> PathBuf {
+    if let Ok(rest) = p.strip_prefix("~")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return PathBuf::from(home).join(rest);
+    }
+    p.to_path_buf()
+}
+
+fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The last meaningful line ssh wrote (its error), or a generic reason.
+fn ssh_reason(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    text.lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with("Warning: Permanently added"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| "ssh failed (exit status 255)".to_owned())
+}
+
+fn first_line(script: &str) -> String {
+    let l = script.trim().lines().next().unwrap_or("").trim();
+    let mut s: String = l.chars().take(60).collect();
+    if l.chars().count() > 60 {
+        s.push('…');
+    }
+    s
+}
