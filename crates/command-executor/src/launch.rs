@@ -100,6 +100,53 @@ impl Launcher for LocalLauncher {
     }
 }
 
+/// A launcher that rewrites every command with a [`Layer`](crate::Layer) before
+/// handing it to another launcher, e.g. `LocalLauncher` through an
+/// [`SshLayer`](crate::SshLayer) to run commands on a remote host.
+#[derive(Debug, Clone)]
+pub struct LayeredLauncher<L, N = LocalLauncher> {
+    layer: L,
+    inner: N,
+}
+
+impl<L: crate::Layer> LayeredLauncher<L, LocalLauncher> {
+    /// Local launches through `layer`.
+    pub fn local(layer: L) -> Self {
+        LayeredLauncher {
+            layer,
+            inner: LocalLauncher,
+        }
+    }
+}
+
+impl<L: crate::Layer, N: Launcher> LayeredLauncher<L, N> {
+    /// Launches through `inner`, each command wrapped by `layer` first.
+    pub fn new(layer: L, inner: N) -> Self {
+        LayeredLauncher { layer, inner }
+    }
+
+    /// The layer.
+    pub fn layer(&self) -> &L {
+        &self.layer
+    }
+}
+
+#[async_trait::async_trait]
+impl<L, N> Launcher for LayeredLauncher<L, N>
+where
+    L: crate::Layer + Send + Sync,
+    N: Launcher,
+{
+    async fn launch(
+        &self,
+        cmd: &Command,
+        opts: LaunchOptions,
+    ) -> Result<(ProcessHandle, EventStream), ExecError> {
+        let wrapped = self.layer.wrap(cmd.clone());
+        self.inner.launch(&wrapped, opts).await
+    }
+}
+
 fn open_log(path: &PathBuf) -> Result<(File, u64), ExecError> {
     let err = |source| ExecError::LogFile {
         path: path.clone(),

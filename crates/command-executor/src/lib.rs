@@ -13,7 +13,7 @@
 //!   pidfd and follows its log files from persisted [`LogOffsets`].
 //! - [`Layer`]s rewrite a command without running it: [`LocalLayer`]
 //!   (defaults), [`SshLayer`] (`ssh ... host -- 'sh line'`) and [`DockerLayer`]
-//!   (`docker exec ...`); they stack.
+//!   (`docker exec ...`); they stack. [`LayeredLauncher`] launches through a layer.
 //!
 //! Runtime-agnostic: the crate spawns no tasks on any executor. Each process
 //! gets one small thread that reads its output and reaps it (ADR 006); every
@@ -52,7 +52,9 @@ pub use attach::{AttachTarget, AttachedHandle, Attacher, FollowFrom, LocalAttach
 pub use command::{Command, StdinMode};
 pub use error::ExecError;
 pub use events::{EventStream, LogOffsets, ProcessEvent};
-pub use launch::{LaunchOptions, Launcher, LocalLauncher, OutputMode, ProcessHandle};
+pub use launch::{
+    LaunchOptions, Launcher, LayeredLauncher, LocalLauncher, OutputMode, ProcessHandle,
+};
 pub use layer::{ControlMaster, DockerLayer, Layer, LocalLayer, SshLayer};
 pub use proc::ProcessIdentity;
 pub use quote::{shell_command_line, shell_quote};

@@ -455,3 +455,17 @@ fn bad_input_is_an_error_not_a_panic() {
         assert_well_formed(&events);
     });
 }
+
+#[test]
+fn layered_launcher_wraps_before_launching() {
+    use command_executor::{Launcher, LayeredLauncher, LocalLayer};
+    smol::block_on(async {
+        let launcher = LayeredLauncher::local(LocalLayer::new().env("HARNESS_T_L", "from layer"));
+        let (_h, mut ev) = launcher
+            .launch(&sh("echo \"$HARNESS_T_L\""), LaunchOptions::default())
+            .await
+            .unwrap();
+        let events = all_events(&mut ev, 30).await;
+        assert_eq!(lines(&events), ["from layer"]);
+    });
+}
