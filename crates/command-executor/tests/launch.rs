@@ -469,3 +469,37 @@ fn layered_launcher_wraps_before_launching() {
         assert_eq!(lines(&events), ["from layer"]);
     });
 }
+
+#[test]
+fn stop_wakes_a_stopped_process_so_it_sees_sigterm() {
+    smol::block_on(async {
+        let (h, mut ev) = LocalLauncher::new()
+            .spawn(
+                &sh("echo ready; kill -STOP $$; echo continued"),
+                LaunchOptions::default(),
+            )
+            .unwrap();
+        let _g = GroupGuard(h.identity());
+        events_until(
+            &mut ev,
+            30,
+            |e| matches!(e, ProcessEvent::Output(l) if l.text() == "ready"),
+        )
+        .await;
+        eventually(30, "the shell to stop itself", || {
+            std::fs::read_to_string(format!("/proc/{}/stat", h.pid()))
+                .map(|s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
+                })
+                .unwrap_or(false)
+        })
+        .await;
+        // SIGTERM alone would wait for SIGCONT; the grace is long so a SIGKILL
+        // would show as signal 9.
+        let status = within(60, "stop", h.stop(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert_eq!(status, ExitStatus::Signal(15));
+    });
+}

@@ -82,3 +82,23 @@ async fn attach_and_stop_under_tokio() {
     let events = all_events(&mut aev, 30).await;
     assert_well_formed(&events);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_mode_under_tokio() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("out.log");
+    let opts = LaunchOptions {
+        output: command_executor::OutputMode::Files {
+            stdout: log.clone(),
+            stderr: log.clone(),
+        },
+        ..LaunchOptions::default()
+    };
+    let cmd = Command::new("sh").arg("-c").arg("echo one; echo two >&2");
+    let (h, mut ev) = LocalLauncher::new().launch(&cmd, opts).await.unwrap();
+    let _g = GroupGuard(h.identity());
+    let events = all_events(&mut ev, 30).await;
+    assert_well_formed(&events);
+    assert_eq!(lines(&events), ["one", "two"]);
+    assert_eq!(ev.offsets().stdout, std::fs::metadata(&log).unwrap().len());
+}
