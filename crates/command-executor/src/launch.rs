@@ -190,7 +190,7 @@ fn launch_local(
         StdinMode::Null => Stdio::null(),
         StdinMode::Piped => Stdio::piped(),
     });
-    // Files to follow: (stream, file, start offset).
+    // The log files to follow, each from its length before the launch.
     let mut follow = Vec::new();
     match &opts.output {
         OutputMode::Pipes => {
