@@ -254,3 +254,77 @@ fn attached_stop_of_a_process_that_leads_no_group_ends_only_it() {
         );
     });
 }
+
+#[test]
+fn follow_from_end_skips_old_lines_and_truncation_restarts_at_zero() {
+    smol::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("svc.log");
+        let go = dir.path().join("go");
+        let done = dir.path().join("done");
+        std::fs::write(&log, "old 1\nold 2\n").unwrap();
+        let opts = LaunchOptions {
+            output: OutputMode::Files {
+                stdout: log.clone(),
+                stderr: log.clone(),
+            },
+            ..LaunchOptions::default()
+        };
+        let script = format!(
+            "echo a-rather-long-first-line; while [ ! -e '{go}' ]; do sleep 0.01; done; echo b1; \
+             while [ ! -e '{done}' ]; do sleep 0.01; done",
+            go = go.display(),
+            done = done.display()
+        );
+        let (h, ev) = LocalLauncher::new().spawn(&sh(&script), opts).unwrap();
+        let _g = GroupGuard(h.identity());
+        drop(ev);
+        eventually(30, "first line", || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("a-rather-long-first-line")
+        })
+        .await;
+        let target = AttachTarget {
+            identity: h.identity(),
+            stdout_log: Some(log.clone()),
+            stderr_log: None,
+            follow_from: FollowFrom::Start,
+        };
+        let (_a, mut aev) = LocalAttacher::new().attach(target.clone()).await.unwrap();
+        let first = events_until(
+            &mut aev,
+            30,
+            |e| matches!(e, ProcessEvent::Output(l) if l.text() == "a-rather-long-first-line"),
+        )
+        .await;
+        assert_eq!(
+            lines(&first),
+            ["old 1", "old 2", "a-rather-long-first-line"]
+        );
+
+        // From the end: nothing old.
+        let (_a2, mut aev2) = LocalAttacher::new()
+            .attach(AttachTarget {
+                follow_from: FollowFrom::End,
+                ..target
+            })
+            .await
+            .unwrap();
+
+        // The log is truncated (rotated by copy-truncate): following restarts at 0.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
+        std::fs::write(&go, "").unwrap();
+        let next = events_until(&mut aev, 30, |e| matches!(e, ProcessEvent::Output(_))).await;
+        assert_eq!(lines(&next), ["b1"]);
+        let next2 = events_until(&mut aev2, 30, |e| matches!(e, ProcessEvent::Output(_))).await;
+        assert_eq!(lines(&next2), ["b1"]);
+        std::fs::write(&done, "").unwrap();
+        within(30, "exit", h.wait()).await.unwrap();
+    });
+}
