@@ -20,23 +20,26 @@
 //!   created on demand) with its service name as DNS alias, so containers reach
 //!   each other by name and by IP ([`DockerRecord::ip`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use docker_engine::{
     BuildSpec, ContainerInspect, ContainerSpec, Docker, DockerError, EventFilter, EventStream,
-    LogOptions, Mount, MountSource, PortSpec, WaitCondition,
+    LogOptions, Mount, MountSource, PortSpec, Transport, WaitCondition,
 };
-use harness_config::{DockerSpec, ServiceSpec, Target};
-use harness_core::{Endpoint, ExitStatus, OutputLine, OutputStream, ServiceKind, Signal};
+use harness_config::{DockerSpec, Project, ServiceSpec, Target};
+use harness_core::{
+    Endpoint, ExitStatus, OutputLine, OutputStream, ServiceKind, ServiceName, Signal,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::executor::{
     BoxError, ExecOutcome, ExecutorError, InstanceEvent, InstanceRecord, Launched, ServiceExecutor,
     ServiceInstance, StartContext,
 };
+use crate::resolve::EndpointResolver;
 
 /// Label naming the project a container belongs to.
 pub const LABEL_PROJECT: &str = "harness.project";
@@ -103,12 +106,91 @@ impl DockerRecord {
 #[derive(Debug, Clone)]
 pub struct DockerExecutor {
     docker: Docker,
+    launched: Launches,
+}
+
+/// What an executor knows of its containers, shared with its resolvers.
+#[derive(Debug, Default)]
+struct Known {
+    /// Records of running containers by (project, service).
+    launched: HashMap<(String, String), DockerRecord>,
+    /// Host ports chosen for declared ports without one, by (project, service,
+    /// container port): chosen once, so the endpoint stays the same across restarts.
+    host_ports: HashMap<(String, String, u16), u16>,
+}
+
+type Launches = Arc<Mutex<Known>>;
+
+fn lock(k: &Launches) -> std::sync::MutexGuard<'_, Known> {
+    k.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A free port on loopback (TCP, or UDP), as the kernel picks it.
+fn free_port(udp: bool) -> Option<u16> {
+    if udp {
+        std::net::UdpSocket::bind(("127.0.0.1", 0))
+            .ok()?
+            .local_addr()
+            .ok()
+            .map(|a| a.port())
+    } else {
+        std::net::TcpListener::bind(("127.0.0.1", 0))
+            .ok()?
+            .local_addr()
+            .ok()
+            .map(|a| a.port())
+    }
+}
+
+/// The host port for a declared port without one: the one chosen before, else a new free one.
+fn host_port_for(
+    known: &Launches,
+    project: &str,
+    service: &str,
+    container: u16,
+    udp: bool,
+) -> Option<u16> {
+    let mut k = lock(known);
+    let key = (project.to_owned(), service.to_owned(), container);
+    if let Some(p) = k.host_ports.get(&key) {
+        return Some(*p);
+    }
+    let p = free_port(udp)?;
+    k.host_ports.insert(key, p);
+    Some(p)
 }
 
 impl DockerExecutor {
     /// An executor on this engine client.
     pub fn new(docker: Docker) -> DockerExecutor {
-        DockerExecutor { docker }
+        DockerExecutor {
+            docker,
+            launched: Launches::default(),
+        }
+    }
+
+    /// A resolver of `${svc.ip|port|host}` that knows where this executor's
+    /// containers of `project` are: a container reached from this host (a local
+    /// process, a health check, the container's own checks) is at loopback and
+    /// its published port; reached from another container of the project, at its
+    /// IP on the project network and its container port. Other services are
+    /// resolved by `fallback`.
+    pub fn resolver(
+        &self,
+        project: &Project,
+        fallback: Arc<dyn EndpointResolver>,
+    ) -> DockerResolver {
+        DockerResolver {
+            project: project.name.to_string(),
+            specs: project
+                .services
+                .iter()
+                .filter(|(_, s)| s.kind() == ServiceKind::Docker)
+                .map(|(n, s)| (n.to_string(), s.clone()))
+                .collect(),
+            launched: self.launched.clone(),
+            fallback,
+        }
     }
 
     /// An executor on the engine `DOCKER_HOST` names (default: the local unix socket).
@@ -145,6 +227,44 @@ impl DockerExecutor {
             Ok(_) | Err(DockerError::NameConflict { .. }) => Ok(name),
             Err(e) => Err(e),
         }
+    }
+
+    /// Learns where the running containers of `project` are (their records and
+    /// published ports), so that endpoints resolve to them before they are
+    /// re-adopted. A new daemon calls this before `ServiceManager::adopt`.
+    pub async fn discover(&self, project: &Project) -> Result<usize, DockerError> {
+        let network = Self::network_name(project.name.as_str());
+        let mut n = 0;
+        for c in self
+            .docker
+            .list_containers(&[(LABEL_PROJECT, project.name.as_str())])
+            .await?
+        {
+            if c.state != "running" {
+                continue;
+            }
+            let Some(spec) = c
+                .labels
+                .get(LABEL_SERVICE)
+                .and_then(|s| project.services.get(s.as_str()))
+            else {
+                continue;
+            };
+            let i = match self.docker.inspect_container(&c.id).await {
+                Ok(i) => i,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(e),
+            };
+            let record = record_of(spec, &i, &network);
+            remember(
+                &self.launched,
+                project.name.as_str(),
+                spec.name.as_str(),
+                &record,
+            );
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Removes every container and the network of `project` (what `down` leaves behind).
@@ -211,7 +331,10 @@ impl DockerExecutor {
         let (inspect, adopted) = match existing {
             Some(i) => (i, true),
             None => {
-                let (create, _) = container_spec(spec, ctx, &network)?;
+                let known = self.launched.clone();
+                let (create, _) = container_spec(spec, ctx, &network, &|c, udp| {
+                    host_port_for(&known, project, service, c, udp)
+                })?;
                 let id = self.docker.create_container(&create).await?;
                 if let Err(e) = self.connect_extra_networks(spec, &id).await {
                     let _ = self.docker.remove_container(&id, true).await;
@@ -225,13 +348,17 @@ impl DockerExecutor {
             }
         };
         let record = record_of(spec, &inspect, &network);
+        remember(&self.launched, project, service, &record);
         let pid = u32::try_from(inspect.state.pid).ok().filter(|p| *p > 0);
         let instance = Arc::new(DockerInstance {
             docker: self.docker.clone(),
             service: service.to_owned(),
             record,
             pid: Mutex::new(pid),
-            host: self.docker.transport().to_string(),
+            host: match self.docker.transport() {
+                Transport::Unix(_) => "local".to_owned(),
+                other => other.to_string(),
+            },
         });
         let (tx, rx) = async_channel::bounded::<InstanceEvent>(1024);
         let _ = tx.try_send(InstanceEvent::Started { pid });
@@ -275,6 +402,73 @@ impl DockerExecutor {
             }
         }
         Ok(())
+    }
+}
+
+/// Keeps a container's record and its published ports.
+fn remember(known: &Launches, project: &str, service: &str, record: &DockerRecord) {
+    let mut k = lock(known);
+    for (c, h) in &record.ports {
+        if let Some(h) = h {
+            k.host_ports
+                .insert((project.to_owned(), service.to_owned(), *c), *h);
+        }
+    }
+    k.launched
+        .insert((project.to_owned(), service.to_owned()), record.clone());
+}
+
+/// Resolves endpoints of docker services from where their containers run
+/// (see [`DockerExecutor::resolver`]).
+pub struct DockerResolver {
+    project: String,
+    /// The docker services of the project.
+    specs: HashMap<String, ServiceSpec>,
+    launched: Launches,
+    fallback: Arc<dyn EndpointResolver>,
+}
+
+impl std::fmt::Debug for DockerResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerResolver")
+            .field("project", &self.project)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EndpointResolver for DockerResolver {
+    fn endpoint(&self, consumer: &ServiceName, service: &ServiceName) -> Option<Endpoint> {
+        let Some(spec) = self.specs.get(service.as_str()) else {
+            return self.fallback.endpoint(consumer, service);
+        };
+        let record = lock(&self.launched)
+            .launched
+            .get(&(self.project.clone(), service.to_string()))
+            .cloned();
+        let consumer_is_container = consumer != service
+            && self.specs.get(consumer.as_str()).map(|s| s.kind()) == Some(ServiceKind::Docker);
+        if consumer_is_container {
+            return record
+                .and_then(|r| r.network_endpoint())
+                .or_else(|| self.fallback.endpoint(consumer, service));
+        }
+        if let Some(r) = record {
+            return Some(r.host_endpoint());
+        }
+        // Not started yet: its published port is decided now, so templates
+        // expanded before the start (its own checks, its dependents) hold it.
+        let port = spec.ports.first().and_then(|p| {
+            p.host.or_else(|| {
+                host_port_for(
+                    &self.launched,
+                    &self.project,
+                    service.as_str(),
+                    p.container,
+                    p.protocol == harness_config::Protocol::Udp,
+                )
+            })
+        });
+        Some(Endpoint::loopback(port))
     }
 }
 
@@ -414,11 +608,14 @@ fn parse_volume(v: &str) -> Result<Mount, DockerError> {
     })
 }
 
-/// The engine's container spec for a service, and its config hash.
+/// The engine's container spec for a service, and the hash of its
+/// configuration. `host_port(container_port, udp)` gives the host port of a
+/// declared port that has none (the hash does not depend on it).
 pub fn container_spec(
     spec: &ServiceSpec,
     ctx: &StartContext,
     network: &str,
+    host_port: &dyn Fn(u16, bool) -> Option<u16>,
 ) -> Result<(ContainerSpec, String), DockerError> {
     let Target::Docker(d) = &spec.target else {
         return Err(DockerError::Invalid(format!(
@@ -491,6 +688,12 @@ pub fn container_spec(
     c.stop_timeout = Some(spec.shutdown.timeout.as_secs().min(u64::from(u32::MAX)) as u32);
     let hash = config_hash(&c);
     c.labels.insert(LABEL_CONFIG_HASH.into(), hash.clone());
+    for (port, declared) in c.ports.iter_mut().zip(&spec.ports) {
+        if declared.host.is_none() {
+            let udp = declared.protocol == harness_config::Protocol::Udp;
+            port.host_port = Some(host_port(declared.container, udp).unwrap_or(0));
+        }
+    }
     Ok((c, hash))
 }
 
@@ -540,7 +743,7 @@ impl ServiceExecutor for DockerExecutor {
             .ensure_network(ctx.project.as_str())
             .await
             .map_err(err)?;
-        let (_, hash) = container_spec(spec, ctx, &network).map_err(err)?;
+        let (_, hash) = container_spec(spec, ctx, &network, &|_, _| None).map_err(err)?;
         // A container of this service already there: adopt it if it runs the
         // same configuration, else replace it.
         let mine = self
@@ -555,15 +758,30 @@ impl ServiceExecutor for DockerExecutor {
         for c in mine {
             let same = c.labels.get(LABEL_CONFIG_HASH) == Some(&hash);
             if same && c.state == "running" && adopt.is_none() {
-                adopt = Some(self.docker.inspect_container(&c.id).await.map_err(err)?);
-            } else {
-                self.docker
-                    .remove_container(&c.id, true)
-                    .await
-                    .map_err(err)?;
+                match self.docker.inspect_container(&c.id).await {
+                    Ok(i) if i.state.running && i.state.status == "running" => {
+                        adopt = Some(i);
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(err(e)),
+                }
+            }
+            self.docker
+                .remove_container(&c.id, true)
+                .await
+                .map_err(err)?;
+        }
+        if let Some(i) = adopt {
+            let id = i.id.clone();
+            match self.launch(spec, ctx, Some(i), preface.clone()).await {
+                Ok(l) => return Ok(l),
+                // It ended or is being removed meanwhile: start afresh.
+                Err(_) => self.docker.remove_container(&id, true).await.map_err(err)?,
             }
         }
-        self.launch(spec, ctx, adopt, preface).await.map_err(err)
+        self.launch(spec, ctx, None, preface).await.map_err(err)
     }
 
     async fn attach(
@@ -596,7 +814,8 @@ impl ServiceExecutor for DockerExecutor {
             )));
         }
         let network = Self::network_name(ctx.project.as_str());
-        let (_, hash) = container_spec(spec, ctx, &network).map_err(|e| fail(e.to_string()))?;
+        let (_, hash) =
+            container_spec(spec, ctx, &network, &|_, _| None).map_err(|e| fail(e.to_string()))?;
         if i.label(LABEL_CONFIG_HASH) != Some(hash.as_str()) {
             return Err(fail(format!(
                 "container {id} was created from another configuration"
@@ -1115,5 +1334,242 @@ mod tests {
             }
             assert!(saw_build && saw_msg);
         })
+    }
+
+    mod with_manager {
+        use super::*;
+
+        use harness_config::{
+            Backoff, Check, Condition, Dependency, Probe, RestartMode, RestartPolicy, Settings,
+        };
+
+        use crate::manager::{ManagerOptions, ServiceManager};
+        use crate::resolve::LoopbackResolver;
+
+        fn manager(project: &Arc<Project>, docker: &Docker) -> ServiceManager {
+            manager_with(project, DockerExecutor::new(docker.clone()))
+        }
+
+        fn manager_with(project: &Arc<Project>, exec: DockerExecutor) -> ServiceManager {
+            let mut opts = ManagerOptions::new(Arc::new(ThreadSpawner));
+            opts.resolver = Some(Arc::new(
+                exec.resolver(project, Arc::new(LoopbackResolver::new(project))),
+            ));
+            let m = ServiceManager::new(project.clone(), opts).unwrap();
+            m.register_executor(ServiceKind::Docker, Arc::new(exec));
+            m
+        }
+
+        /// A web container with an HTTP readiness check through its own endpoint.
+        fn db_service() -> ServiceSpec {
+            let mut db = service("db", docker_spec(WEB));
+            db.ports = vec![PortMapping {
+                host: None,
+                container: 80,
+                protocol: Protocol::Tcp,
+            }];
+            let mut probe = Probe::new(Check::Http {
+                url: "http://${db.ip}:${db.port}/health".into(),
+                expected_status: None,
+            });
+            probe.period = Duration::from_millis(200);
+            probe.timeout = Duration::from_secs(5);
+            probe.failure_threshold = 1000;
+            db.readiness = Some(probe);
+            db.restart = RestartPolicy {
+                mode: RestartMode::Always,
+                backoff: Backoff {
+                    initial: Duration::from_millis(100),
+                    ..Backoff::default()
+                },
+                max_restarts: None,
+            };
+            db.shutdown.timeout = Duration::from_secs(5);
+            db
+        }
+
+        fn project_of(cleanup: &Cleanup, services: Vec<ServiceSpec>) -> Arc<Project> {
+            let ctx = project(cleanup);
+            let services = services.into_iter().map(|s| (s.name.clone(), s)).collect();
+            Arc::new(
+                Project::new(ctx.project, Settings::default(), BTreeMap::new(), services).unwrap(),
+            )
+        }
+
+        fn name(s: &str) -> ServiceName {
+            ServiceName::new(s).unwrap()
+        }
+
+        fn container_of(m: &ServiceManager, service: &str) -> Option<String> {
+            m.status()
+                .into_iter()
+                .find(|st| st.name.as_str() == service)
+                .and_then(|st| st.container_id)
+        }
+
+        #[test]
+        fn a_local_process_reaches_a_healthy_container_through_its_endpoint() {
+            smol::block_on(async {
+                let Some(docker) = engine_or_skip("mixed_stack").await else {
+                    return;
+                };
+                let cleanup = Cleanup::new();
+                let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+                    .into_iter()
+                    .find(|p| std::path::Path::new(p).exists())
+                    .expect("busybox on the host (the test images are built from it)");
+                let mut api = ServiceSpec::process(
+                    name("api"),
+                    busybox,
+                    [
+                        "sh",
+                        "-c",
+                        "echo \"db at $DB\"; exec busybox wget -q -O - http://$DB/health",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                );
+                api.env.insert("DB".into(), "${db.ip}:${db.port}".into());
+                api.dependencies = vec![Dependency {
+                    service: name("db"),
+                    condition: Condition::Healthy,
+                }];
+                api.job = true;
+                api.restart.mode = RestartMode::No;
+                let project = project_of(&cleanup, vec![db_service(), api]);
+                let m = manager(&project, &docker);
+                let mut sub = m.subscribe();
+                m.start_all().unwrap();
+                m.wait_ready(&[name("db"), name("api")], LONG)
+                    .await
+                    .unwrap();
+                let db_id = container_of(&m, "db").expect("db runs in a container");
+                let port = docker
+                    .inspect_container(&db_id)
+                    .await
+                    .unwrap()
+                    .published_port(80)
+                    .expect("published");
+
+                let mut lines = Vec::new();
+                let deadline = Instant::now() + LONG;
+                while !lines.iter().any(|l: &String| l == "ok") {
+                    assert!(Instant::now() < deadline, "api output: {lines:?}");
+                    let ev = futures_lite::future::or(sub.next(), async {
+                        async_io::Timer::after(LONG).await;
+                        None
+                    })
+                    .await
+                    .expect("manager events");
+                    if let crate::manager::ManagerEvent::Output { service, line, .. } = ev
+                        && service.as_str() == "api"
+                    {
+                        lines.push(line.text().into_owned());
+                    }
+                }
+                assert_eq!(lines[0], format!("db at 127.0.0.1:{port}"));
+                m.stop_all().await;
+                assert!(
+                    docker
+                        .inspect_container(&db_id)
+                        .await
+                        .unwrap_err()
+                        .is_not_found()
+                );
+            })
+        }
+
+        #[test]
+        fn a_container_killed_from_outside_is_restarted_per_policy() {
+            smol::block_on(async {
+                let Some(docker) = engine_or_skip("restart_on_kill").await else {
+                    return;
+                };
+                let cleanup = Cleanup::new();
+                let project = project_of(&cleanup, vec![db_service()]);
+                let m = manager(&project, &docker);
+                let mut sub = m.subscribe();
+                m.start_all().unwrap();
+                m.wait_ready(&[name("db")], LONG).await.unwrap();
+                let first = container_of(&m, "db").unwrap();
+                let out = std::process::Command::new("docker")
+                    .args(["kill", &first])
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{out:?}");
+                let deadline = Instant::now() + LONG;
+                loop {
+                    let st = m
+                        .status()
+                        .into_iter()
+                        .find(|s| s.name.as_str() == "db")
+                        .unwrap();
+                    if st.restarts >= 1
+                        && st.state == harness_core::ServiceState::Healthy
+                        && st.container_id.as_deref().is_some_and(|c| c != first)
+                    {
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        while let Some(ev) =
+                            futures_lite::future::or(async { Some(sub.next().await) }, async {
+                                async_io::Timer::after(Duration::from_millis(100)).await;
+                                None
+                            })
+                            .await
+                        {
+                            eprintln!("EV {ev:?}");
+                        }
+                    }
+                    assert!(Instant::now() < deadline, "not restarted: {st:?}");
+                    async_io::Timer::after(Duration::from_millis(100)).await;
+                }
+                m.stop_all().await;
+            })
+        }
+
+        #[test]
+        fn a_new_manager_adopts_running_containers_without_duplicates() {
+            smol::block_on(async {
+                let Some(docker) = engine_or_skip("manager_adopts").await else {
+                    return;
+                };
+                let cleanup = Cleanup::new();
+                let project = project_of(&cleanup, vec![db_service()]);
+                let first = manager(&project, &docker);
+                first.start_all().unwrap();
+                first.wait_ready(&[name("db")], LONG).await.unwrap();
+                let id = container_of(&first, "db").unwrap();
+                let records = first.records();
+                assert_eq!(records.len(), 1);
+                // The previous manager goes away; its container keeps running.
+                drop(first);
+                let records: Vec<crate::manager::ServiceRecord> =
+                    serde_json::from_str(&serde_json::to_string(&records).unwrap()).unwrap();
+
+                // The new daemon learns where the containers are, then adopts them.
+                let exec = DockerExecutor::from_env().await.unwrap();
+                assert_eq!(exec.discover(&project).await.unwrap(), 1);
+                let second = manager_with(&project, exec);
+                let errors = second.adopt(records).await;
+                assert!(errors.is_empty(), "{errors:?}");
+                second.wait_ready(&[name("db")], LONG).await.unwrap();
+                assert_eq!(container_of(&second, "db").as_deref(), Some(id.as_str()));
+                let listed = docker
+                    .list_containers(&[(LABEL_PROJECT, project.name.as_str())])
+                    .await
+                    .unwrap();
+                assert_eq!(listed.len(), 1, "no duplicate container");
+                // And it is really managed: stopping it removes it.
+                second.stop_all().await;
+                assert!(
+                    docker
+                        .inspect_container(&id)
+                        .await
+                        .unwrap_err()
+                        .is_not_found()
+                );
+            })
+        }
     }
 }
