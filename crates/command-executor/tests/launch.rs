@@ -503,3 +503,19 @@ fn stop_wakes_a_stopped_process_so_it_sees_sigterm() {
         assert_eq!(status, ExitStatus::Signal(15));
     });
 }
+
+#[test]
+fn runs_as_another_user_and_group_when_privileged() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipping: switching user needs root");
+        return;
+    }
+    smol::block_on(async {
+        let cmd = sh("echo $(id -u):$(id -g)").user(65534).group(65534);
+        let (_h, mut ev) = LocalLauncher::new()
+            .spawn(&cmd, LaunchOptions::default())
+            .unwrap();
+        let events = all_events(&mut ev, 30).await;
+        assert_eq!(lines(&events), ["65534:65534"]);
+    });
+}
