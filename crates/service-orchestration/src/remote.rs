@@ -232,9 +232,10 @@ impl RemoteExecutor {
         host: Arc<SshHost>,
         rec: RemoteRecord,
     ) -> Launched {
-        let (tx, rx) = async_channel::bounded(1024);
+        let (tx, rx) = async_channel::bounded(256);
         let shared = Arc::new(Shared {
             offsets: Mutex::new(rec.offsets),
+            consumed: Mutex::new(rec.offsets),
             link: Mutex::new(Reachability::Reachable),
         });
         let instance = RemoteInstance {
@@ -245,6 +246,7 @@ impl RemoteExecutor {
             env: ctx.env.clone(),
             shared: shared.clone(),
         };
+        let shared_events = shared.clone();
         let follower = Follower {
             host,
             rec,
@@ -254,7 +256,10 @@ impl RemoteExecutor {
         ctx.spawner.spawn(Box::pin(follower.run()));
         Launched {
             instance: Arc::new(instance),
-            events: Box::pin(rx),
+            events: Box::pin(Events {
+                rx: Box::pin(rx),
+                shared: shared_events,
+            }),
         }
     }
 
@@ -337,7 +342,10 @@ impl ServiceExecutor for RemoteExecutor {
 }
 
 struct Shared {
+    /// Bytes of each log sent to the event channel (where following resumes).
     offsets: Mutex<RemoteOffsets>,
+    /// Bytes of each log the consumer took from the stream (what is persisted).
+    consumed: Mutex<RemoteOffsets>,
     link: Mutex<Reachability>,
 }
 
@@ -368,7 +376,11 @@ impl ServiceInstance for RemoteInstance {
 
     fn record(&self) -> InstanceRecord {
         let mut rec = self.rec.clone();
-        rec.offsets = self.shared.offsets();
+        rec.offsets = *self
+            .shared
+            .consumed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         InstanceRecord {
             kind: self.kind,
             pid: Some(rec.pid),
@@ -472,7 +484,7 @@ struct Follower {
     host: Arc<SshHost>,
     rec: RemoteRecord,
     shared: Arc<Shared>,
-    tx: async_channel::Sender<InstanceEvent>,
+    tx: async_channel::Sender<Item>,
 }
 
 /// How one following session ended.
@@ -498,9 +510,12 @@ impl Follower {
     async fn run(self) {
         if self
             .tx
-            .send(InstanceEvent::Started {
-                pid: Some(self.rec.pid),
-            })
+            .send(Item(
+                InstanceEvent::Started {
+                    pid: Some(self.rec.pid),
+                },
+                None,
+            ))
             .await
             .is_err()
         {
@@ -511,7 +526,10 @@ impl Follower {
             match self.session().await {
                 SessionEnd::Exited(status) => {
                     self.shared.set_link(Reachability::Reachable);
-                    let _ = self.tx.send(InstanceEvent::Exited(status)).await;
+                    let _ = self
+                        .tx
+                        .send(Item(InstanceEvent::Exited(status), None))
+                        .await;
                     return;
                 }
                 SessionEnd::Closed => return,
@@ -650,30 +668,24 @@ impl Follower {
                 (t.stream, std::mem::take(&mut t.partial))
             };
             if !bytes.is_empty() {
-                self.advance(stream, bytes.len() as u64);
+                let len = bytes.len() as u64;
                 let line = OutputLine {
                     stream,
                     bytes,
                     truncated: false,
                 };
-                if self.tx.send(InstanceEvent::Output(line)).await.is_err() {
+                let item = Item(InstanceEvent::Output(line), Some((stream, len)));
+                if self.tx.send(item).await.is_err() {
                     return SessionEnd::Closed;
                 }
+                self.advance(stream, len);
             }
         }
         SessionEnd::Exited(status)
     }
 
     fn advance(&self, stream: OutputStream, by: u64) {
-        let mut o = self
-            .shared
-            .offsets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        match stream {
-            OutputStream::Stdout => o.stdout += by,
-            OutputStream::Stderr => o.stderr += by,
-        }
+        advance(&self.shared.offsets, stream, by);
     }
 
     /// Reads a tail until it ends; `None` if the receiver is gone, else why it ended.
@@ -705,16 +717,54 @@ impl Follower {
                 lines
             };
             for (stream, bytes) in lines {
-                self.advance(stream, bytes.len() as u64 + 1);
+                let len = bytes.len() as u64 + 1;
                 let line = OutputLine {
                     stream,
                     bytes,
                     truncated: false,
                 };
-                if self.tx.send(InstanceEvent::Output(line)).await.is_err() {
+                let item = Item(InstanceEvent::Output(line), Some((stream, len)));
+                if self.tx.send(item).await.is_err() {
                     return None;
                 }
+                self.advance(stream, len);
             }
+        }
+    }
+}
+
+fn advance(offsets: &Mutex<RemoteOffsets>, stream: OutputStream, by: u64) {
+    let mut o = offsets.lock().unwrap_or_else(|p| p.into_inner());
+    match stream {
+        OutputStream::Stdout => o.stdout += by,
+        OutputStream::Stderr => o.stderr += by,
+    }
+}
+
+/// An event, and how many bytes of which log it accounts for.
+struct Item(InstanceEvent, Option<(OutputStream, u64)>);
+
+/// The event stream of a remote instance, counting what the consumer took.
+struct Events {
+    rx: std::pin::Pin<Box<async_channel::Receiver<Item>>>,
+    shared: Arc<Shared>,
+}
+
+impl futures_lite::Stream for Events {
+    type Item = InstanceEvent;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<InstanceEvent>> {
+        match self.rx.as_mut().poll_next(cx) {
+            std::task::Poll::Ready(Some(Item(ev, adv))) => {
+                if let Some((stream, by)) = adv {
+                    advance(&self.shared.consumed, stream, by);
+                }
+                std::task::Poll::Ready(Some(ev))
+            }
+            std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
         }
     }
 }
