@@ -72,15 +72,66 @@ pub enum AllocError {
 
 /// The addresses of one subnet and who holds them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "PoolData", into = "PoolData")]
 pub struct IpPool {
+    name: String,
+    subnet: IpNet,
+    gateway: Option<IpAddr>,
+    reserved: BTreeSet<IpAddr>,
+    /// owner -> address.
+    assigned: BTreeMap<String, IpAddr>,
+    /// address -> owner (index of `assigned`).
+    owners: BTreeMap<IpAddr, String>,
+    /// Offsets of the gateway, reserved and assigned addresses (index).
+    used: BTreeSet<u128>,
+}
+
+/// The persisted form of a pool: indexes are rebuilt, and checked, on load.
+#[derive(Serialize, Deserialize)]
+struct PoolData {
     name: String,
     subnet: IpNet,
     gateway: Option<IpAddr>,
     #[serde(default)]
     reserved: BTreeSet<IpAddr>,
-    /// owner -> address.
     #[serde(default)]
     assigned: BTreeMap<String, IpAddr>,
+}
+
+impl TryFrom<PoolData> for IpPool {
+    type Error = AllocError;
+    fn try_from(d: PoolData) -> Result<IpPool, AllocError> {
+        let mut pool = IpPool::without_gateway(d.name, d.subnet);
+        if let Some(g) = d.gateway {
+            if !d.subnet.contains(g) {
+                return Err(AllocError::GatewayOutside {
+                    pool: pool.name,
+                    subnet: d.subnet,
+                    gateway: g,
+                });
+            }
+            pool.set_gateway(g);
+        }
+        for ip in d.reserved {
+            pool.reserve(ip)?;
+        }
+        for (owner, ip) in d.assigned {
+            pool.assign(&owner, ip)?;
+        }
+        Ok(pool)
+    }
+}
+
+impl From<IpPool> for PoolData {
+    fn from(p: IpPool) -> PoolData {
+        PoolData {
+            name: p.name,
+            subnet: p.subnet,
+            gateway: p.gateway,
+            reserved: p.reserved,
+            assigned: p.assigned,
+        }
+    }
 }
 
 impl IpPool {
@@ -92,11 +143,11 @@ impl IpPool {
         subnet: IpNet,
         gateway: Option<IpAddr>,
     ) -> Result<IpPool, AllocError> {
-        let name = name.into();
+        let mut pool = IpPool::without_gateway(name, subnet);
         let gateway = match gateway {
             Some(g) if !subnet.contains(g) => {
                 return Err(AllocError::GatewayOutside {
-                    pool: name,
+                    pool: pool.name,
                     subnet,
                     gateway: g,
                 });
@@ -105,13 +156,10 @@ impl IpPool {
             None if has_network_and_broadcast(subnet) || !subnet.is_ipv4() => subnet.nth(1),
             None => None,
         };
-        Ok(IpPool {
-            name,
-            subnet,
-            gateway,
-            reserved: BTreeSet::new(),
-            assigned: BTreeMap::new(),
-        })
+        if let Some(g) = gateway {
+            pool.set_gateway(g);
+        }
+        Ok(pool)
     }
 
     /// A pool with no gateway at all (e.g. a WireGuard mesh, where every peer is equal).
@@ -122,6 +170,15 @@ impl IpPool {
             gateway: None,
             reserved: BTreeSet::new(),
             assigned: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            used: BTreeSet::new(),
+        }
+    }
+
+    fn set_gateway(&mut self, g: IpAddr) {
+        self.gateway = Some(g);
+        if let Some(off) = self.subnet.offset_of(g) {
+            self.used.insert(off);
         }
     }
 
@@ -151,6 +208,7 @@ impl IpPool {
             });
         }
         self.reserved.insert(ip);
+        self.used.extend(self.subnet.offset_of(ip));
         Ok(())
     }
 
@@ -161,10 +219,7 @@ impl IpPool {
 
     /// Who holds `ip`, if anyone.
     pub fn owner_of(&self, ip: IpAddr) -> Option<&str> {
-        self.assigned
-            .iter()
-            .find(|(_, a)| **a == ip)
-            .map(|(o, _)| o.as_str())
+        self.owners.get(&ip).map(String::as_str)
     }
 
     /// Every (owner, address) pair, ordered by owner.
@@ -190,17 +245,10 @@ impl IpPool {
         if let Some(ip) = self.get(owner) {
             return Ok(ip);
         }
-        let used: BTreeSet<u128> = self
-            .assigned
-            .values()
-            .chain(self.reserved.iter())
-            .chain(self.gateway.iter())
-            .filter_map(|ip| self.subnet.offset_of(*ip))
-            .collect();
         let (first, last) = self.assignable_range();
         // Walk the used offsets in order: the first gap is the lowest free address.
         let mut candidate = first;
-        for off in used.range(first..) {
+        for off in self.used.range(first..) {
             if *off != candidate {
                 break;
             }
@@ -217,7 +265,7 @@ impl IpPool {
             .subnet
             .nth(candidate)
             .expect("candidate lies within the assignable range of the subnet");
-        self.assigned.insert(owner.to_owned(), ip);
+        self.insert(owner, ip);
         Ok(ip)
     }
 
@@ -243,13 +291,25 @@ impl IpPool {
             }
             None => {}
         }
-        self.assigned.insert(owner.to_owned(), ip);
+        self.release(owner);
+        self.insert(owner, ip);
         Ok(())
     }
 
     /// Frees the address of `owner`; returns it if it held one.
     pub fn release(&mut self, owner: &str) -> Option<IpAddr> {
-        self.assigned.remove(owner)
+        let ip = self.assigned.remove(owner)?;
+        self.owners.remove(&ip);
+        if let Some(off) = self.subnet.offset_of(ip) {
+            self.used.remove(&off);
+        }
+        Some(ip)
+    }
+
+    fn insert(&mut self, owner: &str, ip: IpAddr) {
+        self.assigned.insert(owner.to_owned(), ip);
+        self.owners.insert(ip, owner.to_owned());
+        self.used.extend(self.subnet.offset_of(ip));
     }
 
     /// The first and last offsets that may ever be handed out.
@@ -394,6 +454,31 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_tampered_persisted_pool_is_rejected() {
+        let mut p = pool("10.6.0.0/24");
+        p.allocate("a").unwrap();
+        let mut j = serde_json::to_value(&p).unwrap();
+        j["assigned"]["b"] = j["assigned"]["a"].clone();
+        let e = serde_json::from_value::<IpPool>(j).unwrap_err().to_string();
+        assert!(e.contains("already belongs to `a`"), "{e}");
+        let mut j = serde_json::to_value(&p).unwrap();
+        j["assigned"]["c"] = "10.7.0.9".into();
+        assert!(serde_json::from_value::<IpPool>(j).is_err());
+        let mut j = serde_json::to_value(&p).unwrap();
+        j["gateway"] = "10.9.9.9".into();
+        assert!(serde_json::from_value::<IpPool>(j).is_err());
+    }
+
+    #[test]
+    fn reassigning_an_owner_frees_its_old_address() {
+        let mut p = pool("10.6.0.0/29");
+        let old = p.allocate("a").unwrap();
+        p.assign("a", "10.6.0.6".parse().unwrap()).unwrap();
+        assert_eq!(p.owner_of(old), None);
+        assert_eq!(p.allocate("b").unwrap(), old);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::alloc::{AllocError, IpPool};
 use crate::entry::{Location, ServiceEntry, now_ms};
 use crate::env::{EnvError, service_environment};
+use crate::net::IpNet;
 use crate::resolve::{ResolveError, resolve};
 use crate::store::{LoadReport, LoadSource, PersistError, StateFile};
 use crate::topology::NetworkTopology;
@@ -31,7 +32,8 @@ pub struct RegistrySnapshot {
 }
 
 /// A change, as subscribers see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum RegistryEvent {
     /// A service was added or changed.
     Upserted {
@@ -46,6 +48,15 @@ pub enum RegistryEvent {
         entry: ServiceEntry,
         /// The (pool, address) pairs it held.
         released: Vec<(String, IpAddr)>,
+    },
+    /// An address pool was defined (or redefined with another subnet).
+    PoolDefined {
+        /// The pool.
+        pool: String,
+        /// Its subnet.
+        subnet: IpNet,
+        /// Its gateway, never handed out.
+        gateway: Option<IpAddr>,
     },
     /// An address was handed out.
     Allocated {
@@ -336,8 +347,10 @@ impl Registry {
     }
 
     /// Defines an address pool. Defining it again with the same subnet and
-    /// gateway keeps its assignments (that is what makes addresses stable
-    /// across restarts); a different subnet is an error while it holds addresses.
+    /// gateway keeps the existing pool, assignments and reservations as they
+    /// are (that is what makes addresses stable across restarts); a different
+    /// subnet or gateway is an error while it holds addresses, and replaces
+    /// the pool otherwise.
     pub async fn define_pool(&self, pool: IpPool) -> Result<(), RegistryError> {
         self.mutate(move |s| {
             if let Some(existing) = s.pools.get(pool.name()) {
@@ -352,9 +365,13 @@ impl Registry {
                     });
                 }
             }
+            let event = RegistryEvent::PoolDefined {
+                pool: pool.name().to_owned(),
+                subnet: pool.subnet(),
+                gateway: pool.gateway(),
+            };
             s.pools.insert(pool.name().to_owned(), pool);
-            // Not a service change: persisted, no event.
-            Ok(((), vec![]))
+            Ok(((), vec![event]))
         })
         .await
     }
@@ -392,7 +409,6 @@ impl Registry {
             if p.get(owner.as_str()) == Some(ip) {
                 return Ok(((), Vec::new()));
             }
-            p.release(owner.as_str());
             p.assign(owner.as_str(), ip)?;
             Ok(((), vec![RegistryEvent::Allocated { pool, owner, ip }]))
         })
@@ -469,27 +485,42 @@ impl Registry {
         Ok(())
     }
 
-    /// Applies `change` to a copy of the state, persists the copy, then makes
-    /// it current and sends its events. Nothing changes if either step fails;
-    /// a change that changes nothing is not written.
+    /// Applies `change`, persists the result, then makes it current and sends
+    /// its events. Nothing changes if either step fails.
+    ///
+    /// Contract of `change`: it returns an event for every change it makes
+    /// (no event means nothing changed), and it fails before changing anything.
     async fn mutate<R>(
         &self,
         change: impl FnOnce(&mut RegistrySnapshot) -> Result<(R, Vec<RegistryEvent>), RegistryError>,
     ) -> Result<R, RegistryError> {
+        if self.inner.file.is_none() {
+            // In memory: nothing can fail after `change`, so change in place.
+            let mut state = self.lock();
+            let (result, events) = change(&mut state)?;
+            self.announce(events);
+            return Ok(result);
+        }
         let _guard = self.inner.write.lock().await;
-        let current = self.snapshot();
-        let mut next = current.clone();
+        let mut next = self.snapshot();
         let (result, events) = change(&mut next)?;
-        if next == current {
+        if events.is_empty() {
             return Ok(result);
         }
         self.persist(&next).await?;
-        *self.lock() = next;
+        let mut state = self.lock();
+        *state = next;
+        // Sent while the state lock is held, so events are in the order of changes.
+        self.announce(events);
+        drop(state);
+        Ok(result)
+    }
+
+    fn announce(&self, events: Vec<RegistryEvent>) {
         for event in events {
             // Overflow mode: never full, never blocks; fails only without subscribers.
             let _ = self.inner.events.try_broadcast(event);
         }
-        Ok(result)
     }
 }
 

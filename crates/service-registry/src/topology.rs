@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::alloc::{AllocError, IpPool};
 use crate::host::{HostAddress, HostNetwork};
 use crate::net::IpNet;
 
@@ -195,6 +196,46 @@ impl NetworkTopology {
             .and_then(|n| n.address)
     }
 
+    /// The address pool of network `name`, for handing addresses to containers
+    /// or mesh peers: `None` if the network is unknown or has no subnet.
+    ///
+    /// Docker and local networks get a gateway (the configured one, else the
+    /// first host address); a WireGuard mesh has none. This host's addresses
+    /// in the subnet and the known node addresses are reserved, so they are
+    /// never handed out.
+    pub fn address_pool(&self, name: &str) -> Result<Option<IpPool>, AllocError> {
+        let Some(net) = self.networks.get(name) else {
+            return Ok(None);
+        };
+        let Some(subnet) = net.subnet() else {
+            return Ok(None);
+        };
+        let mut pool = match &net.kind {
+            NetworkKind::Docker { gateway, .. } => IpPool::new(name, subnet, *gateway)?,
+            NetworkKind::Local { .. } => IpPool::new(name, subnet, None)?,
+            NetworkKind::Lan { .. } | NetworkKind::Wireguard { .. } => {
+                IpPool::without_gateway(name, subnet)
+            }
+        };
+        let taken = self
+            .host
+            .addresses
+            .iter()
+            .map(|a| a.ip)
+            .chain(net.nodes().iter().filter_map(|n| n.address))
+            .filter(|ip| subnet.contains(*ip) && Some(*ip) != pool.gateway());
+        for ip in taken.collect::<Vec<_>>() {
+            // Network or broadcast addresses of odd configurations are not
+            // assignable anyway: nothing to reserve.
+            if let Err(e) = pool.reserve(ip)
+                && !matches!(e, AllocError::NotAssignable { .. })
+            {
+                return Err(e);
+            }
+        }
+        Ok(Some(pool))
+    }
+
     /// Finds a node by name: its network and itself (the first network that lists it).
     pub fn node(&self, name: &str) -> Option<(&Network, &Node)> {
         self.networks.values().find_map(|net| {
@@ -289,5 +330,31 @@ mod tests {
         assert_eq!(t.node_address_toward("far", ip("192.168.1.5")), None);
         assert_eq!(t.node("far").unwrap().0.name, "mesh");
         assert_eq!(t.node("n1").unwrap().1.address, Some(ip("192.168.1.21")));
+    }
+
+    #[test]
+    fn address_pools_never_hand_out_known_addresses() {
+        let t = topo();
+        let mut mesh = t.address_pool("mesh").unwrap().unwrap();
+        assert_eq!(mesh.gateway(), None);
+        // .1 is this host, .21 and .30 are nodes: all reserved.
+        assert_eq!(mesh.usable(), 254 - 3);
+        let mut got = Vec::new();
+        for i in 0..mesh.usable() {
+            got.push(mesh.allocate(&format!("p{i}")).unwrap());
+        }
+        for taken in ["10.100.0.1", "10.100.0.21", "10.100.0.30"] {
+            assert!(!got.contains(&taken.parse().unwrap()), "{taken} handed out");
+        }
+        assert!(t.address_pool("nope").unwrap().is_none());
+        let docker = NetworkTopology::new(host()).with_network(Network {
+            name: "app".into(),
+            kind: NetworkKind::Docker {
+                subnet: Some("172.20.0.0/16".parse().unwrap()),
+                gateway: Some("172.20.0.1".parse().unwrap()),
+            },
+        });
+        let mut p = docker.address_pool("app").unwrap().unwrap();
+        assert_eq!(p.allocate("db").unwrap().to_string(), "172.20.0.2");
     }
 }

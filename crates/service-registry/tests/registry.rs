@@ -76,6 +76,10 @@ fn every_subscriber_sees_every_change_in_order() {
         r.set_state("web", ServiceState::Running).await.unwrap();
         r.remove("web").await.unwrap();
         for sub in [&mut a, &mut b] {
+            assert!(matches!(
+                sub.recv().await.unwrap(),
+                RegistryEvent::PoolDefined { pool, gateway: Some(_), .. } if pool == "app"
+            ));
             let mut got = Vec::new();
             for _ in 0..4 {
                 got.push(sub.recv().await.unwrap());
