@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_process::{Child, Stdio};
-use command_executor::{Command, ControlMaster, Layer, SshLayer};
+use command_executor::{Command, ControlMaster, Layer, SshLayer, StdinMode};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use harness_config::{Node, Project};
 
@@ -227,16 +227,25 @@ impl SshHost {
         *self.reach.lock().unwrap_or_else(|p| p.into_inner()) = r;
     }
 
-    /// The local argv that runs `sh -c script` on the node.
-    pub fn argv(&self, script: &str) -> Vec<String> {
-        let cmd = self
-            .layer
-            .wrap(Command::new("sh").arg("-c").arg(script.to_owned()));
+    /// The local argv that runs `sh -c script` on the node (`stdin`: whether
+    /// the script reads local input; otherwise `ssh -n`).
+    pub fn argv(&self, script: &str, stdin: bool) -> Vec<String> {
+        let mode = if stdin {
+            StdinMode::Piped
+        } else {
+            StdinMode::Null
+        };
+        let cmd = self.layer.wrap(
+            Command::new("sh")
+                .arg("-c")
+                .arg(script.to_owned())
+                .stdin(mode),
+        );
         cmd.argv().map(str::to_owned).collect()
     }
 
-    fn command(&self, script: &str) -> async_process::Command {
-        let argv = self.argv(script);
+    fn command(&self, script: &str, stdin: bool) -> async_process::Command {
+        let argv = self.argv(script, stdin);
         let mut cmd = async_process::Command::new(&argv[0]);
         cmd.args(&argv[1..]).kill_on_drop(true);
         cmd
@@ -245,7 +254,7 @@ impl SshHost {
     /// Starts `sh -c script` on the node with piped stdout/stderr (and stdin
     /// when `stdin` is true); the caller reads and waits. Killed on drop.
     pub fn spawn(&self, script: &str, stdin: bool) -> Result<Child, SshError> {
-        let mut cmd = self.command(script);
+        let mut cmd = self.command(script, stdin);
         cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
