@@ -45,7 +45,12 @@ pub fn read_request(stream: &TcpStream) -> io::Result<Request> {
     reader.read_line(&mut line)?;
     let mut parts = line.split_whitespace();
     let method = parts.next().unwrap_or_default().to_string();
-    let path = parts.next().unwrap_or_default().to_string();
+    let target = parts.next().unwrap_or_default();
+    // Accept the absolute form (`http://host:port/path`) too, as HTTP/1.1 servers must.
+    let path = match target.split_once("://") {
+        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_string(),
+        None => target.to_string(),
+    };
     let mut length = 0usize;
     loop {
         let mut header = String::new();
@@ -76,11 +81,12 @@ pub fn respond(mut stream: &TcpStream, status: u16, body: &str) -> io::Result<()
         503 => "Service Unavailable",
         _ => "Status",
     };
-    write!(
-        stream,
+    // One write: the whole response in one segment.
+    let response = format!(
         "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
-    )?;
+    );
+    stream.write_all(response.as_bytes())?;
     stream.flush()
 }
 
