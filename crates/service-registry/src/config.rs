@@ -3,15 +3,18 @@
 //! - [`topology_from_config`]: the project's networks plus this host's addresses.
 //! - [`remote_location`]: where a `remote`/`package` service runs, from its `host:`.
 //! - [`entry_from_spec`]: a registry entry for a service placed at a location.
+//! - [`environment_for`]: what `harness env SERVICE` prints.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use harness_config::{ServiceSpec, Target};
+use harness_config::{Project, ServiceSpec, Target};
 
 use crate::entry::{Location, PublishedPort, ServiceEntry};
+use crate::env::{EnvError, service_environment};
 use crate::host::HostNetwork;
 use crate::net::{IpNet, NetError};
+use crate::registry::RegistrySnapshot;
 use crate::topology::{Network, NetworkKind, NetworkTopology, Node};
 
 /// Why the configuration cannot be turned into a topology or a location.
@@ -51,6 +54,14 @@ pub enum ConfigError {
         host: String,
         /// The network.
         network: String,
+    },
+    /// A container that is not running has no address yet.
+    #[error(
+        "service `{service}` is a container that is not in the registry: its address is known once it runs"
+    )]
+    NotPlaced {
+        /// The service.
+        service: String,
     },
     /// `remote_location` was asked about a service that is not remote.
     #[error("service `{service}` is a {kind} service, not a remote one")]
@@ -207,6 +218,47 @@ pub fn entry_from_spec(spec: &ServiceSpec, location: Location) -> ServiceEntry {
     entry
 }
 
+/// Where `spec` runs, as far as the configuration alone tells: this host for
+/// a process, its node for a remote or package service. A container's place
+/// is only known once it runs (it comes from the registry).
+pub fn planned_location(
+    spec: &ServiceSpec,
+    topology: &NetworkTopology,
+) -> Result<Location, ConfigError> {
+    match spec.target {
+        Target::Process { .. } => Ok(Location::LocalHost),
+        Target::Remote { .. } | Target::Package { .. } => remote_location(spec, topology),
+        Target::Docker(_) => Err(ConfigError::NotPlaced {
+            service: spec.name.to_string(),
+        }),
+    }
+}
+
+/// The resolved environment of service `service` of `project`: its declared
+/// `env` with references expanded, plus the generated variables (see
+/// [`service_environment`]). The service's location comes from the registry
+/// when it is registered (running or known), else from the configuration
+/// ([`planned_location`]).
+pub fn environment_for(
+    project: &Project,
+    registry: &RegistrySnapshot,
+    topology: &NetworkTopology,
+    service: &str,
+) -> Result<BTreeMap<String, String>, EnvError> {
+    let spec = project
+        .services
+        .get(service)
+        .ok_or_else(|| EnvError::UnknownService {
+            service: service.to_owned(),
+            reference: None,
+        })?;
+    let entry = match registry.entries.get(service) {
+        Some(e) => e.clone(),
+        None => entry_from_spec(spec, planned_location(spec, topology)?),
+    };
+    service_environment(&project.name, registry, topology, &entry, &spec.env)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +369,56 @@ mod tests {
         )]);
         let e = topology_from_config(&nets, HostNetwork::default()).unwrap_err();
         assert!(e.to_string().starts_with("network `lan`"), "{e}");
+    }
+
+    #[test]
+    fn environment_of_a_configured_service() {
+        use harness_core::ProjectName;
+        let t = topology_from_config(&networks(), HostNetwork::default()).unwrap();
+        let mut api = remote("api", "n1", None);
+        api.ports = vec![PortMapping {
+            host: None,
+            container: 9000,
+            protocol: Protocol::Tcp,
+        }];
+        let mut web = ServiceSpec::process(ServiceName::new("web").unwrap(), "web", vec![]);
+        web.env = BTreeMap::from([("API".to_owned(), "http://${api.ip}:${api.port}".to_owned())]);
+        let mut db = ServiceSpec::process(ServiceName::new("db").unwrap(), "x", vec![]);
+        db.target = Target::Docker(harness_config::DockerSpec {
+            image: "postgres".into(),
+            build: None,
+            command: None,
+            entrypoint: None,
+            volumes: vec![],
+            networks: vec![],
+            security: Default::default(),
+            resources: Default::default(),
+        });
+        let services = BTreeMap::from([
+            (api.name.clone(), api.clone()),
+            (web.name.clone(), web.clone()),
+            (db.name.clone(), db.clone()),
+        ]);
+        let project = Project::new(
+            ProjectName::new("shop").unwrap(),
+            Default::default(),
+            networks(),
+            services,
+        )
+        .unwrap();
+        let mut reg = RegistrySnapshot::default();
+        let api_entry = entry_from_spec(&api, remote_location(&api, &t).unwrap());
+        reg.entries.insert(api_entry.name.clone(), api_entry);
+
+        // `web` is not registered: it is planned on this host.
+        let env = environment_for(&project, &reg, &t, "web").unwrap();
+        assert_eq!(env["API"], "http://192.168.1.21:9000");
+        assert_eq!(env["API_HOST"], "n1");
+        assert_eq!(env["HARNESS_PROJECT"], "shop");
+        // A container that does not run yet has no place; an unknown service is an error.
+        let e = environment_for(&project, &reg, &t, "db").unwrap_err();
+        assert!(e.to_string().contains("`db`"), "{e}");
+        assert!(environment_for(&project, &reg, &t, "nope").is_err());
     }
 
     #[test]

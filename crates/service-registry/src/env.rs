@@ -55,6 +55,9 @@ pub enum EnvError {
         /// What is wrong with its value.
         source: TemplateError,
     },
+    /// The service's place cannot be worked out from the configuration.
+    #[error(transparent)]
+    Placement(#[from] crate::config::ConfigError),
     /// `${svc.port}` for a service that declares no port.
     #[error("variable `{variable}` uses `${{{service}.port}}`, but `{service}` declares no port")]
     NoPort {

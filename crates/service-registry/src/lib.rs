@@ -45,7 +45,10 @@ pub mod store;
 pub mod topology;
 
 pub use alloc::{AllocError, IpPool};
-pub use config::{ConfigError, entry_from_spec, remote_location, topology_from_config};
+pub use config::{
+    ConfigError, entry_from_spec, environment_for, planned_location, remote_location,
+    topology_from_config,
+};
 pub use entry::{Location, PublishedPort, ServiceEntry};
 pub use env::{EnvError, service_environment};
 pub use host::{HostAddress, HostNetwork};
