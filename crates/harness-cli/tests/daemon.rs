@@ -387,3 +387,55 @@ fn kill_9_of_the_daemon_loses_nothing() {
         );
     }
 }
+
+/// The demo stack of the README, as a newcomer runs it: the build job, the migration job, the
+/// API gated on both and on its HTTP health, and the worker that calls the API.
+#[test]
+fn the_demo_stack_comes_up_and_the_worker_reaches_the_api() {
+    let env = Env::with_daemon();
+    let demo =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo/services.yaml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = env.dir.path().join("demo-data");
+    let up = env
+        .cmd(&[
+            "-f",
+            support::s(&demo),
+            "up",
+            "-d",
+            "--wait",
+            "--timeout",
+            "300s",
+        ])
+        .env("DEMO_PORT", port.to_string())
+        .env("DEMO_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let rows = by_name(&env.status());
+    assert_eq!(rows["build"]["state"], "completed");
+    assert_eq!(rows["migrate"]["state"], "completed");
+    assert_eq!(rows["api"]["state"], "healthy");
+    assert!(data.join("schema_version").exists());
+    assert!(
+        wait_until(LONG, || env
+            .run(&["-p", "demo", "logs", "worker"])
+            .stdout
+            .contains("done {\"job\":")),
+        "the worker never reached the API"
+    );
+    let api_log = env.run(&["-p", "demo", "logs", "api"]).ok().stdout;
+    assert!(
+        api_log.contains(&format!("listening on http://127.0.0.1:{port}")),
+        "{api_log}"
+    );
+    env.run(&["-p", "demo", "down"]).ok();
+}
