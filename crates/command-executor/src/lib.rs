@@ -15,6 +15,8 @@
 //!   (defaults), [`SshLayer`] (`ssh ... host -- 'sh line'`) and [`DockerLayer`]
 //!   (`docker exec ...`); they stack. [`LayeredLauncher`] launches through a layer.
 //!
+//! Linux only: process groups, pidfds and `/proc` are what it builds on.
+//!
 //! Runtime-agnostic: the crate spawns no tasks on any executor. Each process
 //! gets one small thread that reads its output and reaps it (ADR 006); every
 //! future here works under smol, tokio or any other executor.
