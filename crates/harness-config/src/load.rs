@@ -147,6 +147,8 @@ struct Loader<'o> {
     vars: HashMap<String, String>,
     project_dir: PathBuf,
     root: Node,
+    /// Index of each service in the merged `services` map.
+    service_index: HashMap<String, usize>,
 }
 
 /// Keys of a service that only some types accept.
@@ -185,6 +187,7 @@ impl<'o> Loader<'o> {
             vars: HashMap::new(),
             project_dir: PathBuf::new(),
             root: Node::new(Pos::default(), Value::Null),
+            service_index: HashMap::new(),
         }
     }
 
@@ -275,6 +278,13 @@ impl<'o> Loader<'o> {
             return self.finish(None);
         }
         let root = merged.unwrap_or_else(|| Node::new(Pos::default(), Value::Map(Vec::new())));
+        if let Some(Value::Map(entries)) = root.get("services").map(|s| &s.value) {
+            self.service_index = entries
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (k.name.clone(), i))
+                .collect();
+        }
         self.root = root;
         let raw = self.decode();
         let project = raw.and_then(|(raw, broken)| self.build(raw, &broken, paths));
@@ -432,40 +442,46 @@ impl<'o> Loader<'o> {
         self.error(e.pos, e.message, e.hint);
     }
 
-    fn find(&self, path: &[&str]) -> Option<&Node> {
+    /// The entries along `path` (key and value), as far as they exist. The
+    /// `services` map is looked up through an index: big files have many services.
+    fn walk(&self, path: &[&str]) -> Vec<(&Key, &Node)> {
+        let mut out: Vec<(&Key, &Node)> = Vec::with_capacity(path.len());
         let mut n = &self.root;
-        for seg in path {
-            n = n.get(seg)?;
-        }
-        Some(n)
-    }
-
-    /// Position of the value at `path`, or of the deepest part of it that exists.
-    fn pos(&self, path: &[&str]) -> Pos {
-        let mut n = &self.root;
-        for seg in path {
-            match n.get(seg) {
-                Some(c) => n = c,
-                None => break,
-            }
-        }
-        n.pos
-    }
-
-    /// Position of the key at the end of `path` (or the deepest part that exists).
-    fn key_pos(&self, path: &[&str]) -> Pos {
-        let mut n = &self.root;
-        let mut pos = n.pos;
-        for seg in path {
-            match n.entry(seg) {
+        for (i, seg) in path.iter().enumerate() {
+            let found = if i == 1 && path[0] == "services" {
+                self.service_index
+                    .get(*seg)
+                    .and_then(|&idx| match &n.value {
+                        Value::Map(entries) => entries.get(idx).map(|(k, v)| (k, v)),
+                        _ => None,
+                    })
+            } else {
+                n.entry(seg)
+            };
+            match found {
                 Some((k, v)) => {
-                    pos = k.pos;
+                    out.push((k, v));
                     n = v;
                 }
                 None => break,
             }
         }
-        pos
+        out
+    }
+
+    fn find(&self, path: &[&str]) -> Option<&Node> {
+        let w = self.walk(path);
+        (w.len() == path.len()).then(|| w.last().map_or(&self.root, |(_, v)| *v))
+    }
+
+    /// Position of the value at `path`, or of the deepest part of it that exists.
+    fn pos(&self, path: &[&str]) -> Pos {
+        self.walk(path).last().map_or(self.root.pos, |(_, v)| v.pos)
+    }
+
+    /// Position of the key at the end of `path` (or the deepest part that exists).
+    fn key_pos(&self, path: &[&str]) -> Pos {
+        self.walk(path).last().map_or(self.root.pos, |(k, _)| k.pos)
     }
 
     /// Turns a template into plain text for a field that takes no references.

@@ -260,18 +260,21 @@ impl<'de> Deserialize<'de> for ValueDe {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ValueDe, A::Error> {
                 let mut entries: Vec<(Key, Node)> = Vec::new();
+                let mut seen: std::collections::HashMap<String, usize> =
+                    std::collections::HashMap::new();
                 while let Some(k) = map.next_key::<Spanned<KeyText>>()? {
                     let key = Key {
                         name: k.value.0,
                         pos: Pos::from_location(&k.referenced),
                     };
                     let v = map.next_value::<Node>()?;
-                    if let Some((first, _)) = entries.iter().find(|(e, _)| e.name == key.name) {
+                    if let Some(&i) = seen.get(&key.name) {
                         return Err(de::Error::custom(format!(
                             "duplicate key `{}` (first at line {}, again at line {})",
-                            key.name, first.pos.line, key.pos.line
+                            key.name, entries[i].0.pos.line, key.pos.line
                         )));
                     }
+                    seen.insert(key.name.clone(), entries.len());
                     entries.push((key, v));
                 }
                 Ok(ValueDe(Value::Map(entries)))

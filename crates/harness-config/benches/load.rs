@@ -1,0 +1,89 @@
+//! Parse + validate a generated 1,000-service file, next to bare baselines on the
+//! same content: `serde_json` to an untyped value, and serde-saphyr to an untyped value.
+
+use std::fmt::Write;
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use harness_config::{LoadOptions, from_sources};
+
+/// A project of `n` services: processes and containers with health checks, env,
+/// ports and dependencies on earlier services.
+fn generate(n: usize) -> String {
+    let mut y = String::from("version: \"1.0\"\nname: bench\nservices:\n");
+    for i in 0..n {
+        let _ = writeln!(y, "  svc-{i}:");
+        if i % 2 == 0 {
+            let _ = writeln!(y, "    type: process\n    binary: /usr/bin/app-{i}");
+            let _ = writeln!(
+                y,
+                "    args: [\"--port\", \"{}\", \"--name\", \"svc-{i}\"]",
+                20000 + i
+            );
+            let _ = writeln!(y, "    ports: [{}]", 20000 + i);
+        } else {
+            let _ = writeln!(y, "    type: docker\n    image: registry.local/app:{i}");
+            let _ = writeln!(y, "    ports: [\"{}:80\"]", 30000 + i);
+            let _ = writeln!(y, "    security: {{read_only: true, cap_drop: [ALL]}}");
+        }
+        let _ = writeln!(
+            y,
+            "    env:\n      INDEX: \"{i}\"\n      LOG: ${{LOG_LEVEL:-info}}"
+        );
+        if i > 0 {
+            let _ = writeln!(
+                y,
+                "      UPSTREAM: http://${{svc-{}.host}}:${{svc-{}.port}}",
+                i - 1,
+                i - 1
+            );
+        }
+        let _ = writeln!(
+            y,
+            "    health_check:\n      tcp: {}\n      interval: 2s\n      retries: 5",
+            if i % 2 == 0 { 20000 + i } else { 80 }
+        );
+        if i > 0 {
+            let _ = writeln!(y, "    dependencies: [svc-{}]", i - 1);
+        }
+        if i > 2 && i % 3 == 0 {
+            let _ = writeln!(
+                y,
+                "    restart: {{mode: always, backoff: {{initial: 1s, max: 30s}}}}"
+            );
+        }
+    }
+    y
+}
+
+fn bench(c: &mut Criterion) {
+    let yaml = generate(1000);
+    let json = serde_json::to_string(&serde_saphyr::from_str::<serde_json::Value>(&yaml).unwrap())
+        .unwrap();
+    let opts = LoadOptions::default().with_env([("LOG_LEVEL", "debug")]);
+    // The generated file is valid.
+    let loaded = from_sources(&[("bench.yaml", &yaml)], &opts).unwrap();
+    assert_eq!(loaded.project.services.len(), 1000);
+
+    let mut g = c.benchmark_group("1000 services");
+    g.sample_size(20);
+    g.bench_function(
+        "baseline: serde_json to Value (same content as JSON)",
+        |b| {
+            b.iter(|| {
+                black_box(serde_json::from_str::<serde_json::Value>(black_box(&json)).unwrap())
+            })
+        },
+    );
+    g.bench_function("baseline: serde-saphyr to untyped Value", |b| {
+        b.iter(|| black_box(serde_saphyr::from_str::<serde_json::Value>(black_box(&yaml)).unwrap()))
+    });
+    g.bench_function(
+        "harness-config: parse + interpolate + validate + graph",
+        |b| b.iter(|| black_box(from_sources(&[("bench.yaml", black_box(&yaml))], &opts).unwrap())),
+    );
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
