@@ -1,7 +1,7 @@
 //! Observing processes this program did not start (or started in an earlier
 //! life): [`Attacher`], [`LocalAttacher`], [`AttachedHandle`].
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,8 +69,10 @@ impl AttachTarget {
 /// Attaches to processes that are already running.
 #[async_trait::async_trait]
 pub trait Attacher: Send + Sync {
-    /// Attaches to `target`; the stream ends with `Exited(ExitStatus::Unknown)`
-    /// when the process ends (it is not our child, so how it ended is unknown).
+    /// Attaches to `target`; the stream ends with `Exited` when the process
+    /// ends: with its status when this program is its parent (e.g. a
+    /// subreaper that adopted it; the process is not reaped), else
+    /// `ExitStatus::Unknown`.
     ///
     /// Fails with [`ExecError::NotRunning`] or [`ExecError::IdentityMismatch`]
     /// when the process is gone or its pid was reused, and with
@@ -166,8 +168,8 @@ fn attach_local(target: AttachTarget) -> Result<(AttachedHandle, EventStream), E
     let watcher = {
         let exit = exit.clone();
         async move {
-            watch_exit(id, pidfd).await;
-            exit.set(ExitStatus::Unknown);
+            let status = watch_exit(id, pidfd).await;
+            exit.set(status);
         }
     };
     let reader = pump::follow_files(shared.clone(), exit.clone(), follow);
@@ -191,16 +193,33 @@ fn attach_local(target: AttachTarget) -> Result<(AttachedHandle, EventStream), E
     Ok((handle, EventStream::new(shared, id.pid, offsets)))
 }
 
-/// Completes when the process has ended: pidfd readable, or `/proc` shows it gone.
-async fn watch_exit(id: ProcessIdentity, pidfd: Option<OwnedFd>) {
+/// Completes when the process has ended (pidfd readable, or `/proc` shows it
+/// gone), with how it ended if that can be seen.
+async fn watch_exit(id: ProcessIdentity, pidfd: Option<OwnedFd>) -> ExitStatus {
     if let Some(fd) = pidfd
         && let Ok(fd) = async_io::Async::new(fd)
         && fd.readable().await.is_ok()
     {
-        return;
+        return peek_status(fd.get_ref().as_fd());
     }
     while id.check().is_ok() {
         async_io::Timer::after(PROC_POLL).await;
+    }
+    ExitStatus::Unknown
+}
+
+/// How an ended process ended, when we are its parent (e.g. a subreaper that
+/// adopted it); it is left unreaped for whoever reaps it. `Unknown` otherwise.
+fn peek_status(fd: BorrowedFd<'_>) -> ExitStatus {
+    use rustix::process::{WaitId, WaitIdOptions, waitid};
+    let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+    match waitid(WaitId::PidFd(fd), opts) {
+        Ok(Some(st)) => match (st.exit_status(), st.terminating_signal()) {
+            (Some(code), _) if st.exited() => ExitStatus::Code(code),
+            (_, Some(sig)) => ExitStatus::Signal(sig),
+            _ => ExitStatus::Unknown,
+        },
+        _ => ExitStatus::Unknown,
     }
 }
 
@@ -291,7 +310,7 @@ impl AttachedHandle {
                     false
                 };
                 if futures_lite::future::or(waited, timeout).await {
-                    return Ok(ExitStatus::Unknown);
+                    return Ok(self.exit.wait().await);
                 }
             }
             match self.signal_self(Signal::KILL) {
