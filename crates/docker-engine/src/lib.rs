@@ -49,7 +49,7 @@ pub use error::{DockerError, Result};
 pub use events::{Event, EventFilter, EventStream};
 pub use exec::{ExecInspect, ExecOutput};
 pub use image::{BuildSpec, ImageInspect};
-pub use logs::{Demuxer, LogLine, LogOptions, LogStream};
+pub use logs::{Demuxer, LogLine, LogOptions, LogStream, parse_timestamp};
 pub use network::NetworkInspect;
 pub use system::Version;
 pub use transport::Transport;

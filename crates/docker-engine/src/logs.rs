@@ -1,6 +1,8 @@
 //! Container logs: the 8-byte frame demultiplexer and line splitting, with
 //! stdout and stderr kept in the order the engine recorded them.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use harness_core::{OutputLine, OutputStream};
 use http::Method;
 
@@ -15,8 +17,8 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub struct LogOptions {
     /// Keep streaming new output until the container stops.
     pub follow: bool,
-    /// Only output since this Unix time (seconds).
-    pub since: Option<i64>,
+    /// Only output recorded at or after this time (nanosecond precision).
+    pub since: Option<SystemTime>,
     /// Only the last N lines (all when `None`).
     pub tail: Option<u64>,
     /// Prefix each line with the engine's RFC 3339 timestamp (split off into [`LogLine::timestamp`]).
@@ -30,6 +32,54 @@ pub struct LogLine {
     pub timestamp: Option<String>,
     /// The line.
     pub line: OutputLine,
+}
+
+/// Parses the engine's log timestamps (RFC 3339 in UTC, e.g.
+/// `2024-05-01T12:00:00.123456789Z`) to a time.
+pub fn parse_timestamp(ts: &str) -> Option<SystemTime> {
+    let b = ts.as_bytes();
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| ts.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let rest = &ts[19..];
+    let (frac, zone) = match rest.strip_prefix('.') {
+        Some(r) => {
+            let n = r.bytes().take_while(u8::is_ascii_digit).count();
+            (&r[..n], &r[n..])
+        }
+        None => ("", rest),
+    };
+    if zone != "Z" || frac.len() > 9 {
+        return None;
+    }
+    let nanos: u32 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse().ok()?
+    };
+    // Days from the civil date (proleptic Gregorian), after H. Hinnant.
+    let yy = if mo <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec;
+    let secs = u64::try_from(secs).ok()?;
+    Some(UNIX_EPOCH + Duration::new(secs, nanos))
 }
 
 /// Splits the engine's multiplexed stream (8-byte headers: stream, 0, 0, 0,
@@ -192,7 +242,8 @@ impl Docker {
             ("timestamps", opts.timestamps.to_string()),
         ];
         if let Some(s) = opts.since {
-            q.push(("since", s.to_string()));
+            let d = s.duration_since(UNIX_EPOCH).unwrap_or_default();
+            q.push(("since", format!("{}.{:09}", d.as_secs(), d.subsec_nanos())));
         }
         if let Some(t) = opts.tail {
             q.push(("tail", t.to_string()));
@@ -258,6 +309,32 @@ mod tests {
                 (Stderr, "tail".into()),
             ]
         );
+    }
+
+    #[test]
+    fn parses_engine_timestamps() {
+        let t = parse_timestamp("2024-03-01T12:34:56.000000789Z").unwrap();
+        let d = t.duration_since(UNIX_EPOCH).unwrap();
+        assert_eq!(d.as_secs(), 1_709_296_496);
+        assert_eq!(d.subsec_nanos(), 789);
+        let t = parse_timestamp("1970-01-01T00:00:00Z").unwrap();
+        assert_eq!(t, UNIX_EPOCH);
+        assert_eq!(
+            parse_timestamp("2000-02-29T00:00:00.5Z")
+                .unwrap()
+                .duration_since(UNIX_EPOCH)
+                .unwrap(),
+            Duration::new(951_782_400, 500_000_000)
+        );
+        for bad in [
+            "",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01 00:00:00Z",
+            "2024-01-01T00:00:00+01:00",
+            "x",
+        ] {
+            assert_eq!(parse_timestamp(bad), None, "{bad}");
+        }
     }
 
     #[test]

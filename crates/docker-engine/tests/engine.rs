@@ -472,6 +472,23 @@ fn logs_are_demultiplexed_in_order() {
         let mut sorted = stamps.clone();
         sorted.sort();
         assert_eq!(stamps, sorted, "timestamps follow the order");
+        // since: from the 5th line's own timestamp on.
+        let t5 = docker_engine::parse_timestamp(stamps[4]).expect("an engine timestamp");
+        let from5 = docker
+            .logs(
+                &id,
+                &LogOptions {
+                    since: Some(t5),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let from5: Vec<String> = from5.iter().map(|l| l.line.text().into_owned()).collect();
+        assert_eq!(from5, ["out3", "err3", "out4", "err4", "no-newline"]);
         // tail
         let last = docker
             .logs(

@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use docker_engine::{
     BuildSpec, ContainerInspect, ContainerSpec, Docker, DockerError, EventFilter, EventStream,
@@ -68,6 +68,10 @@ pub struct DockerRecord {
     pub ip: Option<IpAddr>,
     /// Declared ports: `(container port, published host port)`.
     pub ports: Vec<(u16, Option<u16>)>,
+    /// The engine timestamp of the last output line delivered, so that a new
+    /// daemon resumes the output right after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_log: Option<String>,
 }
 
 impl DockerRecord {
@@ -311,6 +315,7 @@ impl DockerExecutor {
         ctx: &StartContext,
         existing: Option<ContainerInspect>,
         preface: Vec<String>,
+        resume: Option<SystemTime>,
     ) -> Result<Launched, DockerError> {
         let project = ctx.project.as_str();
         let service = spec.name.as_str();
@@ -348,6 +353,11 @@ impl DockerExecutor {
             }
         };
         let record = record_of(spec, &inspect, &network);
+        // Until a new line arrives, the resume mark stays where it was.
+        let resume_mark = resume.map(|t| {
+            let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            format_timestamp(d)
+        });
         remember(&self.launched, project, service, &record);
         let pid = u32::try_from(inspect.state.pid).ok().filter(|p| *p > 0);
         let instance = Arc::new(DockerInstance {
@@ -359,6 +369,7 @@ impl DockerExecutor {
                 Transport::Unix(_) => "local".to_owned(),
                 other => other.to_string(),
             },
+            last_log: Arc::new(Mutex::new(resume_mark)),
         });
         let (tx, rx) = async_channel::bounded::<InstanceEvent>(1024);
         let _ = tx.try_send(InstanceEvent::Started { pid });
@@ -371,9 +382,15 @@ impl DockerExecutor {
         }
         let opts = LogOptions {
             follow: true,
-            // An adopted container's past output was delivered to the previous daemon.
-            tail: if adopted { Some(0) } else { None },
-            ..LogOptions::default()
+            timestamps: true,
+            // An adopted container's output resumes after the last line the
+            // previous daemon delivered; without that mark, from now on.
+            since: resume,
+            tail: if adopted && resume.is_none() {
+                Some(0)
+            } else {
+                None
+            },
         };
         let logs = self.docker.logs(&inspect.id, &opts).await?;
         ctx.spawner.spawn(Box::pin(pump(
@@ -382,6 +399,7 @@ impl DockerExecutor {
             events,
             logs,
             tx,
+            instance.last_log.clone(),
         )));
         Ok(Launched {
             instance,
@@ -480,6 +498,7 @@ async fn pump(
     mut events: EventStream,
     mut logs: docker_engine::LogStream,
     tx: async_channel::Sender<InstanceEvent>,
+    last_log: Arc<Mutex<Option<String>>>,
 ) {
     let (die_tx, die_rx) = async_channel::bounded::<Option<i64>>(1);
     let watcher = {
@@ -512,6 +531,9 @@ async fn pump(
         while let Some(line) = logs.next().await {
             match line {
                 Ok(l) => {
+                    if l.timestamp.is_some() {
+                        *last_log.lock().unwrap_or_else(|e| e.into_inner()) = l.timestamp;
+                    }
                     if tx.send(InstanceEvent::Output(l.line)).await.is_err() {
                         break;
                     }
@@ -554,6 +576,29 @@ async fn pump(
         None => ExitStatus::Unknown,
     };
     let _ = tx.send(InstanceEvent::Exited(status)).await;
+}
+
+/// Formats a time since the epoch as the engine's RFC 3339 timestamp (UTC).
+fn format_timestamp(d: Duration) -> String {
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since the epoch, after H. Hinnant.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
 }
 
 /// A stable hash (FNV-1a, 64 bits) of the configuration a container is made from.
@@ -704,6 +749,7 @@ fn record_of(spec: &ServiceSpec, i: &ContainerInspect, network: &str) -> DockerR
         config_hash: i.label(LABEL_CONFIG_HASH).unwrap_or_default().to_owned(),
         network: network.to_owned(),
         ip: i.ip(Some(network)).or_else(|| i.ip(None)),
+        last_log: None,
         ports: spec
             .ports
             .iter()
@@ -775,13 +821,15 @@ impl ServiceExecutor for DockerExecutor {
         }
         if let Some(i) = adopt {
             let id = i.id.clone();
-            match self.launch(spec, ctx, Some(i), preface.clone()).await {
+            match self.launch(spec, ctx, Some(i), preface.clone(), None).await {
                 Ok(l) => return Ok(l),
                 // It ended or is being removed meanwhile: start afresh.
                 Err(_) => self.docker.remove_container(&id, true).await.map_err(err)?,
             }
         }
-        self.launch(spec, ctx, None, preface).await.map_err(err)
+        self.launch(spec, ctx, None, preface, None)
+            .await
+            .map_err(err)
     }
 
     async fn attach(
@@ -827,7 +875,12 @@ impl ServiceExecutor for DockerExecutor {
                 i.state.exit_code
             )));
         }
-        self.launch(spec, ctx, Some(i), Vec::new())
+        // Resume the output just after the last line delivered before.
+        let resume = DockerRecord::from_instance(record)
+            .and_then(|r| r.last_log)
+            .and_then(|t| docker_engine::parse_timestamp(&t))
+            .map(|t| t + Duration::from_nanos(1));
+        self.launch(spec, ctx, Some(i), Vec::new(), resume)
             .await
             .map_err(|e| fail(e.to_string()))
     }
@@ -840,6 +893,7 @@ struct DockerInstance {
     record: DockerRecord,
     pid: Mutex<Option<u32>>,
     host: String,
+    last_log: Arc<Mutex<Option<String>>>,
 }
 
 #[async_trait::async_trait]
@@ -854,7 +908,15 @@ impl ServiceInstance for DockerInstance {
             pid: self.pid(),
             container_id: Some(self.record.id.clone()),
             host: self.host.clone(),
-            data: serde_json::to_value(&self.record).unwrap_or_default(),
+            data: {
+                let mut r = self.record.clone();
+                r.last_log = self
+                    .last_log
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                serde_json::to_value(&r).unwrap_or_default()
+            },
         }
     }
 
@@ -940,6 +1002,29 @@ mod tests {
     use crate::executor::InstanceEvents;
 
     const LONG: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn timestamps_round_trip_with_the_engine_format() {
+        for (secs, nanos) in [
+            (0, 0),
+            (951_782_400, 500_000_000),
+            (1_709_296_496, 789),
+            (4_102_444_799, 999_999_999),
+        ] {
+            let d = Duration::new(secs, nanos);
+            let text = format_timestamp(d);
+            let back = docker_engine::parse_timestamp(&text).unwrap();
+            assert_eq!(
+                back.duration_since(std::time::UNIX_EPOCH).unwrap(),
+                d,
+                "{text}"
+            );
+        }
+        assert_eq!(
+            format_timestamp(Duration::new(951_782_400, 5)),
+            "2000-02-29T00:00:00.000000005Z"
+        );
+    }
 
     #[test]
     fn volumes_parse_to_binds_and_named_volumes() {
@@ -1184,17 +1269,53 @@ mod tests {
                 [
                     "sh",
                     "-c",
-                    "echo first; while true; do read -t 1 x; echo tick; sleep 1; done",
+                    "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done",
                 ]
                 .map(String::from)
                 .to_vec(),
             );
             let spec = service("db", d);
             let first = DockerExecutor::new(docker.clone());
-            let launched = first.start(&spec, &ctx).await.unwrap();
+            let mut launched = first.start(&spec, &ctx).await.unwrap();
+            until(&mut launched.events, |e| is_line(e, "tick 2")).await;
             let record = launched.instance.record();
             let id = record.container_id.clone().unwrap();
+            let mark = DockerRecord::from_instance(&record)
+                .and_then(|r| r.last_log)
+                .expect("the record holds the last output delivered");
             drop(launched);
+
+            // The container writes more while no daemon watches.
+            let all_lines = || async {
+                docker
+                    .logs(
+                        &id,
+                        &LogOptions {
+                            timestamps: true,
+                            ..LogOptions::default()
+                        },
+                    )
+                    .await
+                    .unwrap()
+                    .collect()
+                    .await
+                    .unwrap()
+            };
+            let deadline = Instant::now() + LONG;
+            let marked = loop {
+                let lines = all_lines().await;
+                let at = lines
+                    .iter()
+                    .position(|l| l.timestamp.as_deref() == Some(mark.as_str()));
+                if let Some(at) = at
+                    && lines.len() > at + 3
+                {
+                    break lines[at].line.text().into_owned();
+                }
+                assert!(Instant::now() < deadline, "no output after the mark");
+                async_io::Timer::after(Duration::from_millis(100)).await;
+            };
+            let n: u32 = marked.strip_prefix("tick ").unwrap().parse().unwrap();
 
             // A new daemon: a fresh executor and client.
             let second = DockerExecutor::from_env().await.unwrap();
@@ -1207,8 +1328,15 @@ mod tests {
                 next_event(&mut adopted.events).await,
                 Some(InstanceEvent::Started { .. })
             ));
-            // Output keeps flowing from the adopted container.
-            until(&mut adopted.events, |e| is_line(e, "tick")).await;
+            // Output resumes right after the last line delivered: no gap, no repeat.
+            let next = until(&mut adopted.events, |e| {
+                matches!(e, InstanceEvent::Output(_))
+            })
+            .await;
+            assert!(
+                is_line(&next, &format!("tick {}", n + 1)),
+                "{next:?} after tick {n}"
+            );
 
             // start() with the same configuration adopts too: no duplicate.
             let again = second.start(&spec, &ctx).await.unwrap();
