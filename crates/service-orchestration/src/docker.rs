@@ -1381,6 +1381,50 @@ mod tests {
     }
 
     #[test]
+    fn the_executor_runs_under_tokio() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let handle = rt.handle().clone();
+        rt.block_on(async move {
+            let Some(docker) = engine_or_skip("executor_under_tokio").await else {
+                return;
+            };
+            let cleanup = Cleanup::new();
+            let mut ctx = project(&cleanup);
+            ctx.spawner = Arc::new(move |t: harness_core::BoxTask| {
+                handle.spawn(t);
+            });
+            let mut d = docker_spec(BUSYBOX);
+            d.command = Some(
+                ["sh", "-c", "echo \"$GREETING\"; exec sleep 600"]
+                    .map(String::from)
+                    .to_vec(),
+            );
+            let spec = service("t", d);
+            let mut launched = DockerExecutor::new(docker)
+                .start(&spec, &ctx)
+                .await
+                .unwrap();
+            until(&mut launched.events, |e| is_line(e, "hello")).await;
+            let ok = launched.instance.exec("true", &[], LONG).await.unwrap();
+            assert!(ok.success, "{}", ok.detail);
+            launched
+                .instance
+                .stop(Signal::KILL, Duration::from_secs(5))
+                .await
+                .unwrap();
+            let ev = until(&mut launched.events, |e| {
+                matches!(e, InstanceEvent::Exited(_))
+            })
+            .await;
+            assert_eq!(ev, InstanceEvent::Exited(ExitStatus::Code(137)));
+        })
+    }
+
+    #[test]
     fn start_errors_name_the_cause() {
         smol::block_on(async {
             let Some(docker) = engine_or_skip("start_errors").await else {
