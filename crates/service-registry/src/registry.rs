@@ -21,7 +21,10 @@ use crate::topology::NetworkTopology;
 pub const EVENT_BUFFER: usize = 1024;
 
 /// Everything the registry knows; what it persists.
+///
+/// Reading one checks that every entry and pool is filed under its own name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "SnapshotData")]
 pub struct RegistrySnapshot {
     /// The services, by name.
     #[serde(default)]
@@ -29,6 +32,30 @@ pub struct RegistrySnapshot {
     /// The address pools, by name.
     #[serde(default)]
     pub pools: BTreeMap<String, IpPool>,
+}
+
+#[derive(Deserialize)]
+struct SnapshotData {
+    #[serde(default)]
+    entries: BTreeMap<ServiceName, ServiceEntry>,
+    #[serde(default)]
+    pools: BTreeMap<String, IpPool>,
+}
+
+impl TryFrom<SnapshotData> for RegistrySnapshot {
+    type Error = String;
+    fn try_from(d: SnapshotData) -> Result<RegistrySnapshot, String> {
+        if let Some((key, e)) = d.entries.iter().find(|(k, e)| **k != e.name) {
+            return Err(format!("entry filed as `{key}` is named `{}`", e.name));
+        }
+        if let Some((key, p)) = d.pools.iter().find(|(k, p)| k.as_str() != p.name()) {
+            return Err(format!("pool filed as `{key}` is named `{}`", p.name()));
+        }
+        Ok(RegistrySnapshot {
+            entries: d.entries,
+            pools: d.pools,
+        })
+    }
 }
 
 /// A change, as subscribers see it.
