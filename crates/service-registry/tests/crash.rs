@@ -126,8 +126,10 @@ fn killed_between_write_and_rename(dir: &Path) {
     println!("ok: killed between write and rename");
 }
 
-fn killed_while_writing_continuously(dir: &Path) {
-    let path = dir.join("busy.json");
+/// `jitter` delays the kill after the 30th acknowledgement, so that rounds
+/// land at different points of a write (before, during and after the renames).
+fn killed_while_writing_continuously(dir: &Path, jitter: Duration) {
+    let path = dir.join(format!("busy-{}.json", jitter.as_micros()));
     let (c, lines) = spawn_child("busy", &path);
     let mut acked = None;
     while acked.is_none_or(|n| n < 30) {
@@ -138,6 +140,7 @@ fn killed_while_writing_continuously(dir: &Path) {
             .strip_prefix("committed ")
             .and_then(|n| n.parse::<u64>().ok());
     }
+    std::thread::sleep(jitter);
     sigkill(c);
     let last_acked = acked.unwrap();
 
@@ -155,7 +158,10 @@ fn killed_while_writing_continuously(dir: &Path) {
     for i in 0..n {
         assert!(r.get(&format!("s{i}")).is_some(), "s{i} missing of {n}");
     }
-    println!("ok: killed while writing continuously ({n} entries, {last_acked} acked)");
+    println!(
+        "ok: killed while writing continuously, {jitter:?} after an ack ({n} entries, {last_acked} acked, loaded from {:?})",
+        report.source
+    );
 }
 
 fn main() {
@@ -170,5 +176,7 @@ fn main() {
     }
     let dir = tempfile::tempdir().unwrap();
     killed_between_write_and_rename(dir.path());
-    killed_while_writing_continuously(dir.path());
+    for micros in [0, 300, 700, 1500, 3000, 6000] {
+        killed_while_writing_continuously(dir.path(), Duration::from_micros(micros));
+    }
 }

@@ -349,3 +349,35 @@ fn environment_resolved_from_where_the_service_runs() {
         );
     });
 }
+
+#[test]
+fn concurrent_writers_from_many_threads_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("registry.json");
+    let (r, _) = run(Registry::open(&path)).unwrap();
+    run(r.define_pool(IpPool::new("app", "10.60.0.0/24".parse().unwrap(), None).unwrap())).unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let r = r.clone();
+            std::thread::spawn(move || {
+                run(async {
+                    for i in 0..15 {
+                        let n = format!("t{t}-s{i}");
+                        r.upsert(local(&n, 80)).await.unwrap();
+                        r.allocate("app", &name(&n)).await.unwrap();
+                    }
+                })
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    drop(r);
+    let (r, report) = run(Registry::open(&path)).unwrap();
+    assert_eq!(report.source, LoadSource::Primary);
+    assert_eq!(r.list().len(), 60);
+    let pool = r.pool("app").unwrap();
+    let ips: HashSet<IpAddr> = pool.assignments().map(|(_, ip)| ip).collect();
+    assert_eq!(ips.len(), 60, "every service holds its own address");
+}
