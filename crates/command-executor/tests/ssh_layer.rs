@@ -165,3 +165,61 @@ fn commands_run_on_the_remote_host_exactly() {
         sshd.handle.stop(Duration::from_secs(5)).await.unwrap();
     });
 }
+
+#[test]
+fn connections_are_shared_through_a_control_master() {
+    if !ssh_ready() {
+        return;
+    }
+    smol::block_on(async {
+        let sshd = start_sshd().await;
+        let _g = GroupGuard(sshd.handle.identity());
+        let sock_dir = tempfile::tempdir().unwrap();
+        let sock = sock_dir.path().join("cm");
+        let layer = sshd
+            .layer()
+            .control_master(command_executor::ControlMaster::Auto)
+            .control_path(&sock)
+            .control_persist(Duration::from_secs(30))
+            .server_alive_interval(Duration::from_secs(5));
+        // Whatever happens, the master is told to exit at the end.
+        struct MasterGuard(Vec<String>);
+        impl Drop for MasterGuard {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("ssh")
+                    .args(&self.0)
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+        let mut exit_args = vec!["-O".to_owned(), "exit".to_owned()];
+        exit_args.extend(layer.options_args());
+        exit_args.push(layer.host().to_owned());
+        let _m = MasterGuard(exit_args);
+
+        for word in ["first", "second"] {
+            let cmd = layer.wrap(Command::new("echo").arg(word));
+            let (_h, mut ev) = LocalLauncher::new()
+                .spawn(&cmd, LaunchOptions::default())
+                .unwrap();
+            let events = all_events(&mut ev, 60).await;
+            assert_eq!(lines(&events), [word], "{events:?}");
+            assert_eq!(
+                events.last(),
+                Some(&ProcessEvent::Exited(ExitStatus::Code(0)))
+            );
+        }
+        // The master is up and answers on its socket.
+        let mut check = vec!["-O".to_owned(), "check".to_owned()];
+        check.extend(layer.options_args());
+        check.push(layer.host().to_owned());
+        let st = std::process::Command::new("ssh")
+            .args(&check)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "no control master on {}", sock.display());
+    });
+}
