@@ -113,55 +113,11 @@ pub struct DockerExecutor {
     launched: Launches,
 }
 
-/// What an executor knows of its containers, shared with its resolvers.
-#[derive(Debug, Default)]
-struct Known {
-    /// Records of running containers by (project, service).
-    launched: HashMap<(String, String), DockerRecord>,
-    /// Host ports chosen for declared ports without one, by (project, service,
-    /// container port): chosen once, so the endpoint stays the same across restarts.
-    host_ports: HashMap<(String, String, u16), u16>,
-}
+/// Records of running containers by (project, service), shared with resolvers.
+type Launches = Arc<Mutex<HashMap<(String, String), DockerRecord>>>;
 
-type Launches = Arc<Mutex<Known>>;
-
-fn lock(k: &Launches) -> std::sync::MutexGuard<'_, Known> {
+fn lock(k: &Launches) -> std::sync::MutexGuard<'_, HashMap<(String, String), DockerRecord>> {
     k.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A free port on loopback (TCP, or UDP), as the kernel picks it.
-fn free_port(udp: bool) -> Option<u16> {
-    if udp {
-        std::net::UdpSocket::bind(("127.0.0.1", 0))
-            .ok()?
-            .local_addr()
-            .ok()
-            .map(|a| a.port())
-    } else {
-        std::net::TcpListener::bind(("127.0.0.1", 0))
-            .ok()?
-            .local_addr()
-            .ok()
-            .map(|a| a.port())
-    }
-}
-
-/// The host port for a declared port without one: the one chosen before, else a new free one.
-fn host_port_for(
-    known: &Launches,
-    project: &str,
-    service: &str,
-    container: u16,
-    udp: bool,
-) -> Option<u16> {
-    let mut k = lock(known);
-    let key = (project.to_owned(), service.to_owned(), container);
-    if let Some(p) = k.host_ports.get(&key) {
-        return Some(*p);
-    }
-    let p = free_port(udp)?;
-    k.host_ports.insert(key, p);
-    Some(p)
 }
 
 impl DockerExecutor {
@@ -336,10 +292,7 @@ impl DockerExecutor {
         let (inspect, adopted) = match existing {
             Some(i) => (i, true),
             None => {
-                let known = self.launched.clone();
-                let (create, _) = container_spec(spec, ctx, &network, &|c, udp| {
-                    host_port_for(&known, project, service, c, udp)
-                })?;
+                let (create, _) = container_spec(spec, ctx, &network)?;
                 let id = self.docker.create_container(&create).await?;
                 if let Err(e) = self.connect_extra_networks(spec, &id).await {
                     let _ = self.docker.remove_container(&id, true).await;
@@ -423,17 +376,9 @@ impl DockerExecutor {
     }
 }
 
-/// Keeps a container's record and its published ports.
+/// Keeps a container's record for the resolvers.
 fn remember(known: &Launches, project: &str, service: &str, record: &DockerRecord) {
-    let mut k = lock(known);
-    for (c, h) in &record.ports {
-        if let Some(h) = h {
-            k.host_ports
-                .insert((project.to_owned(), service.to_owned(), *c), *h);
-        }
-    }
-    k.launched
-        .insert((project.to_owned(), service.to_owned()), record.clone());
+    lock(known).insert((project.to_owned(), service.to_owned()), record.clone());
 }
 
 /// Resolves endpoints of docker services from where their containers run
@@ -460,7 +405,6 @@ impl EndpointResolver for DockerResolver {
             return self.fallback.endpoint(consumer, service);
         };
         let record = lock(&self.launched)
-            .launched
             .get(&(self.project.clone(), service.to_string()))
             .cloned();
         let consumer_is_container = consumer != service
@@ -473,19 +417,8 @@ impl EndpointResolver for DockerResolver {
         if let Some(r) = record {
             return Some(r.host_endpoint());
         }
-        // Not started yet: its published port is decided now, so templates
-        // expanded before the start (its own checks, its dependents) hold it.
-        let port = spec.ports.first().and_then(|p| {
-            p.host.or_else(|| {
-                host_port_for(
-                    &self.launched,
-                    &self.project,
-                    service.as_str(),
-                    p.container,
-                    p.protocol == harness_config::Protocol::Udp,
-                )
-            })
-        });
+        // Not started yet: where it will be published.
+        let port = spec.ports.first().map(|p| p.host.unwrap_or(p.container));
         Some(Endpoint::loopback(port))
     }
 }
@@ -653,14 +586,11 @@ fn parse_volume(v: &str) -> Result<Mount, DockerError> {
     })
 }
 
-/// The engine's container spec for a service, and the hash of its
-/// configuration. `host_port(container_port, udp)` gives the host port of a
-/// declared port that has none (the hash does not depend on it).
+/// The engine's container spec for a service, and the hash of its configuration.
 pub fn container_spec(
     spec: &ServiceSpec,
     ctx: &StartContext,
     network: &str,
-    host_port: &dyn Fn(u16, bool) -> Option<u16>,
 ) -> Result<(ContainerSpec, String), DockerError> {
     let Target::Docker(d) = &spec.target else {
         return Err(DockerError::Invalid(format!(
@@ -690,14 +620,10 @@ pub fn container_spec(
         c.ports.push(PortSpec {
             container_port: p.container,
             protocol,
-            // A declared port is published: at the given host port on every
-            // interface, or at a free port on loopback when none is given.
-            host_port: Some(p.host.unwrap_or(0)),
-            host_ip: Some(if p.host.is_some() {
-                IpAddr::from([0, 0, 0, 0])
-            } else {
-                IpAddr::from([127, 0, 0, 1])
-            }),
+            // A declared port is published on every interface: at its host
+            // port, or at the same number when it has none (`ports: [5432]`).
+            host_port: Some(p.host.unwrap_or(p.container)),
+            host_ip: Some(IpAddr::from([0, 0, 0, 0])),
         });
     }
     for v in &d.volumes {
@@ -733,12 +659,6 @@ pub fn container_spec(
     c.stop_timeout = Some(spec.shutdown.timeout.as_secs().min(u64::from(u32::MAX)) as u32);
     let hash = config_hash(&c);
     c.labels.insert(LABEL_CONFIG_HASH.into(), hash.clone());
-    for (port, declared) in c.ports.iter_mut().zip(&spec.ports) {
-        if declared.host.is_none() {
-            let udp = declared.protocol == harness_config::Protocol::Udp;
-            port.host_port = Some(host_port(declared.container, udp).unwrap_or(0));
-        }
-    }
     Ok((c, hash))
 }
 
@@ -789,7 +709,7 @@ impl ServiceExecutor for DockerExecutor {
             .ensure_network(ctx.project.as_str())
             .await
             .map_err(err)?;
-        let (_, hash) = container_spec(spec, ctx, &network, &|_, _| None).map_err(err)?;
+        let (_, hash) = container_spec(spec, ctx, &network).map_err(err)?;
         // A container of this service already there: adopt it if it runs the
         // same configuration, else replace it.
         let mine = self
@@ -862,8 +782,7 @@ impl ServiceExecutor for DockerExecutor {
             )));
         }
         let network = Self::network_name(ctx.project.as_str());
-        let (_, hash) =
-            container_spec(spec, ctx, &network, &|_, _| None).map_err(|e| fail(e.to_string()))?;
+        let (_, hash) = container_spec(spec, ctx, &network).map_err(|e| fail(e.to_string()))?;
         if i.label(LABEL_CONFIG_HASH) != Some(hash.as_str()) {
             return Err(fail(format!(
                 "container {id} was created from another configuration"
@@ -1039,6 +958,81 @@ mod tests {
         assert!(parse_volume("a:/b:xx").is_err());
     }
 
+    /// A host port free right now (parallel tests must not share fixed ports).
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[test]
+    fn container_spec_publishes_declared_ports_and_applies_hardening() {
+        let mut d = docker_spec("img");
+        d.security = Security {
+            read_only: true,
+            cap_drop: vec!["ALL".into()],
+            no_new_privileges: true,
+            runtime: Some("runsc".into()),
+            ..Security::default()
+        };
+        d.resources = Resources {
+            cpus: Some(0.5),
+            memory: Some(64 << 20),
+        };
+        let mut spec = service("db", d);
+        spec.ports = vec![
+            PortMapping {
+                host: None,
+                container: 5432,
+                protocol: Protocol::Tcp,
+            },
+            PortMapping {
+                host: Some(8053),
+                container: 53,
+                protocol: Protocol::Udp,
+            },
+        ];
+        let ctx = StartContext {
+            project: ProjectName::new("p").unwrap(),
+            env: BTreeMap::from([("A".to_owned(), "1".to_owned())]),
+            log_dir: None,
+            generation: 1,
+            spawner: Arc::new(ThreadSpawner),
+        };
+        let (c, hash) = container_spec(&spec, &ctx, "harness-p").unwrap();
+        let j = c.to_json();
+        assert_eq!(
+            j["HostConfig"]["PortBindings"]["5432/tcp"][0]["HostPort"],
+            "5432"
+        );
+        assert_eq!(
+            j["HostConfig"]["PortBindings"]["53/udp"][0]["HostPort"],
+            "8053"
+        );
+        assert_eq!(j["HostConfig"]["ReadonlyRootfs"], true);
+        assert_eq!(j["HostConfig"]["Runtime"], "runsc");
+        assert_eq!(j["HostConfig"]["NanoCpus"], 500_000_000);
+        let mounts = j["HostConfig"]["Mounts"].as_array().unwrap();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m["Type"] == "tmpfs" && m["Target"] == "/tmp")
+        );
+        assert!(mounts.iter().any(|m| m["Type"] == "volume"
+            && m["Target"] == STATE_DIR
+            && m["Source"] == "p-db-state"));
+        assert_eq!(c.name.as_deref(), Some("p-db"));
+        assert_eq!(c.labels[LABEL_CONFIG_HASH], hash);
+        assert_eq!(c.stop_signal, Some(Signal::TERM));
+        // The hash follows the configuration.
+        let mut ctx2 = ctx.clone();
+        ctx2.env.insert("A".into(), "2".into());
+        assert_ne!(container_spec(&spec, &ctx2, "harness-p").unwrap().1, hash);
+        assert_eq!(container_spec(&spec, &ctx, "harness-p").unwrap().1, hash);
+    }
+
     fn docker_spec(image: &str) -> DockerSpec {
         DockerSpec {
             image: image.into(),
@@ -1125,7 +1119,7 @@ mod tests {
             };
             let mut spec = service("web", d);
             spec.ports = vec![PortMapping {
-                host: None,
+                host: Some(free_port()),
                 container: 80,
                 protocol: Protocol::Tcp,
             }];
@@ -1536,7 +1530,7 @@ mod tests {
         fn db_service() -> ServiceSpec {
             let mut db = service("db", docker_spec(WEB));
             db.ports = vec![PortMapping {
-                host: None,
+                host: Some(free_port()),
                 container: 80,
                 protocol: Protocol::Tcp,
             }];
