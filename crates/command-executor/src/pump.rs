@@ -237,7 +237,7 @@ pub(crate) async fn follow_files(
         let mut all_read = true;
         for src in &mut sources {
             match shared.room() {
-                Some((lines, _)) if lines > 0 => {}
+                Some((lines, bytes)) if lines > 0 && bytes > 0 => {}
                 _ => {
                     all_read = false;
                     continue;

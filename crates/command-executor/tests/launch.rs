@@ -519,3 +519,39 @@ fn runs_as_another_user_and_group_when_privileged() {
         assert_eq!(lines(&events), ["65534:65534"]);
     });
 }
+
+#[test]
+fn files_mode_never_drops_the_file_is_the_buffer() {
+    smol::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("out.log");
+        let opts = LaunchOptions {
+            output: OutputMode::Files {
+                stdout: log.clone(),
+                stderr: log.clone(),
+            },
+            buffer_events: 100,
+            ..LaunchOptions::default()
+        };
+        let (h, mut ev) = LocalLauncher::new()
+            .spawn(&Command::new("seq").arg("100000"), opts)
+            .unwrap();
+        let _g = GroupGuard(h.identity());
+        // Nobody reads while it writes.
+        assert_eq!(
+            within(60, "seq", h.wait()).await.unwrap(),
+            ExitStatus::Code(0)
+        );
+        let events = all_events(&mut ev, 120).await;
+        assert_well_formed(&events);
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, ProcessEvent::Dropped { .. }))
+        );
+        let got = lines(&events);
+        assert_eq!(got.len(), 100_000);
+        assert_eq!(got.first().map(String::as_str), Some("1"));
+        assert_eq!(got.last().map(String::as_str), Some("100000"));
+    });
+}
