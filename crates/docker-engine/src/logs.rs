@@ -53,7 +53,7 @@ pub fn parse_timestamp(ts: &str) -> Option<SystemTime> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
         return None;
     }
-    let rest = &ts[19..];
+    let rest = ts.get(19..)?;
     let (frac, zone) = match rest.strip_prefix('.') {
         Some(r) => {
             let n = r.bytes().take_while(u8::is_ascii_digit).count();
@@ -312,6 +312,23 @@ mod tests {
     }
 
     #[test]
+    fn arbitrary_input_never_panics() {
+        let alphabet: Vec<char> = "0123456789-T:.Z \u{e9}\u{1F600}x\n".chars().collect();
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let len = rng.usize(0..40);
+            let s: String = (0..len)
+                .map(|_| alphabet[rng.usize(..alphabet.len())])
+                .collect();
+            let _ = parse_timestamp(&s);
+            let bytes: Vec<u8> = (0..rng.usize(0..64)).map(|_| rng.u8(..)).collect();
+            let mut d = Demuxer::new(rng.bool(), rng.bool());
+            let _ = d.push(&bytes);
+            let _ = d.finish();
+        }
+    }
+
+    #[test]
     fn parses_engine_timestamps() {
         let t = parse_timestamp("2024-03-01T12:34:56.000000789Z").unwrap();
         let d = t.duration_since(UNIX_EPOCH).unwrap();
@@ -327,6 +344,8 @@ mod tests {
             Duration::new(951_782_400, 500_000_000)
         );
         for bad in [
+            "2024-01-01T00:00:00éZ",
+            "2024-01-01T00:00:0é",
             "",
             "2024-13-01T00:00:00Z",
             "2024-01-01 00:00:00Z",
