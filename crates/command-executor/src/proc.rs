@@ -253,6 +253,13 @@ mod tests {
     }
 
     #[test]
+    fn every_harness_signal_maps_to_a_linux_signal() {
+        for &sig in Signal::ALL {
+            assert_eq!(rustix_signal(sig).as_raw(), sig.number());
+        }
+    }
+
+    #[test]
     fn a_group_whose_leader_pid_was_reused_is_left_alone() {
         let me = ProcessIdentity::of(std::process::id()).unwrap();
         let gone = ProcessIdentity {
