@@ -169,6 +169,9 @@ impl RemoteExecutor {
              {program} >> \"$d/stdout.log\" 2>> \"$d/stderr.log\" < /dev/null\n\
              echo $? > \"$d/exit.tmp\"; mv \"$d/exit.tmp\" \"$d/exit\""
         );
+        // A background job of a non-interactive shell is no group leader, so
+        // `setsid` does not fork and `$!` is the wrapper; if it is already gone
+        // (or did fork) the pid file the wrapper writes is waited for instead.
         let script = format!(
             "{PRELUDE}h=$(pwd)\nmkdir -p {dir} && cd {dir} || exit 90\nd=$(pwd)\n\
              if [ -f pid ] && [ -f start ]; then p=$(cat pid); s=$(cat start); \
@@ -177,6 +180,7 @@ impl RemoteExecutor {
              touch stdout.log stderr.log\n\
              o1=$(sz stdout.log); o2=$(sz stderr.log)\n\
              setsid sh -c {wrapper} harness-run \"$d\" \"$h\" < /dev/null > /dev/null 2>&1 &\n\
+             p=$!; s=$(st $p) && {{ echo \"started $p $s $o1 $o2 $d\"; exit 0; }}\n\
              i=0; while [ ! -f pid ]; do i=$((i+1)); if [ $i -gt 400 ]; then echo 'the service wrapper did not start' >&2; exit 91; fi; sleep 0.05; done\n\
              echo \"started $(cat pid) $(cat start) $o1 $o2 $d\"\n",
             dir = shell_quote(&dir),
