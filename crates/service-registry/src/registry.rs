@@ -14,7 +14,7 @@ use crate::entry::{Location, ServiceEntry, now_ms};
 use crate::env::{EnvError, service_environment};
 use crate::net::IpNet;
 use crate::resolve::{ResolveError, resolve};
-use crate::store::{LoadReport, LoadSource, PersistError, StateFile};
+use crate::store::{LoadReport, LoadSource, PersistError, StateFile, StateLock};
 use crate::topology::NetworkTopology;
 
 /// How many events a subscriber may fall behind before it misses some.
@@ -148,6 +148,8 @@ struct Inner {
     /// Serializes writers so the file always ends with the latest state.
     write: async_lock::Mutex<()>,
     file: Option<StateFile>,
+    /// Held while the registry lives, so no other writer shares the file.
+    _lock: Option<StateLock>,
     events: Sender<RegistryEvent>,
     /// Keeps the channel open while nobody subscribes.
     _keep_open: InactiveReceiver<RegistryEvent>,
@@ -203,7 +205,7 @@ impl Subscription {
 }
 
 impl Registry {
-    fn with(state: RegistrySnapshot, file: Option<StateFile>) -> Registry {
+    fn with(state: RegistrySnapshot, file: Option<StateFile>, lock: Option<StateLock>) -> Registry {
         let (mut tx, rx) = async_broadcast::broadcast(EVENT_BUFFER);
         tx.set_overflow(true);
         tx.set_await_active(false);
@@ -212,6 +214,7 @@ impl Registry {
                 state: Mutex::new(state),
                 write: async_lock::Mutex::new(()),
                 file,
+                _lock: lock,
                 events: tx,
                 _keep_open: rx.deactivate(),
             }),
@@ -220,18 +223,25 @@ impl Registry {
 
     /// A registry that lives in memory only.
     pub fn in_memory() -> Registry {
-        Registry::with(RegistrySnapshot::default(), None)
+        Registry::with(RegistrySnapshot::default(), None, None)
     }
 
     /// Opens the registry persisted at `path` (created on first write), with
     /// a report of what loading found (a corrupt file recovered from its
     /// backup, for instance). Fails, changing nothing on disk, when neither
-    /// the file nor its backup can be used.
+    /// the file nor its backup can be used, or when another process has it
+    /// open ([`PersistError::Locked`]). To read the state of a registry another
+    /// process owns, use [`StateFile::load`] instead.
     pub async fn open(path: impl Into<PathBuf>) -> Result<(Registry, LoadReport), RegistryError> {
         let file = StateFile::new(path);
         let loader = file.clone();
-        let (state, report) = blocking::unblock(move || loader.load::<RegistrySnapshot>()).await?;
-        let registry = Registry::with(state.unwrap_or_default(), Some(file));
+        let (lock, state, report) = blocking::unblock(move || {
+            let lock = loader.lock_exclusive()?;
+            let (state, report) = loader.load::<RegistrySnapshot>()?;
+            Ok::<_, PersistError>((lock, state, report))
+        })
+        .await?;
+        let registry = Registry::with(state.unwrap_or_default(), Some(file), Some(lock));
         if report.source == LoadSource::Backup {
             // Put the recovered state back in place right away.
             let _guard = registry.inner.write.lock().await;

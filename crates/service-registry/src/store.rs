@@ -12,7 +12,7 @@
 //! torn or edited file is detected. Loading takes the current file, or, when
 //! it is missing or corrupt, the `.bak` (a corrupt file is first moved aside to
 //! `<name>.corrupt-<ms>`, never overwritten). Leftover temporary files of
-//! interrupted writes are removed.
+//! interrupted writes are removed. A writer holds `<name>.lock` ([`StateFile::lock_exclusive`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -49,6 +49,16 @@ pub enum PersistError {
         path: PathBuf,
         /// The serializer error.
         source: serde_json::Error,
+    },
+    /// Another process (or another open registry) holds the state file's lock.
+    #[error(
+        "state file {path} is in use by another process (its lock {lock} is held): stop it first"
+    )]
+    Locked {
+        /// The state file.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
     },
     /// Both the state file and its backup are unusable; nothing was changed on disk.
     #[error(
@@ -90,6 +100,13 @@ pub struct LoadReport {
 #[derive(Debug, Clone)]
 pub struct StateFile {
     path: PathBuf,
+}
+
+/// An exclusive lock on a state file (`<name>.lock`, `flock`), released when
+/// dropped or when the process dies.
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
 }
 
 /// A new state written to its temporary file and fsynced, not yet in place.
@@ -135,6 +152,34 @@ impl StateFile {
         match self.path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
+        }
+    }
+
+    /// Takes the exclusive lock of this state file without waiting, so that
+    /// two writers never share it. Blocking (but short).
+    pub fn lock_exclusive(&self) -> Result<StateLock, PersistError> {
+        let lock = self.sibling(".lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .map_err(|source| PersistError::Io {
+                action: "opening lock",
+                path: lock.clone(),
+                source,
+            })?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(StateLock { _file: file }),
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(PersistError::Locked {
+                path: self.path.clone(),
+                lock,
+            }),
+            Err(e) => Err(PersistError::Io {
+                action: "locking",
+                path: lock,
+                source: e.into(),
+            }),
         }
     }
 

@@ -381,3 +381,30 @@ fn concurrent_writers_from_many_threads_lose_nothing() {
     let ips: HashSet<IpAddr> = pool.assignments().map(|(_, ip)| ip).collect();
     assert_eq!(ips.len(), 60, "every service holds its own address");
 }
+
+#[test]
+fn one_writer_per_state_file() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registry.json");
+        let (r, _) = Registry::open(&path).await.unwrap();
+        r.upsert(local("web", 80)).await.unwrap();
+        let err = Registry::open(&path).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                RegistryError::Persist(service_registry::PersistError::Locked { .. })
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("in use"), "{err}");
+        // Readers can still look at the state.
+        let (snap, _) = service_registry::StateFile::new(&path)
+            .load::<service_registry::RegistrySnapshot>()
+            .unwrap();
+        assert!(snap.unwrap().entries.contains_key("web"));
+        drop(r);
+        let (r, _) = Registry::open(&path).await.unwrap();
+        assert!(r.get("web").is_some());
+    });
+}
