@@ -391,19 +391,28 @@ impl ManagerBackend {
     ) {
         let mut sub = m.subscribe();
         while let Some(ev) = sub.next().await {
-            let ManagerEvent::State { service, state } = ev else {
-                continue;
+            let (service, state, health) = match ev {
+                ManagerEvent::State { service, state } => (service, Some(state), None),
+                ManagerEvent::Health {
+                    service, health, ..
+                } => (service, None, Some(health)),
+                _ => continue,
             };
             if !only.is_empty() && !only.contains(&service) {
                 continue;
             }
             let st = m.status().into_iter().find(|s| s.name == service);
+            let Some(state) = state.or_else(|| st.as_ref().map(|s| s.state.clone())) else {
+                continue;
+            };
             let item = EventItem {
                 project: name.clone(),
                 service,
                 ts_ms: logs::now_ms(),
                 state,
-                health: st.as_ref().map(|s| s.health).unwrap_or_default(),
+                health: health
+                    .or_else(|| st.as_ref().map(|s| s.health))
+                    .unwrap_or_default(),
                 pid: st.and_then(|s| s.pid),
             };
             if !out.send(StreamItem::Event(item)).await {

@@ -296,7 +296,21 @@ async fn connection(daemon: Arc<Daemon>, tcp: TcpStream, acceptor: TlsAcceptor) 
         let table = in_flight.clone();
         smol::spawn(async move {
             let name = request.method.name();
-            let outcome = future::or(async { Some(route(&d, request, &out).await) }, async {
+            let handle = async {
+                // A bug in a handler answers `internal`; it never takes the daemon down.
+                let handled = futures_lite::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+                    route(&d, request, &out),
+                ))
+                .await;
+                Some(handled.unwrap_or_else(|_| {
+                    tracing::error!(request = id, "request handler panicked");
+                    Outcome::Error(ErrorBody::new(
+                        ErrorCode::Internal,
+                        format!("request {id} failed inside the daemon"),
+                    ))
+                }))
+            };
+            let outcome = future::or(handle, async {
                 let _ = cancel_rx.recv().await;
                 None
             })

@@ -465,3 +465,58 @@ fn metrics_are_served_when_asked_for() {
     assert!(body.contains("harnessd_open_connections"), "{body}");
     assert!(http_get(&addr, "/other").starts_with("HTTP/1.1 404"));
 }
+
+#[test]
+fn random_garbage_never_kills_the_daemon() {
+    let mut d = TestDaemon::start();
+    smol::block_on(async {
+        let mut ws = handshaken(&d).await;
+        // A small deterministic generator: printable noise, JSON-ish fragments
+        // and near-miss requests.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let fragments = [
+            "{",
+            "}",
+            "[",
+            "]",
+            "\"type\"",
+            ":",
+            "\"request\"",
+            ",",
+            "\"id\"",
+            "1",
+            "-1",
+            "1e400",
+            "\"method\"",
+            "\"logs\"",
+            "\"params\"",
+            "null",
+            "{\"project\":",
+            "\"\\u0000\"",
+            "18446744073709551616",
+            "\"cancel\"",
+            "true",
+        ];
+        for _ in 0..300 {
+            let n = (next() % 24) as usize;
+            let text: String = (0..n)
+                .map(|_| fragments[(next() % fragments.len() as u64) as usize])
+                .collect();
+            ws.send(Message::text(text)).await.unwrap();
+            match next_message(&mut ws).await {
+                Some(ServerMessage::Response(r)) => {
+                    assert!(matches!(r.outcome, Outcome::Error(_) | Outcome::Result(_)));
+                }
+                other => panic!("expected an answer, got {other:?}"),
+            }
+        }
+    });
+    assert!(d.alive());
+    smol::block_on(connect(&d).ping()).unwrap();
+}
