@@ -111,6 +111,39 @@ fn upserts(c: &mut Criterion) {
         b.iter(|| smol::block_on(registry.upsert(black_box(e.clone()))).unwrap())
     });
     g.finish();
+
+    // Sixteen writers at once (services changing state together): group commit
+    // shares fsyncs between them. Baseline: sixteen bare durable writes.
+    let mut g = c.benchmark_group("upsert_persisted_burst_of_16");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    g.bench_function("baseline_16_write_fsync_rename", |b| {
+        b.iter(|| {
+            for _ in 0..16 {
+                let mut f = File::create(&bare_tmp).unwrap();
+                f.write_all(&bytes).unwrap();
+                f.sync_all().unwrap();
+                fs::rename(&bare_tmp, &bare).unwrap();
+                File::open(dir.path()).unwrap().sync_all().unwrap();
+            }
+        })
+    });
+    g.bench_function("registry_16_concurrent_upserts", |b| {
+        b.iter(|| {
+            smol::block_on(async {
+                let tasks: Vec<_> = (0..16)
+                    .map(|i| {
+                        let r = registry.clone();
+                        let e = entry(&format!("s{i}"));
+                        smol::spawn(async move { r.upsert(e).await })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+            })
+        })
+    });
+    g.finish();
 }
 
 fn allocation(c: &mut Criterion) {

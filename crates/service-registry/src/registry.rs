@@ -1,5 +1,6 @@
 //! The registry: service entries and address pools, persisted, with change events.
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -141,12 +142,18 @@ pub enum RegistryError {
     /// Reading or writing the state file failed; the registry is unchanged.
     #[error(transparent)]
     Persist(#[from] PersistError),
+    /// The write carrying this change was cancelled half way (its future was
+    /// dropped); the registry is unchanged.
+    #[error("the registry write carrying this change was interrupted; the registry is unchanged")]
+    Interrupted,
 }
 
 struct Inner {
     state: Mutex<RegistrySnapshot>,
     /// Serializes writers so the file always ends with the latest state.
     write: async_lock::Mutex<()>,
+    /// Changes waiting for the next write (group commit).
+    queue: Mutex<Vec<Job>>,
     file: Option<StateFile>,
     /// Held while the registry lives, so no other writer shares the file.
     _lock: Option<StateLock>,
@@ -213,6 +220,7 @@ impl Registry {
             inner: Arc::new(Inner {
                 state: Mutex::new(state),
                 write: async_lock::Mutex::new(()),
+                queue: Mutex::new(Vec::new()),
                 file,
                 _lock: lock,
                 events: tx,
@@ -257,12 +265,7 @@ impl Registry {
     }
 
     fn lock(&self) -> MutexGuard<'_, RegistrySnapshot> {
-        // A panic while holding the lock cannot leave the snapshot half
-        // changed: writers replace it whole. So a poisoned lock is still good.
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
+        lock_ignoring_poison(&self.inner.state)
     }
 
     /// A new subscriber to change events (only events after this call).
@@ -336,7 +339,7 @@ impl Registry {
     pub async fn update(
         &self,
         name: &str,
-        change: impl FnOnce(&mut ServiceEntry) + Send,
+        change: impl FnOnce(&mut ServiceEntry) + Send + 'static,
     ) -> Result<ServiceEntry, RegistryError> {
         let name = name.to_owned();
         self.mutate(move |s| {
@@ -527,9 +530,16 @@ impl Registry {
     ///
     /// Contract of `change`: it returns an event for every change it makes
     /// (no event means nothing changed), and it fails before changing anything.
-    async fn mutate<R>(
+    ///
+    /// Persisted writes are group-committed: a writer queues its change and
+    /// waits for the write lock; whoever gets the lock applies every queued
+    /// change to one copy and writes it once, so concurrent writers share one
+    /// fsync instead of queueing for one each (ADR 005).
+    async fn mutate<R: Send + 'static>(
         &self,
-        change: impl FnOnce(&mut RegistrySnapshot) -> Result<(R, Vec<RegistryEvent>), RegistryError>,
+        change: impl FnOnce(&mut RegistrySnapshot) -> Result<(R, Vec<RegistryEvent>), RegistryError>
+        + Send
+        + 'static,
     ) -> Result<R, RegistryError> {
         if self.inner.file.is_none() {
             // In memory: nothing can fail after `change`, so change in place.
@@ -538,19 +548,71 @@ impl Registry {
             self.announce(events);
             return Ok(result);
         }
-        let _guard = self.inner.write.lock().await;
-        let mut next = self.snapshot();
-        let (result, events) = change(&mut next)?;
-        if events.is_empty() {
-            return Ok(result);
+        let slot: Slot = Arc::new(Mutex::new(None));
+        let job = Job {
+            change: Box::new(move |s: &mut RegistrySnapshot| {
+                change(s).map(|(r, events)| (Box::new(r) as Box<dyn Any + Send>, events))
+            }),
+            slot: Arc::clone(&slot),
+        };
+        lock_ignoring_poison(&self.inner.queue).push(job);
+        let guard = self.inner.write.lock().await;
+        if lock_ignoring_poison(&slot).is_none() {
+            // Nobody has taken our change yet: lead a batch with everything queued.
+            self.commit_batch().await;
         }
-        self.persist(&next).await?;
-        let mut state = self.lock();
-        *state = next;
-        // Sent while the state lock is held, so events are in the order of changes.
-        self.announce(events);
-        drop(state);
-        Ok(result)
+        drop(guard);
+        let outcome = lock_ignoring_poison(&slot)
+            .take()
+            .expect("a change is answered before the write lock it was queued under is released");
+        outcome.map(|r| {
+            *r.downcast::<R>()
+                .expect("a slot holds the result type of its own change")
+        })
+    }
+
+    /// Applies every queued change to one copy, persists it once, then answers
+    /// each change. Called with the write lock held.
+    async fn commit_batch(&self) {
+        let jobs = std::mem::take(&mut *lock_ignoring_poison(&self.inner.queue));
+        // If this future is dropped half way, the drained changes are answered
+        // as interrupted (state unchanged) rather than left unanswered.
+        let mut batch = Batch {
+            answers: Vec::with_capacity(jobs.len()),
+        };
+        let mut next = self.snapshot();
+        let mut events = Vec::new();
+        for job in jobs {
+            let answer = (job.change)(&mut next).map(|(r, ev)| {
+                events.extend(ev);
+                r
+            });
+            batch.answers.push((job.slot, Some(answer)));
+        }
+        if !events.is_empty() {
+            if let Err(e) = self.persist(&next).await {
+                let e = match e {
+                    RegistryError::Persist(p) => p,
+                    other => PersistError::Io {
+                        action: "writing",
+                        path: PathBuf::new(),
+                        source: std::io::Error::other(other.to_string()),
+                    },
+                };
+                for (_, answer) in &mut batch.answers {
+                    if matches!(answer, Some(Ok(_))) {
+                        *answer = Some(Err(RegistryError::Persist(duplicate(&e))));
+                    }
+                }
+                batch.finish();
+                return;
+            }
+            let mut state = self.lock();
+            *state = next;
+            // Sent while the state lock is held, so events are in the order of changes.
+            self.announce(events);
+        }
+        batch.finish();
     }
 
     fn announce(&self, events: Vec<RegistryEvent>) {
@@ -558,6 +620,68 @@ impl Registry {
             // Overflow mode: never full, never blocks; fails only without subscribers.
             let _ = self.inner.events.try_broadcast(event);
         }
+    }
+}
+
+type Answer = Result<Box<dyn Any + Send>, RegistryError>;
+type Slot = Arc<Mutex<Option<Answer>>>;
+type Change = Box<
+    dyn FnOnce(
+            &mut RegistrySnapshot,
+        ) -> Result<(Box<dyn Any + Send>, Vec<RegistryEvent>), RegistryError>
+        + Send,
+>;
+
+/// A queued change and where its answer goes.
+struct Job {
+    change: Change,
+    slot: Slot,
+}
+
+/// The answers of a batch, delivered by [`Batch::finish`] or, if the batch is
+/// dropped half way, as "interrupted".
+struct Batch {
+    answers: Vec<(Slot, Option<Answer>)>,
+}
+
+impl Batch {
+    fn finish(mut self) {
+        for (slot, answer) in self.answers.drain(..) {
+            *lock_ignoring_poison(&slot) = answer;
+        }
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        for (slot, _) in self.answers.drain(..) {
+            *lock_ignoring_poison(&slot) = Some(Err(RegistryError::Interrupted));
+        }
+    }
+}
+
+fn lock_ignoring_poison<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here replaces values whole: a poisoned lock still holds a good value.
+    m.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// The same failure for every change of a failed batch.
+fn duplicate(e: &PersistError) -> PersistError {
+    match e {
+        PersistError::Io {
+            action,
+            path,
+            source,
+        } => PersistError::Io {
+            action,
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        other => PersistError::Io {
+            action: "writing",
+            path: PathBuf::new(),
+            source: std::io::Error::other(other.to_string()),
+        },
     }
 }
 

@@ -408,3 +408,72 @@ fn one_writer_per_state_file() {
         assert!(r.get("web").is_some());
     });
 }
+
+#[test]
+fn a_group_commit_answers_each_change_on_its_own() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("state");
+        std::fs::create_dir(&sub).unwrap();
+        let (r, _) = Registry::open(sub.join("registry.json")).await.unwrap();
+        // Many concurrent writers, one of them invalid: only that one fails.
+        let tasks: Vec<_> = (0..12)
+            .map(|i| {
+                let r = r.clone();
+                smol::spawn(async move {
+                    if i == 5 {
+                        r.set_state("ghost", ServiceState::Running)
+                            .await
+                            .map(|_| ())
+                    } else {
+                        r.upsert(local(&format!("s{i}"), 80)).await
+                    }
+                })
+            })
+            .collect();
+        for (i, t) in tasks.into_iter().enumerate() {
+            let res = t.await;
+            if i == 5 {
+                assert!(matches!(res, Err(RegistryError::NotFound(_))), "{res:?}");
+            } else {
+                res.unwrap();
+            }
+        }
+        assert_eq!(r.list().len(), 11);
+
+        // When the write itself fails, every change of the batch fails and none is applied.
+        std::fs::remove_dir_all(&sub).unwrap();
+        let tasks: Vec<_> = (0..6)
+            .map(|i| {
+                let r = r.clone();
+                smol::spawn(async move { r.upsert(local(&format!("late{i}"), 80)).await })
+            })
+            .collect();
+        for t in tasks {
+            assert!(matches!(t.await, Err(RegistryError::Persist(_))));
+        }
+        assert_eq!(r.list().len(), 11);
+    });
+}
+
+#[test]
+fn a_write_dropped_half_way_changes_nothing_and_later_writes_work() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, _) = Registry::open(dir.path().join("registry.json"))
+            .await
+            .unwrap();
+        let first = futures_lite::future::poll_once(r.upsert(local("dropped", 80))).await;
+        match first {
+            // The write is on a blocking thread: dropping the future abandons it.
+            None => assert!(r.get("dropped").is_none()),
+            // It finished at the first poll after all: then it is simply there.
+            Some(res) => {
+                res.unwrap();
+                assert!(r.get("dropped").is_some());
+            }
+        }
+        r.upsert(local("next", 80)).await.unwrap();
+        assert!(r.get("next").is_some());
+    });
+}
