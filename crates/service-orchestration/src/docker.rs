@@ -241,11 +241,19 @@ impl DockerExecutor {
             .await
     }
 
-    /// Makes sure the image is there: builds it when the spec says so, else
+    /// Makes sure the image is there: builds it when the spec says so (on a
+    /// start by request; a restart reuses the image unless it is gone), else
     /// checks it is present (nothing is pulled). Returns the build's progress lines.
-    async fn ensure_image(&self, d: &DockerSpec) -> Result<Vec<String>, DockerError> {
+    async fn ensure_image(
+        &self,
+        d: &DockerSpec,
+        restart: bool,
+    ) -> Result<Vec<String>, DockerError> {
         let mut progress = Vec::new();
-        if let Some(b) = &d.build {
+        let present = async { self.docker.inspect_image(&d.image).await.is_ok() };
+        if let Some(b) = &d.build
+            && !(restart && present.await)
+        {
             let spec = BuildSpec {
                 context: b.context.clone(),
                 dockerfile: b
@@ -704,7 +712,10 @@ impl ServiceExecutor for DockerExecutor {
             service: spec.name.to_string(),
             source: boxed(e),
         };
-        let preface = self.ensure_image(d).await.map_err(err)?;
+        let preface = self
+            .ensure_image(d, ctx.generation > 1)
+            .await
+            .map_err(err)?;
         let network = self
             .ensure_network(ctx.project.as_str())
             .await
@@ -1499,6 +1510,36 @@ mod tests {
                 }
             }
             assert!(saw_build && saw_msg);
+
+            // A restart reuses the image; a start by request builds again.
+            let changed = {
+                let mut s = spec.clone();
+                if let Target::Docker(d) = &mut s.target {
+                    d.build
+                        .as_mut()
+                        .unwrap()
+                        .args
+                        .insert("MSG".into(), "rebuilt".into());
+                }
+                s
+            };
+            let exec = DockerExecutor::new(docker_engine::Docker::from_env().await.unwrap());
+            let mut restart_ctx = ctx.clone();
+            restart_ctx.generation = 2;
+            for (ctx, want) in [(&restart_ctx, "from the build"), (&ctx, "rebuilt")] {
+                let mut launched = exec.start(&changed, ctx).await.unwrap();
+                let mut out = Vec::new();
+                loop {
+                    match next_event(&mut launched.events).await {
+                        Some(InstanceEvent::Output(l)) if !l.text().starts_with("build: ") => {
+                            out.push(l.text().into_owned())
+                        }
+                        Some(InstanceEvent::Exited(_)) | None => break,
+                        Some(_) => {}
+                    }
+                }
+                assert_eq!(out, [want], "generation {}", ctx.generation);
+            }
         })
     }
 
