@@ -88,7 +88,7 @@ pub enum DockerError {
         message: String,
     },
     /// The HTTP exchange failed (connection reset, malformed response).
-    #[error("Docker engine at {endpoint}: HTTP error on {path}: {source}")]
+    #[error("Docker engine at {endpoint}: HTTP error on {path}: {}", chain(.source))]
     Http {
         /// The engine endpoint.
         endpoint: String,
@@ -124,6 +124,21 @@ pub enum DockerError {
         /// How long.
         seconds: f64,
     },
+}
+
+/// An error and its causes, joined with `: `.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 impl DockerError {

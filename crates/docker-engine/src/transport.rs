@@ -122,17 +122,21 @@ impl Transport {
                     .args(args)
                     .stdin(async_process::Stdio::piped())
                     .stdout(async_process::Stdio::piped())
-                    .stderr(async_process::Stdio::null())
+                    .stderr(async_process::Stdio::piped())
                     .kill_on_drop(true)
                     .spawn()
                     .map_err(unreachable)?;
                 let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
                     return Err(unreachable(io::Error::other("child stdio not piped")));
                 };
+                let stderr = child.stderr.take();
                 Ok(Box::new(ChildIo {
                     _child: child,
                     stdin,
                     stdout,
+                    stderr,
+                    stderr_text: Vec::new(),
+                    got_any: false,
                 }))
             }
         }
@@ -156,12 +160,20 @@ impl fmt::Debug for Transport {
 }
 
 /// A child process's stdout (read) and stdin (write) as one stream; the child
-/// is killed when the stream is dropped.
+/// is killed when the stream is dropped. If the child ends before writing a
+/// single byte (e.g. ssh cannot reach the host), reading fails with what it
+/// wrote to stderr.
 struct ChildIo {
     _child: async_process::Child,
     stdin: async_process::ChildStdin,
     stdout: async_process::ChildStdout,
+    stderr: Option<async_process::ChildStderr>,
+    stderr_text: Vec<u8>,
+    got_any: bool,
 }
+
+/// How much of a failing command's stderr is kept for the error.
+const STDERR_KEEP: usize = 4096;
 
 impl AsyncRead for ChildIo {
     fn poll_read(
@@ -169,7 +181,38 @@ impl AsyncRead for ChildIo {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stdout).poll_read(cx, buf)
+        let this = &mut *self;
+        match Pin::new(&mut this.stdout).poll_read(cx, buf) {
+            Poll::Ready(Ok(0)) if !this.got_any && !buf.is_empty() => {
+                // Ended before answering: collect its stderr for the error.
+                while let Some(err) = this.stderr.as_mut() {
+                    let mut chunk = [0u8; 1024];
+                    match Pin::new(err).poll_read(cx, &mut chunk) {
+                        Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => this.stderr = None,
+                        Poll::Ready(Ok(n)) => {
+                            let room = STDERR_KEEP.saturating_sub(this.stderr_text.len());
+                            this.stderr_text.extend_from_slice(&chunk[..n.min(room)]);
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                let text = String::from_utf8_lossy(&this.stderr_text);
+                let text = text.trim();
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    if text.is_empty() {
+                        "the command ended without answering".to_owned()
+                    } else {
+                        format!("the command ended without answering: {text}")
+                    },
+                )))
+            }
+            Poll::Ready(Ok(n)) => {
+                this.got_any |= n > 0;
+                Poll::Ready(Ok(n))
+            }
+            other => other,
+        }
     }
 }
 

@@ -209,5 +209,7 @@ fn an_unreachable_ssh_host_is_named_in_the_error() {
         let err = Docker::connect(Transport::Command(argv)).await.unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("ssh -p"), "{msg}");
+        // ssh's own reason is part of the message.
+        assert!(msg.contains("Connection refused"), "{msg}");
     })
 }
