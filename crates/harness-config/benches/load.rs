@@ -99,12 +99,15 @@ fn bench(c: &mut Criterion) {
         }
         Some((thread_cpu_ns()? - start) as f64 / n as f64 / 1e6)
     };
-    let rows: [(&str, &dyn Fn()); 3] = [
+    let rows: [(&str, &dyn Fn()); 4] = [
         ("baseline: serde_json to Value", &|| {
             black_box(serde_json::from_str::<serde_json::Value>(&json).unwrap());
         }),
         ("baseline: serde-saphyr to untyped Value", &|| {
             black_box(serde_saphyr::from_str::<serde_json::Value>(&yaml).unwrap());
+        }),
+        ("harness-config: located tree only", &|| {
+            black_box(harness_config::tree::parse(&yaml, 0).unwrap());
         }),
         ("harness-config: load 1000 services", &|| {
             black_box(from_sources(&[("bench.yaml", &yaml)], &opts).unwrap());

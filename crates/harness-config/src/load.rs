@@ -69,6 +69,42 @@ pub struct Loaded {
     pub warnings: Diagnostics,
 }
 
+impl Loaded {
+    /// A one-line summary for `harness validate`, e.g.
+    /// `project shop: 4 services (2 process, 2 docker), 1 network, no warnings`.
+    pub fn summary(&self) -> String {
+        let p = &self.project;
+        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+        for s in p.services.values() {
+            *kinds.entry(s.kind().to_string()).or_default() += 1;
+        }
+        let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let plural = |n: usize, w: &str| {
+            if n == 1 {
+                format!("{n} {w}")
+            } else {
+                format!("{n} {w}s")
+            }
+        };
+        let warnings = match self.warnings.items.len() {
+            0 => "no warnings".to_owned(),
+            n => plural(n, "warning"),
+        };
+        format!(
+            "project {}: {}{}, {}, {}",
+            p.name,
+            plural(p.services.len(), "service"),
+            if kinds.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", kinds.join(", "))
+            },
+            plural(p.networks.len(), "network"),
+            warnings
+        )
+    }
+}
+
 /// Loads, merges and validates the files. On failure every problem is reported.
 pub fn load(opts: &LoadOptions) -> Result<Loaded, Diagnostics> {
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
@@ -410,6 +446,9 @@ impl<'o> Loader<'o> {
     /// Decodes the merged tree; on errors, reports each and prunes the culprit to
     /// find the next. Returns the file and the names of services that had errors.
     fn decode(&mut self) -> Option<(RawFile, Vec<String>)> {
+        if let Ok(raw) = from_node::<RawFile>(&self.root) {
+            return Some((raw, Vec::new()));
+        }
         let mut node = self.root.clone();
         let mut broken: Vec<String> = Vec::new();
         let mut pruned_parents: Vec<Pos> = Vec::new();
@@ -787,9 +826,12 @@ impl<'o> Loader<'o> {
         let n = name.as_str();
         let kind = self.service_type(n, rs)?;
         // Keys that do not apply to this type.
-        let node = self.find(&["services", n]).cloned();
-        if let Some(Value::Map(entries)) = node.as_ref().map(|n| &n.value) {
-            for (k, _) in entries {
+        let keys: Vec<Key> = match self.find(&["services", n]).map(|n| &n.value) {
+            Some(Value::Map(entries)) => entries.iter().map(|(k, _)| k.clone()).collect(),
+            _ => Vec::new(),
+        };
+        {
+            for k in &keys {
                 if let Some((_, types)) = TYPE_KEYS.iter().find(|(key, _)| *key == k.name)
                     && !types.contains(&kind)
                 {
@@ -1808,13 +1850,14 @@ impl<'o> Loader<'o> {
 
     /// Checks `${svc.field}` references in every template field.
     fn check_refs(&mut self, services: &BTreeMap<ServiceName, ServiceSpec>, all_names: &[String]) {
+        let known: std::collections::HashSet<&str> = all_names.iter().map(String::as_str).collect();
         for (name, spec) in services {
             let templates: Vec<String> = spec.templates().map(str::to_owned).collect();
             for t in templates {
                 let problem = match crate::template::parse(&t) {
                     Err(e) => Some((e.to_string(), "write `${service.ip}`, `${service.port}` or `${service.host}`; `$$` for a literal `$`".to_owned())),
                     Ok(parts) => parts.into_iter().find_map(|p| match p {
-                        crate::template::Part::Ref(r) if !all_names.iter().any(|n| n == r.service.as_str()) => Some((
+                        crate::template::Part::Ref(r) if !known.contains(r.service.as_str()) => Some((
                             format!("`{r}` names service `{}`, which is not defined", r.service),
                             match did_you_mean(r.service.as_str(), all_names.iter().map(String::as_str)) {
                                 Some(s) => format!("did you mean `{s}`?"),

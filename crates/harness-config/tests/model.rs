@@ -145,6 +145,19 @@ fn original_format_means_the_same() {
 }
 
 #[test]
+fn one_line_summary() {
+    let opts = LoadOptions {
+        files: vec![examples().join("original-format.yaml")],
+        ..no_env()
+    };
+    let loaded = load(&opts).unwrap();
+    assert_eq!(
+        loaded.summary(),
+        "project graph-network: 4 services (1 docker, 1 package, 1 process, 1 remote), 3 networks, no warnings"
+    );
+}
+
+#[test]
 fn new_features_are_modelled() {
     let p = load_files(&[examples().join("web-stack.yaml")]);
     let pg = &p.services["postgres"];
