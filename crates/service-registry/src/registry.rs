@@ -336,6 +336,7 @@ impl Registry {
     }
 
     /// Changes a registered service in place; returns the updated entry.
+    /// `change` must not call back into the registry (it runs under its lock).
     pub async fn update(
         &self,
         name: &str,
