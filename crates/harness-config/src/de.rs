@@ -68,7 +68,7 @@ impl de::Error for DeError {
     fn invalid_type(unexp: de::Unexpected<'_>, exp: &dyn de::Expected) -> Self {
         DeError {
             pos: None,
-            message: format!("expected {exp}, found {}", unexpected(&unexp)),
+            message: format!("expected {}, found {}", expected(exp), unexpected(&unexp)),
             hint: None,
         }
     }
@@ -79,6 +79,28 @@ impl de::Error for DeError {
             message: format!("invalid value {}: expected {exp}", unexpected(&unexp)),
             hint: None,
         }
+    }
+}
+
+/// serde's words for what was expected, in the words of a YAML file.
+fn expected(exp: &dyn de::Expected) -> String {
+    let e = exp.to_string();
+    if e.starts_with("struct ") || e == "a map" {
+        "a map of keys".to_owned()
+    } else if e == "a sequence" {
+        "a list".to_owned()
+    } else if let Some(n) = e.strip_prefix("u") {
+        if n.chars().all(|c| c.is_ascii_digit()) {
+            "a whole number".to_owned()
+        } else {
+            e
+        }
+    } else if e == "i32" || e == "i64" {
+        "a whole number".to_owned()
+    } else if e == "f64" || e == "f32" {
+        "a number".to_owned()
+    } else {
+        e
     }
 }
 

@@ -320,3 +320,14 @@ fn errors_in_several_files_name_their_file() {
         "override.yaml:3:20"
     );
 }
+
+#[test]
+fn type_errors_use_yaml_words() {
+    let e = errors(
+        "services:\n  a: 5\n  b:\n    binary: b\n    success_exit_codes: [x]\n  c:\n    binary: c\n    args: {a: 1}\n",
+    );
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert_eq!(e[0].2, "expected a map of keys, found integer `5`");
+    assert_eq!(e[1].2, "expected a whole number, found string \"x\"");
+    assert_eq!(e[2].2, "expected a list, found a map");
+}
