@@ -217,6 +217,7 @@ impl ManagerBackend {
         let weak = Arc::downgrade(self);
         self.spawner.spawn(Box::pin(async move {
             let mut stampers: BTreeMap<ProjectName, (usize, Stamper)> = BTreeMap::new();
+            let mut last_persist = std::time::Instant::now();
             loop {
                 async_io::Timer::after(logs::POLL_INTERVAL).await;
                 let Some(b) = weak.upgrade() else { return };
@@ -245,11 +246,12 @@ impl ManagerBackend {
                 })
                 .await;
                 stampers = work;
-                if let Err(e) = b.persist_if_changed().await {
-                    tracing::warn!(error = %e.message, "persisting state");
+                if last_persist.elapsed() >= PERSIST_INTERVAL {
+                    last_persist = std::time::Instant::now();
+                    if let Err(e) = b.persist_if_changed().await {
+                        tracing::warn!(error = %e.message, "persisting state");
+                    }
                 }
-                drop(b);
-                async_io::Timer::after(PERSIST_INTERVAL.saturating_sub(logs::POLL_INTERVAL)).await;
             }
         }));
     }

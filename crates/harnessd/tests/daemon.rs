@@ -520,3 +520,67 @@ fn random_garbage_never_kills_the_daemon() {
     assert!(d.alive());
     smol::block_on(connect(&d).ping()).unwrap();
 }
+
+#[test]
+fn env_and_status_over_a_client_on_the_callers_executor() {
+    let d = TestDaemon::start();
+    let file = d.dir.path().join("env.yaml");
+    std::fs::write(
+        &file,
+        "name: envp\nservices:\n  web:\n    type: process\n    binary: sleep\n    args: ['600']\n    env:\n      GREETING: hello\n      SELF: \"${web.host}\"\n      FROM_CLIENT: ${CLIENT_VAR}\n",
+    )
+    .unwrap();
+    let mut guard = Pids(Vec::new());
+    smol::block_on(async {
+        let spawner: harness_core::SharedSpawner =
+            std::sync::Arc::new(|t: harness_core::BoxTask| smol::spawn(t).detach());
+        let c = Client::connect_with(
+            &d.state,
+            harness_protocol::ClientOptions {
+                spawner: Some(spawner),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let project = harness_protocol::ProjectRef {
+            files: vec![file.clone()],
+            env: [("CLIENT_VAR".to_owned(), "from the CLI".to_owned())].into(),
+            ..Default::default()
+        };
+        let st = c
+            .up(UpParams {
+                project,
+                wait: true,
+                timeout_ms: Some(30_000),
+                ..UpParams::default()
+            })
+            .await
+            .unwrap();
+        guard.0.extend(st.services.iter().filter_map(|s| s.pid));
+        assert_eq!(st.project.as_str(), "envp");
+        let web = harness_core::ServiceName::new("web").unwrap();
+        let env = c
+            .env(harness_protocol::EnvParams {
+                project: harness_protocol::ProjectRef::named(st.project.clone()),
+                service: web.clone(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(env.env["GREETING"], "hello");
+        assert_eq!(env.env["SELF"], "localhost");
+        assert_eq!(env.env["FROM_CLIENT"], "from the CLI");
+        let e = c
+            .env(harness_protocol::EnvParams {
+                project: harness_protocol::ProjectRef::named(st.project.clone()),
+                service: harness_core::ServiceName::new("nope").unwrap(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.remote().map(|e| e.code), Some(ErrorCode::NotFound));
+        let info = c.daemon_status().await.unwrap();
+        assert_eq!(info.projects, vec![st.project.clone()]);
+        let down = c.down(ServicesParams::default()).await.unwrap();
+        assert!(down.services.iter().all(|s| !s.state.is_alive()));
+    });
+}
