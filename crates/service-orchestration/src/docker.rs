@@ -111,6 +111,7 @@ impl DockerRecord {
 pub struct DockerExecutor {
     docker: Docker,
     launched: Launches,
+    host: String,
 }
 
 /// Records of running containers by (project, service), shared with resolvers.
@@ -123,10 +124,23 @@ fn lock(k: &Launches) -> std::sync::MutexGuard<'_, HashMap<(String, String), Doc
 impl DockerExecutor {
     /// An executor on this engine client.
     pub fn new(docker: Docker) -> DockerExecutor {
+        let host = match docker.transport() {
+            Transport::Unix(_) => "local".to_owned(),
+            other => other.to_string(),
+        };
         DockerExecutor {
             docker,
             launched: Launches::default(),
+            host,
         }
+    }
+
+    /// Names the host the engine runs on, as status reports it (default:
+    /// `local` for a unix socket, else the transport), e.g. the node name of an
+    /// engine reached over ssh.
+    pub fn with_host_name(mut self, host: impl Into<String>) -> DockerExecutor {
+        self.host = host.into();
+        self
     }
 
     /// A resolver of `${svc.ip|port|host}` that knows where this executor's
@@ -326,10 +340,7 @@ impl DockerExecutor {
             service: service.to_owned(),
             record,
             pid: Mutex::new(pid),
-            host: match self.docker.transport() {
-                Transport::Unix(_) => "local".to_owned(),
-                other => other.to_string(),
-            },
+            host: self.host.clone(),
             last_log: Arc::new(Mutex::new(resume_mark)),
         });
         let (tx, rx) = async_channel::bounded::<InstanceEvent>(1024);
@@ -1144,6 +1155,7 @@ mod tests {
 
             let record = launched.instance.record();
             assert_eq!(record.kind, ServiceKind::Docker);
+            assert_eq!(record.host, "local");
             let dr = DockerRecord::from_instance(&record).unwrap();
             let i = docker.inspect_container(&dr.id).await.unwrap();
             assert_eq!(i.short_name(), format!("{}-web", ctx.project));
