@@ -310,9 +310,37 @@ impl ManagerBackend {
             let name = project.name.clone();
             let mut projects = self.projects.lock().await;
             if let Some(e) = projects.get_mut(&name) {
-                // Already managed: keep its manager (and running services).
                 e.spec = r.clone();
-                return Ok((name, e.manager.clone(), e.project.clone()));
+                if e.project.to_json_value() == project.to_json_value() {
+                    // Unchanged: keep its manager and running services.
+                    return Ok((name, e.manager.clone(), e.project.clone()));
+                }
+                // Changed: stop what changed (and what depends on it), hand
+                // the services that did not change to a manager of the new
+                // project, which re-adopts them as they run.
+                let project = Arc::new(project);
+                let changed: Vec<ServiceName> = e
+                    .project
+                    .services
+                    .iter()
+                    .filter(|(n, spec)| project.services.get(*n) != Some(*spec))
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                tracing::info!(project = %name, ?changed, "configuration changed");
+                e.manager.stop(&changed).await.map_err(manager_err)?;
+                let keep: Vec<ServiceRecord> = e
+                    .manager
+                    .records()
+                    .into_iter()
+                    .filter(|rec| project.services.contains_key(&rec.service))
+                    .collect();
+                let manager = self.new_manager(project.clone())?;
+                for err in manager.adopt(keep).await {
+                    tracing::warn!(project = %name, error = %err, "re-adopting after a change");
+                }
+                e.manager = manager.clone();
+                e.project = project.clone();
+                return Ok((name, manager, project));
             }
             let project = Arc::new(project);
             let manager = self.new_manager(project.clone())?;

@@ -233,3 +233,51 @@ fn sigterm_leaves_services_running_and_config_errors_are_reported() {
         c.down(ServicesParams::default()).await.unwrap();
     });
 }
+
+#[test]
+fn up_after_a_config_change_restarts_only_what_changed() {
+    let d = TestDaemon::start();
+    let mut guard = Pids(Vec::new());
+    let file = d.dir.path().join("change.yaml");
+    let yaml = |arg: &str| {
+        format!(
+            "name: change\nservices:\n  keep:\n    type: process\n    binary: sleep\n    args: ['600']\n  edit:\n    type: process\n    binary: sleep\n    args: ['{arg}']\n"
+        )
+    };
+    std::fs::write(&file, yaml("600")).unwrap();
+    let project = ProjectRef {
+        files: vec![file.clone()],
+        ..ProjectRef::default()
+    };
+    let up = UpParams {
+        project,
+        wait: true,
+        timeout_ms: Some(30_000),
+        ..UpParams::default()
+    };
+    smol::block_on(async {
+        let c = Client::connect(&d.state).await.unwrap();
+        let first = pids(&c.up(up.clone()).await.unwrap().services);
+        guard.0.extend(first.values().copied());
+        // The same file again changes nothing.
+        assert_eq!(pids(&c.up(up.clone()).await.unwrap().services), first);
+        std::fs::write(&file, yaml("601")).unwrap();
+        let second = pids(&c.up(up.clone()).await.unwrap().services);
+        guard.0.extend(second.values().copied());
+        let keep = ServiceName::new("keep").unwrap();
+        let edit = ServiceName::new("edit").unwrap();
+        assert_eq!(
+            second[&keep], first[&keep],
+            "unchanged service keeps running"
+        );
+        assert_ne!(second[&edit], first[&edit], "changed service is restarted");
+        assert!(!alive(first[&edit]));
+        // The kept service is still managed: down stops it.
+        c.down(ServicesParams::default()).await.unwrap();
+        let until = Instant::now() + DEADLINE;
+        while alive(first[&keep]) {
+            assert!(Instant::now() < until, "kept service survived down");
+            async_io::Timer::after(Duration::from_millis(20)).await;
+        }
+    });
+}
