@@ -177,7 +177,7 @@ fn attach_local(target: AttachTarget) -> Result<(AttachedHandle, EventStream), E
         .name(format!("harness-attach-{}", id.pid))
         .stack_size(256 * 1024)
         .spawn(move || {
-            async_io::block_on(futures_lite::future::zip(watcher, reader));
+            futures_lite::future::block_on(futures_lite::future::zip(watcher, reader));
         })
         .map_err(|source| ExecError::Watch {
             pid: id.pid,

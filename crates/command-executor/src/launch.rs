@@ -266,7 +266,7 @@ fn launch_local(
         .name(format!("harness-exec-{pid}"))
         .stack_size(256 * 1024)
         .spawn(move || {
-            async_io::block_on(futures_lite::future::zip(waiter, reader));
+            futures_lite::future::block_on(futures_lite::future::zip(waiter, reader));
         });
     if let Err(e) = spawned {
         let _ = proc::signal_group(identity, Signal::KILL);

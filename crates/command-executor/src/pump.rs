@@ -2,7 +2,8 @@
 //! the [`Shared`] queue; finish with the exit status.
 //!
 //! Each launched or attached process gets one thread that runs
-//! `async_io::block_on(zip(exit_watcher, reader))` (ADR 006).
+//! `block_on(zip(exit_watcher, reader))` (ADR 006); the async-io reactor
+//! thread wakes it when a pipe or pidfd is ready.
 
 use std::fs::File;
 use std::io;
