@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     };
     let result = smol::block_on(harnessd::run(options, |state| async move {
         let spawner: SharedSpawner = Arc::new(|task: BoxTask| smol::spawn(task).detach());
-        ManagerBackend::restore(state, spawner).await as Arc<dyn Backend>
+        ManagerBackend::restore(state, spawner, Vec::new()).await as Arc<dyn Backend>
     }));
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,7 +11,7 @@ use async_lock::Mutex;
 use async_trait::async_trait;
 use futures_lite::StreamExt;
 use harness_config::{LoadOptions, Project};
-use harness_core::{ProjectName, ServiceName, SharedSpawner};
+use harness_core::{ProjectName, ServiceKind, ServiceName, SharedSpawner};
 use harness_protocol::{
     EnvParams, EnvResult, ErrorBody, ErrorCode, EventItem, LogsParams, ProjectRef, ProjectStatus,
     ServicesParams, StateDir, StreamItem, UpParams, write_atomic,
@@ -19,7 +19,7 @@ use harness_protocol::{
 use serde::{Deserialize, Serialize};
 use service_orchestration::{
     EndpointResolver, LoopbackResolver, ManagerError, ManagerEvent, ManagerOptions, ServiceManager,
-    ServiceRecord,
+    ServiceRecord, SharedExecutor,
 };
 
 use crate::backend::{Backend, BackendResult, ItemSink};
@@ -60,6 +60,7 @@ struct Entry {
 pub struct ManagerBackend {
     state: StateDir,
     spawner: SharedSpawner,
+    executors: Vec<(ServiceKind, SharedExecutor)>,
     projects: Mutex<BTreeMap<ProjectName, Entry>>,
     /// Projects in `state.json` that could not be loaded again: kept as they
     /// were so nothing persisted is lost.
@@ -136,11 +137,18 @@ fn load_project(spec: &ProjectRef) -> Result<Project, ErrorBody> {
 
 impl ManagerBackend {
     /// A backend for the daemon of `state`, re-adopting the services in its
-    /// `state.json`. Background work runs on `spawner`.
-    pub async fn restore(state: StateDir, spawner: SharedSpawner) -> Arc<ManagerBackend> {
+    /// `state.json`. Background work runs on `spawner`. Every manager gets
+    /// the process executor plus `executors` (e.g. docker, remote), which
+    /// replace the default of their kind.
+    pub async fn restore(
+        state: StateDir,
+        spawner: SharedSpawner,
+        executors: Vec<(ServiceKind, SharedExecutor)>,
+    ) -> Arc<ManagerBackend> {
         let backend = Arc::new(ManagerBackend {
             state: state.clone(),
             spawner,
+            executors,
             projects: Mutex::new(BTreeMap::new()),
             dormant: Mutex::new(BTreeMap::new()),
             last_written: Mutex::new(None),
@@ -202,7 +210,11 @@ impl ManagerBackend {
     fn new_manager(&self, project: Arc<Project>) -> Result<ServiceManager, ErrorBody> {
         let mut opts = ManagerOptions::new(self.spawner.clone());
         opts.log_dir = Some(self.state.log_dir().join(project.name.as_str()));
-        ServiceManager::new(project, opts).map_err(manager_err)
+        let manager = ServiceManager::new(project, opts).map_err(manager_err)?;
+        for (kind, executor) in &self.executors {
+            manager.register_executor(*kind, executor.clone());
+        }
+        Ok(manager)
     }
 
     async fn refresh_names(&self) {
