@@ -37,7 +37,7 @@ use crate::executor::{
     BoxError, ExecOutcome, ExecutorError, InstanceEvent, InstanceRecord, Launched, ServiceExecutor,
     ServiceInstance, StartContext,
 };
-use crate::ssh::{Reachability, SshError, SshHost, SshHosts};
+use crate::ssh::{FollowSlot, Reachability, SshError, SshHost, SshHosts};
 
 /// Shell functions every remote script starts with. `st PID` prints the start
 /// time of a live (non-zombie) process, or fails.
@@ -252,6 +252,7 @@ impl RemoteExecutor {
         };
         let shared_events = shared.clone();
         let follower = Follower {
+            slot: host.follow_slot(),
             host,
             rec,
             shared,
@@ -486,6 +487,7 @@ impl ServiceInstance for RemoteInstance {
 /// Follows one instance: its two logs and its end, across lost connections.
 struct Follower {
     host: Arc<SshHost>,
+    slot: FollowSlot,
     rec: RemoteRecord,
     shared: Arc<Shared>,
     tx: async_channel::Sender<Item>,
@@ -553,7 +555,8 @@ impl Follower {
 
     async fn session(&self) -> SessionEnd {
         // Make sure the master connection exists before several sessions share it.
-        if let Err(e) = self.host.check(CONTROL_TIMEOUT).await {
+        let slot = Some(self.slot.index());
+        if let Err(e) = self.host.check_at(slot, CONTROL_TIMEOUT).await {
             return SessionEnd::Lost(match e {
                 SshError::Unreachable { reason, .. } => reason,
                 other => other.to_string(),
@@ -576,7 +579,7 @@ impl Follower {
             pid = self.rec.pid,
             start = self.rec.start_time,
         );
-        let spawn = |script: String| self.host.spawn(&script, false);
+        let spawn = |script: String| self.host.spawn_at(slot, &script, false);
         let (mut out_child, mut err_child, mut wait_child) = match (
             spawn(tail("stdout.log", start.stdout)),
             spawn(tail("stderr.log", start.stderr)),

@@ -149,6 +149,35 @@ pub struct SshHost {
     control_path: Option<PathBuf>,
     program: String,
     reach: Mutex<Reachability>,
+    /// Instances followed through each follower master (index = slot).
+    follow: Mutex<Vec<usize>>,
+}
+
+/// How many instances share one follower master: each holds three sessions
+/// (two logs and a waiter) and sshd allows ten per connection by default
+/// (`MaxSessions`), with room left for a check.
+const INSTANCES_PER_FOLLOW_MASTER: usize = 2;
+
+/// A place on one of a host's follower master connections, freed on drop.
+#[derive(Debug)]
+pub(crate) struct FollowSlot {
+    host: Arc<SshHost>,
+    index: usize,
+}
+
+impl FollowSlot {
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl Drop for FollowSlot {
+    fn drop(&mut self) {
+        let mut f = self.host.follow.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = f.get_mut(self.index) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 /// The exit status ssh itself uses for its own errors.
@@ -195,6 +224,7 @@ impl SshHost {
             control_path,
             program: options.program.clone(),
             reach: Mutex::new(Reachability::Untried),
+            follow: Mutex::new(Vec::new()),
         }
     }
 
@@ -227,15 +257,57 @@ impl SshHost {
         *self.reach.lock().unwrap_or_else(|p| p.into_inner()) = r;
     }
 
+    /// A place for one followed instance on a follower master connection
+    /// (long-lived sessions are kept off the master that runs commands).
+    pub(crate) fn follow_slot(self: &Arc<Self>) -> FollowSlot {
+        let mut f = self.follow.lock().unwrap_or_else(|p| p.into_inner());
+        let index = match f.iter().position(|n| *n < INSTANCES_PER_FOLLOW_MASTER) {
+            Some(i) => i,
+            None => {
+                f.push(0);
+                f.len() - 1
+            }
+        };
+        f[index] += 1;
+        FollowSlot {
+            host: self.clone(),
+            index,
+        }
+    }
+
+    /// The control socket of follower master `slot`, or of the main master.
+    fn control_path_at(&self, slot: Option<usize>) -> Option<PathBuf> {
+        let main = self.control_path.as_ref()?;
+        Some(match slot {
+            None => main.clone(),
+            Some(i) => {
+                let mut name = main.file_name()?.to_os_string();
+                name.push(format!("f{i}"));
+                main.with_file_name(name)
+            }
+        })
+    }
+
+    fn layer_at(&self, slot: Option<usize>) -> SshLayer {
+        match (slot, self.control_path_at(slot)) {
+            (Some(_), Some(path)) => self.layer.clone().control_path(path),
+            _ => self.layer.clone(),
+        }
+    }
+
     /// The local argv that runs `sh -c script` on the node (`stdin`: whether
     /// the script reads local input; otherwise `ssh -n`).
     pub fn argv(&self, script: &str, stdin: bool) -> Vec<String> {
+        self.argv_at(None, script, stdin)
+    }
+
+    fn argv_at(&self, slot: Option<usize>, script: &str, stdin: bool) -> Vec<String> {
         let mode = if stdin {
             StdinMode::Piped
         } else {
             StdinMode::Null
         };
-        let cmd = self.layer.wrap(
+        let cmd = self.layer_at(slot).wrap(
             Command::new("sh")
                 .arg("-c")
                 .arg(script.to_owned())
@@ -244,8 +316,8 @@ impl SshHost {
         cmd.argv().map(str::to_owned).collect()
     }
 
-    fn command(&self, script: &str, stdin: bool) -> async_process::Command {
-        let argv = self.argv(script, stdin);
+    fn command(&self, slot: Option<usize>, script: &str, stdin: bool) -> async_process::Command {
+        let argv = self.argv_at(slot, script, stdin);
         let mut cmd = async_process::Command::new(&argv[0]);
         cmd.args(&argv[1..]).kill_on_drop(true);
         cmd
@@ -254,7 +326,16 @@ impl SshHost {
     /// Starts `sh -c script` on the node with piped stdout/stderr (and stdin
     /// when `stdin` is true); the caller reads and waits. Killed on drop.
     pub fn spawn(&self, script: &str, stdin: bool) -> Result<Child, SshError> {
-        let mut cmd = self.command(script, stdin);
+        self.spawn_at(None, script, stdin)
+    }
+
+    pub(crate) fn spawn_at(
+        &self,
+        slot: Option<usize>,
+        script: &str,
+        stdin: bool,
+    ) -> Result<Child, SshError> {
+        let mut cmd = self.command(slot, script, stdin);
         cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -273,8 +354,18 @@ impl SshHost {
         input: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<RemoteOutput, SshError> {
+        self.run_at(None, script, input, timeout).await
+    }
+
+    pub(crate) async fn run_at(
+        &self,
+        slot: Option<usize>,
+        script: &str,
+        input: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<RemoteOutput, SshError> {
         let work = async {
-            let mut child = self.spawn(script, input.is_some())?;
+            let mut child = self.spawn_at(slot, script, input.is_some())?;
             let mut stdin = child.stdin.take();
             let mut out = child.stdout.take();
             let mut err = child.stderr.take();
@@ -353,30 +444,42 @@ impl SshHost {
         }
     }
 
-    /// Checks the node answers: `ssh -O check` on the master when
-    /// multiplexing (cheap), then a trivial command through it. Updates
-    /// [`SshHost::reachability`].
+    /// Checks the node answers by running `true` through the master
+    /// connection (opening it if needed). Updates [`SshHost::reachability`].
     pub async fn check(&self, timeout: Duration) -> Result<(), SshError> {
         self.run("true", None, timeout).await.map(|_| ())
     }
 
-    /// True if the master connection runs (`ssh -O check`).
+    pub(crate) async fn check_at(
+        &self,
+        slot: Option<usize>,
+        timeout: Duration,
+    ) -> Result<(), SshError> {
+        self.run_at(slot, "true", None, timeout).await.map(|_| ())
+    }
+
+    /// True if the main master connection runs (`ssh -O check`).
     pub async fn master_running(&self) -> bool {
-        self.control(["-O", "check"]).await
+        self.control(None, ["-O", "check"]).await
     }
 
-    /// Closes the master connection (`ssh -O exit`); the next command opens
-    /// a new one. Remote services started through it keep running.
+    /// Closes the master connections of this node (`ssh -O exit`), the main
+    /// one and those that follow output; the next command opens a new one.
+    /// Remote services keep running. True if the main master was closed.
     pub async fn close_master(&self) -> bool {
-        self.control(["-O", "exit"]).await
+        let slots = self.follow.lock().unwrap_or_else(|p| p.into_inner()).len();
+        for i in 0..slots {
+            self.control(Some(i), ["-O", "exit"]).await;
+        }
+        self.control(None, ["-O", "exit"]).await
     }
 
-    async fn control(&self, op: [&str; 2]) -> bool {
+    async fn control(&self, slot: Option<usize>, op: [&str; 2]) -> bool {
         if self.control_path.is_none() {
             return false;
         }
         let mut args: Vec<String> = op.iter().map(|s| s.to_string()).collect();
-        args.extend(self.layer.options_args());
+        args.extend(self.layer_at(slot).options_args());
         args.push(self.layer.host().to_owned());
         let run = async_process::Command::new(&self.program)
             .args(&args)

@@ -222,3 +222,45 @@ fn unreachable_node_shows_unknown_and_reconciles() {
         hosts.close_all().await;
     });
 }
+
+#[test]
+fn many_services_on_one_node_share_few_connections() {
+    if !nodes_available() {
+        return;
+    }
+    let nodes = Nodes::start(1);
+    smol::block_on(async {
+        let hosts = nodes.hosts(nodes.options());
+        nodes.wait_ready(&hosts).await;
+        let exec = RemoteExecutor::new(hosts.clone());
+        let project = project_name();
+        let ctx = ctx(&project, smol_spawner());
+        // More followed services than sshd allows sessions on one connection.
+        let mut launched = Vec::new();
+        for i in 0..8 {
+            let spec = remote_sh(
+                &format!("s{i}"),
+                "n1",
+                &format!("echo hello {i}; while true; do sleep 1; done"),
+            );
+            launched.push(exec.start(&spec, &ctx).await.unwrap());
+        }
+        for (i, l) in launched.iter_mut().enumerate() {
+            let (lines, exit) = read_until(&mut l.events, 30, |ls| !ls.is_empty()).await;
+            assert_eq!(exit, None);
+            assert_eq!(lines, [format!("hello {i}")]);
+        }
+        // One master for commands, one per two followed services.
+        let sockets = std::fs::read_dir(hosts.control_dir()).unwrap().count();
+        assert_eq!(sockets, 1 + 4, "master sockets");
+        for l in &mut launched {
+            l.instance
+                .stop(Signal::TERM, Duration::from_secs(5))
+                .await
+                .unwrap();
+            let (_, exit) = read_until(&mut l.events, 30, |_| false).await;
+            assert_eq!(exit, Some(ExitStatus::Signal(15)));
+        }
+        hosts.close_all().await;
+    });
+}
