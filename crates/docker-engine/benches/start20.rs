@@ -15,7 +15,12 @@ const ROUNDS: usize = 3;
 
 fn remove_label(label: &str) {
     let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label={label}")])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=harness.bench={label}"),
+        ])
         .output()
         .expect("docker ps");
     let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
@@ -26,6 +31,15 @@ fn remove_label(label: &str) {
         let mut args = vec!["rm".to_owned(), "-f".into()];
         args.extend(ids);
         let _ = Command::new("docker").args(&args).output();
+    }
+}
+
+/// Removes a round's containers when dropped, also if the round panics.
+struct Remove(String);
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        remove_label(&self.0);
     }
 }
 
@@ -110,6 +124,7 @@ fn main() {
         for _ in 0..ROUNDS {
             for (which, out) in [(0, &mut base), (1, &mut seq), (2, &mut conc)] {
                 let label = unique_name("hde-bench");
+                let guard = Remove(label.clone());
                 let d = match which {
                     0 => {
                         blocking::unblock({
@@ -123,8 +138,7 @@ fn main() {
                 };
                 all_running(&docker, &label).await;
                 out.push(d);
-                let l = label.clone();
-                blocking::unblock(move || remove_label(&l)).await;
+                blocking::unblock(move || drop(guard)).await;
             }
         }
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
