@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_lite::StreamExt;
 use harness_core::{ServiceName, ServiceStatus};
 use harness_protocol::{
-    Client, ErrorCode, LogsParams, ProjectRef, ServicesParams, StreamItem, UpParams,
+    Client, ErrorCode, LogsParams, ProjectRef, ServicesParams, StateDir, StreamItem, UpParams,
 };
 use support::*;
 
@@ -279,5 +279,94 @@ fn up_after_a_config_change_restarts_only_what_changed() {
             assert!(Instant::now() < until, "kept service survived down");
             async_io::Timer::after(Duration::from_millis(20)).await;
         }
+    });
+}
+
+#[test]
+fn an_unreadable_state_file_is_set_aside_not_fatal() {
+    let mut d = TestDaemon::start();
+    d.signal(rustix::process::Signal::TERM);
+    d.wait_exit();
+    let state_file = StateDir::new(&d.state).state_file();
+    std::fs::write(&state_file, b"{ this is not json").unwrap();
+    d.spawn(&[]);
+    let aside = state_file.with_extension("json.unreadable");
+    assert_eq!(std::fs::read(&aside).unwrap(), b"{ this is not json");
+    smol::block_on(async {
+        let c = Client::connect(&d.state).await.unwrap();
+        assert!(
+            c.status(ServicesParams::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    });
+}
+
+#[test]
+fn logs_since_and_across_services() {
+    let d = TestDaemon::start();
+    let project = write_project(d.dir.path(), "since", 2, false);
+    let mut guard = Pids(Vec::new());
+    smol::block_on(async {
+        let c = Client::connect(&d.state).await.unwrap();
+        let st = c
+            .up(UpParams {
+                project,
+                wait: true,
+                timeout_ms: Some(30_000),
+                ..UpParams::default()
+            })
+            .await
+            .unwrap();
+        guard.0.extend(st.services.iter().filter_map(|s| s.pid));
+        let collect = |since_ms: Option<u64>| {
+            let c = c.clone();
+            async move {
+                let mut s = c
+                    .logs(LogsParams {
+                        since_ms,
+                        ..LogsParams::default()
+                    })
+                    .unwrap();
+                let mut out = Vec::new();
+                while let Some(item) = s.next().await {
+                    match item.unwrap() {
+                        StreamItem::Log(l) => out.push(l),
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                out
+            }
+        };
+        // Wait until both services have written a while.
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let all = collect(None).await;
+            let per = |n: &str| all.iter().filter(|l| l.service.as_str() == n).count();
+            if per("s0") >= 20 && per("s1") >= 20 {
+                break;
+            }
+            assert!(Instant::now() < until, "not enough output");
+            async_io::Timer::after(Duration::from_millis(50)).await;
+        }
+        let all = collect(None).await;
+        assert!(
+            all.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms),
+            "time order"
+        );
+        for svc in ["s0", "s1"] {
+            let lines: Vec<String> = all
+                .iter()
+                .filter(|l| l.service.as_str() == svc)
+                .map(|l| l.line.clone())
+                .collect();
+            assert_consecutive(&lines, 0);
+        }
+        let cut = all[all.len() / 2].ts_ms;
+        let later = collect(Some(cut)).await;
+        assert!(!later.is_empty() && later.len() < all.len() + 100);
+        assert!(later.iter().all(|l| l.ts_ms >= cut));
+        c.down(ServicesParams::default()).await.unwrap();
     });
 }
