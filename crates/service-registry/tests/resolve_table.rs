@@ -253,3 +253,36 @@ fn errors_name_the_service_and_the_consumer() {
         .to_string();
     assert!(e.contains("`web`") && e.contains("10.99.0.5"), "{e}");
 }
+
+#[test]
+fn ipv6_networks_resolve_the_same_way() {
+    let host = HostNetwork {
+        hostname: "ctl".into(),
+        addresses: vec![HostAddress {
+            interface: "eth0".into(),
+            ip: "fd12:3456::10".parse().unwrap(),
+            prefix: 64,
+        }],
+    };
+    let t = NetworkTopology::new(host).with_network(Network {
+        name: "lan6".into(),
+        kind: NetworkKind::Lan {
+            subnet: "fd12:3456::/64".parse().unwrap(),
+            nodes: vec![Node::new("n6", "fd12:3456::21")],
+        },
+    });
+    let web = provider("web", Location::LocalHost, &[8080], None);
+    let api = provider("api", lan("n6", "fd12:3456::21"), &[9000], None);
+    assert_eq!(
+        show(resolve(&t, &web, &lan("n6", "fd12:3456::21"))),
+        "fd12:3456::10:8080 ctl"
+    );
+    assert_eq!(
+        show(resolve(&t, &api, &Location::LocalHost)),
+        "fd12:3456::21:9000 n6"
+    );
+    assert_eq!(
+        show(resolve(&t, &web, &lan("v4", "192.168.9.9"))),
+        "ERR NoHostAddress"
+    );
+}
