@@ -83,6 +83,55 @@ fn launcher_spawn() -> (Duration, Duration) {
     })
 }
 
+/// Both kinds of spawn in alternating batches of 25, so that both meet the
+/// same background load: total time of each over 500 spawns.
+fn interleaved_spawn() -> (Duration, Duration) {
+    const BATCH: usize = 25;
+    futures_lite::future::block_on(async {
+        let launcher = LocalLauncher::new();
+        let cmd = Command::new("sleep").arg("5");
+        let (mut bare, mut ours) = (Duration::ZERO, Duration::ZERO);
+        let mut children = Vec::with_capacity(SPAWNS);
+        let mut running = Vec::with_capacity(SPAWNS);
+        for _ in 0..SPAWNS / BATCH {
+            let start = Instant::now();
+            for _ in 0..BATCH {
+                children.push(
+                    std::process::Command::new("sleep")
+                        .arg("5")
+                        .spawn()
+                        .expect("spawn sleep"),
+                );
+            }
+            bare += start.elapsed();
+            let start = Instant::now();
+            let first = running.len();
+            for _ in 0..BATCH {
+                running.push(
+                    launcher
+                        .spawn(&cmd, LaunchOptions::default())
+                        .expect("launch sleep"),
+                );
+            }
+            for (_, events) in &mut running[first..] {
+                match events.next().await {
+                    Some(ProcessEvent::Started { .. }) => {}
+                    other => panic!("expected Started, got {other:?}"),
+                }
+            }
+            ours += start.elapsed();
+        }
+        for mut c in children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for (h, _) in &running {
+            h.kill().await.expect("kill");
+        }
+        (bare, ours)
+    })
+}
+
 fn bare_lines() -> Duration {
     let start = Instant::now();
     let st = std::process::Command::new("sh")
@@ -152,6 +201,21 @@ fn main() {
         bmin.as_secs_f64() * 1e3,
         omin.as_secs_f64() * 1e3,
         omin.as_secs_f64() / bmin.as_secs_f64()
+    );
+
+    let (mut ib, mut io) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let (b, o) = interleaved_spawn();
+        ib.push(b);
+        io.push(o);
+    }
+    let (b, o) = (median(ib), median(io));
+    println!(
+        "spawn {SPAWNS} sleep, interleaved in batches of 25: bare {:.1} ms, LocalLauncher {:.1} ms, ratio {:.2}x \
+         (medians of {ROUNDS})",
+        b.as_secs_f64() * 1e3,
+        o.as_secs_f64() * 1e3,
+        o.as_secs_f64() / b.as_secs_f64()
     );
 
     let (mut bare_l, mut ours_l) = (Vec::new(), Vec::new());
