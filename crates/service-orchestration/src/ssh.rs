@@ -500,6 +500,16 @@ impl SshHost {
     /// multiplexed connection. Give the client to a
     /// [`crate::docker::DockerExecutor`] to place containers on the node.
     pub fn docker_transport(&self) -> docker_engine::Transport {
+        self.docker_transport_inner()
+    }
+
+    /// A Docker Engine client for the engine on this node, through
+    /// [`SshHost::docker_transport`] (the API version is negotiated now).
+    pub async fn docker(&self) -> Result<docker_engine::Docker, docker_engine::DockerError> {
+        docker_engine::Docker::connect(self.docker_transport()).await
+    }
+
+    fn docker_transport_inner(&self) -> docker_engine::Transport {
         let mut argv = vec![self.program.clone(), "-T".to_owned()];
         argv.extend(self.layer.options_args());
         argv.push(self.layer.host().to_owned());

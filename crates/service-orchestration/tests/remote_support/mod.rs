@@ -83,6 +83,11 @@ pub struct Nodes {
 impl Nodes {
     /// Starts `n` nodes named `n1`, `n2`, ... and waits until each answers over ssh.
     pub fn start(n: usize) -> Nodes {
+        Nodes::start_with(n, &[])
+    }
+
+    /// Like [`Nodes::start`], with more `docker run` arguments for every node.
+    pub fn start_with(n: usize, extra: &[&str]) -> Nodes {
         let prefix = format!("harness-rt-{:08x}", fastrand_u32());
         let dir = tempfile::Builder::new()
             .prefix("hr")
@@ -122,22 +127,24 @@ impl Nodes {
         let mount = format!("{}:/root/.ssh/authorized_keys:ro", auth.display());
         for i in 1..=n {
             let name = format!("{prefix}-n{i}");
-            let id = docker(&[
+            let hostname = format!("n{i}");
+            let mut args = vec![
                 "run",
                 "-d",
                 "--name",
                 &name,
                 "--hostname",
-                &format!("n{i}"),
+                &hostname,
                 "--network",
                 &nodes.network,
                 "-v",
                 &mount,
                 "--label",
                 "harness-test=remote",
-                IMAGE,
-            ])
-            .unwrap_or_else(|e| panic!("cannot start node {name}: {e}"));
+            ];
+            args.extend_from_slice(extra);
+            args.push(IMAGE);
+            let id = docker(&args).unwrap_or_else(|e| panic!("cannot start node {name}: {e}"));
             nodes.containers.push(name.clone());
             let _ = id;
             let ip = docker(&[
