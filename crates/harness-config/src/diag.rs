@@ -263,8 +263,8 @@ impl Sources {
     }
 }
 
-/// Length of the token starting at a 1-based column: a quoted string, or up to
-/// the next space, `:`, `,`, `]` or `}`.
+/// Length of what starts at a 1-based column: a quoted string, or a plain
+/// scalar up to `: `, `,`, `]`, `}` or a ` #` comment (trailing spaces dropped).
 fn token_len(line: &str, column: u32) -> usize {
     let start = (column.max(1) - 1) as usize;
     let rest: Vec<char> = line.chars().skip(start).collect();
@@ -274,11 +274,29 @@ fn token_len(line: &str, column: u32) -> usize {
             .iter()
             .position(|&c| c == q)
             .map_or(rest.len(), |i| i + 2),
-        Some(_) => rest
-            .iter()
-            .position(|&c| c.is_whitespace() || matches!(c, ':' | ',' | ']' | '}' | '#'))
-            .unwrap_or(rest.len())
-            .max(1),
+        Some(_) => {
+            let mut end = rest.len();
+            for (i, &c) in rest.iter().enumerate() {
+                let next = rest.get(i + 1).copied();
+                let prev = if i == 0 {
+                    None
+                } else {
+                    rest.get(i - 1).copied()
+                };
+                let stop = matches!(c, ',' | ']' | '}')
+                    || (c == ':' && next.is_none_or(char::is_whitespace))
+                    || (c == '#' && prev.is_some_and(char::is_whitespace));
+                if stop {
+                    end = i;
+                    break;
+                }
+            }
+            let len = rest[..end]
+                .iter()
+                .rposition(|c| !c.is_whitespace())
+                .map_or(0, |i| i + 1);
+            len.max(1)
+        }
     }
 }
 
@@ -321,5 +339,8 @@ mod tests {
         assert_eq!(token_len("  image: \"a b\"", 10), 5);
         assert_eq!(token_len("x", 5), 1);
         assert_eq!(token_len("k: value # c", 4), 5);
+        assert_eq!(token_len("    startup_timeout: 10 sec", 22), 6);
+        assert_eq!(token_len("    helth_check: {tcp: 80}", 5), 11);
+        assert_eq!(token_len("url: http://x:80/a", 6), 13);
     }
 }

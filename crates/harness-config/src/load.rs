@@ -478,7 +478,16 @@ impl<'o> Loader<'o> {
     }
 
     fn report_de(&mut self, e: DeError) {
-        self.error(e.pos, e.message, e.hint);
+        // Messages of the shared vocabulary carry their advice in parentheses:
+        // move it to the hint line.
+        let (message, hint) = match (e.message.split_once(" (write e.g. "), e.hint) {
+            (Some((m, rest)), None) => (
+                m.to_owned(),
+                Some(format!("write e.g. {}", rest.trim_end_matches(')'))),
+            ),
+            (_, hint) => (e.message.clone(), hint),
+        };
+        self.error(e.pos, message, hint);
     }
 
     /// The entries along `path` (key and value), as far as they exist. The
@@ -646,6 +655,29 @@ impl<'o> Loader<'o> {
         self.check_dependencies(&raw, &mut services, broken, &service_names);
         self.check_refs(&services, &service_names);
         self.check_ports(&services);
+        // Cycles are looked for even when other errors were found, among the
+        // dependencies that point at services that exist.
+        let mut present = services.clone();
+        let names: std::collections::HashSet<ServiceName> = present.keys().cloned().collect();
+        for spec in present.values_mut() {
+            spec.dependencies.retain(|d| names.contains(&d.service));
+        }
+        if let Err(crate::graph::GraphError::Cycle(cycle)) =
+            crate::graph::DependencyGraph::build(&present)
+        {
+            let first = cycle.first().map(|s| s.to_string()).unwrap_or_default();
+            let second = cycle
+                .get(1)
+                .or(cycle.first())
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            let pos = self.dep_pos(&first, &second);
+            self.error(
+                Some(pos),
+                format!("dependency cycle: {}", crate::graph::format_cycle(&cycle)),
+                Some("remove one of these dependencies; services must start in some order".into()),
+            );
+        }
         let graph_ok = !self.diags.iter().any(|d| d.severity == Severity::Error);
         let name = name?;
         if !graph_ok {
@@ -657,24 +689,6 @@ impl<'o> Loader<'o> {
                 p.version = version;
                 p.files = files;
                 Some(p)
-            }
-            Err(crate::graph::GraphError::Cycle(cycle)) => {
-                let first = cycle.first().map(|s| s.to_string()).unwrap_or_default();
-                let second = cycle
-                    .get(1)
-                    .or(cycle.first())
-                    .map(|s| s.to_string())
-                    .unwrap_or_default();
-                let pos = self.dep_pos(&first, &second);
-                self.error(
-                    Some(pos),
-                    format!("dependency cycle: {}", crate::graph::format_cycle(&cycle)),
-                    Some(
-                        "remove one of these dependencies; services must start in some order"
-                            .into(),
-                    ),
-                );
-                None
             }
             Err(e) => {
                 self.error(None, e.to_string(), None);

@@ -331,3 +331,18 @@ fn type_errors_use_yaml_words() {
     assert_eq!(e[1].2, "expected a whole number, found string \"x\"");
     assert_eq!(e[2].2, "expected a list, found a map");
 }
+
+#[test]
+fn cycles_are_reported_next_to_other_errors() {
+    let e = errors(
+        "services:\n  a:\n    binary: a\n    startup_timeout: 10 sec\n  b:\n    binary: b\n    dependencies: [c]\n  c:\n    binary: c\n    dependencies: [b]\n",
+    );
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert_eq!(
+        e[0].2,
+        "invalid duration `10 sec`: unknown unit (use ms, s, m, h or d)"
+    );
+    assert!(e[0].3.starts_with("write e.g. `10`"), "{e:#?}");
+    assert_eq!(e[1].2, "dependency cycle: b -> c -> b");
+    assert_eq!(e[1].0, 7);
+}
