@@ -1699,6 +1699,67 @@ mod tests {
         }
 
         #[test]
+        fn a_container_reaches_another_by_its_project_network_ip() {
+            smol::block_on(async {
+                let Some(docker) = engine_or_skip("container_to_container").await else {
+                    return;
+                };
+                let cleanup = Cleanup::new();
+                let mut d = docker_spec(BUSYBOX);
+                d.command = Some(
+                    [
+                        "sh",
+                        "-c",
+                        "echo \"db at $DB\"; wget -q -O - http://$DB/health && wget -q -O - http://db:80/health",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                );
+                let mut client = service("client", d);
+                client.env.insert("DB".into(), "${db.ip}:${db.port}".into());
+                client.dependencies = vec![Dependency {
+                    service: name("db"),
+                    condition: Condition::Healthy,
+                }];
+                client.job = true;
+                client.restart.mode = RestartMode::No;
+                let project = project_of(&cleanup, vec![db_service(), client]);
+                let m = manager(&project, &docker);
+                let mut sub = m.subscribe();
+                m.start_all().unwrap();
+                m.wait_ready(&[name("db"), name("client")], LONG)
+                    .await
+                    .unwrap();
+                let db_id = container_of(&m, "db").unwrap();
+                let ip = docker
+                    .inspect_container(&db_id)
+                    .await
+                    .unwrap()
+                    .ip(Some(&DockerExecutor::network_name(project.name.as_str())))
+                    .expect("db has an IP on the project network");
+                let mut lines = Vec::new();
+                let deadline = Instant::now() + LONG;
+                while lines.iter().filter(|l: &&String| *l == "ok").count() < 2 {
+                    assert!(Instant::now() < deadline, "client output: {lines:?}");
+                    let ev = futures_lite::future::or(sub.next(), async {
+                        async_io::Timer::after(LONG).await;
+                        None
+                    })
+                    .await
+                    .expect("manager events");
+                    if let crate::manager::ManagerEvent::Output { service, line, .. } = ev
+                        && service.as_str() == "client"
+                    {
+                        lines.push(line.text().into_owned());
+                    }
+                }
+                // By IP and container port, and by service name (DNS alias).
+                assert_eq!(lines[0], format!("db at {ip}:80"));
+                m.stop_all().await;
+            })
+        }
+
+        #[test]
         fn a_container_killed_from_outside_is_restarted_per_policy() {
             smol::block_on(async {
                 let Some(docker) = engine_or_skip("restart_on_kill").await else {
