@@ -211,6 +211,24 @@ impl Subscription {
     }
 }
 
+/// The same events as [`Subscription::recv`], as a stream.
+impl futures_lite::Stream for Subscription {
+    type Item = RegistryEvent;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<RegistryEvent>> {
+        std::pin::Pin::new(&mut self.rx)
+            .poll_recv(cx)
+            .map(|item| match item {
+                Some(Ok(e)) => Some(e),
+                Some(Err(RecvError::Overflowed(missed))) => Some(RegistryEvent::Lagged { missed }),
+                Some(Err(RecvError::Closed)) | None => None,
+            })
+    }
+}
+
 impl Registry {
     fn with(state: RegistrySnapshot, file: Option<StateFile>, lock: Option<StateLock>) -> Registry {
         let (mut tx, rx) = async_broadcast::broadcast(EVENT_BUFFER);

@@ -128,15 +128,20 @@ fn a_slow_subscriber_never_blocks_writers() {
         };
         let (read, ()) = futures_lite::future::zip(reader, writer).await;
         assert_eq!(read, total);
-        // The slow one learns it missed the oldest 100, then gets the rest in order.
+        // The slow one learns it missed the oldest 100, then gets the rest in order
+        // (read as a stream, which reports the gap the same way).
+        use futures_lite::StreamExt;
         assert_eq!(
-            slow.recv().await,
+            slow.next().await,
             Some(RegistryEvent::Lagged { missed: 100 })
         );
-        match slow.recv().await.unwrap() {
+        match slow.next().await.unwrap() {
             RegistryEvent::Upserted { entry, .. } => assert_eq!(entry.name.as_str(), "s100"),
             other => panic!("{other:?}"),
         }
+        // Once the registry is gone, the stream ends after the remaining events.
+        drop(r);
+        assert_eq!(slow.count().await, total - 101);
     });
 }
 

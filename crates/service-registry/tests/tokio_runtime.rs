@@ -19,9 +19,11 @@ async fn persist_subscribe_allocate_under_tokio() {
     let (r, _) = Registry::open(&path).await.unwrap();
     let mut sub = r.subscribe();
     let listener = tokio::spawn(async move {
+        use futures_lite::StreamExt;
         let mut names = Vec::new();
         while names.len() < 3 {
-            if let Some(RegistryEvent::Upserted { entry, .. }) = sub.recv().await {
+            // Consumed as a stream here; `recv` elsewhere.
+            if let Some(RegistryEvent::Upserted { entry, .. }) = sub.next().await {
                 names.push(entry.name.to_string());
             }
         }
