@@ -92,9 +92,10 @@ impl Write for ChannelWriter {
 }
 
 /// Streams `dir` as a tar archive into a request body, built on a blocking thread.
-fn tar_stream(dir: &Path) -> ReqBody {
+fn tar_stream(dir: &Path, dockerfile: &str) -> ReqBody {
     let (tx, rx) = async_channel::bounded::<io::Result<Frame<Bytes>>>(8);
     let dir = dir.to_owned();
+    let dockerfile = dockerfile.to_owned();
     let err_tx = tx.clone();
     blocking::unblock(move || {
         let mut w = ChannelWriter {
@@ -102,16 +103,12 @@ fn tar_stream(dir: &Path) -> ReqBody {
             buf: Vec::new(),
         };
         let res = (|| -> io::Result<()> {
-            let mut b = tar::Builder::new(&mut w);
-            b.follow_symlinks(false);
-            b.append_dir_all(".", &dir).map_err(|e| {
+            crate::context::write_context(&dir, &dockerfile, &mut w).map_err(|e| {
                 io::Error::new(
                     e.kind(),
                     format!("reading build context {}: {e}", dir.display()),
                 )
             })?;
-            b.finish()?;
-            drop(b);
             w.flush()
         })();
         if let Err(e) = res {
@@ -162,7 +159,8 @@ impl Docker {
         }
     }
 
-    /// Builds an image from a context directory (streamed as tar to `POST /build`),
+    /// Builds an image from a context directory (streamed as tar to `POST /build`,
+    /// without what its `.dockerignore` excludes),
     /// calling `progress` with each line of builder output; returns the image id.
     /// Base images must be present locally: nothing is pulled.
     pub async fn build_image(
@@ -190,6 +188,7 @@ impl Docker {
                 source: io::Error::new(io::ErrorKind::NotFound, "no such file"),
             });
         }
+        let body = tar_stream(&spec.context, &dockerfile);
         let mut q = vec![
             ("t", spec.tag.clone()),
             ("dockerfile", dockerfile),
@@ -204,12 +203,7 @@ impl Docker {
         }
         let path = format!("/build{}", query(&q));
         let body = self
-            .request(
-                Method::POST,
-                &path,
-                tar_stream(&spec.context),
-                Some("application/x-tar"),
-            )
+            .request(Method::POST, &path, body, Some("application/x-tar"))
             .await
             .map_err(|f| match f {
                 Failure::Status { message, .. } => DockerError::Build {

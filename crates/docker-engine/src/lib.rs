@@ -30,6 +30,7 @@
 
 mod client;
 pub mod container;
+pub mod context;
 pub mod error;
 pub mod events;
 pub mod exec;
@@ -45,6 +46,7 @@ pub use container::{
     ContainerInspect, ContainerSpec, ContainerSummary, Mount, MountSource, PortSpec, Protocol,
     WaitCondition,
 };
+pub use context::DockerIgnore;
 pub use error::{DockerError, Result};
 pub use events::{Event, EventFilter, EventStream};
 pub use exec::{ExecInspect, ExecOutput};

@@ -644,6 +644,68 @@ fn build_from_a_dockerfile_streams_progress() {
 }
 
 #[test]
+fn build_context_honours_dockerignore() {
+    smol::block_on(async {
+        let Some(docker) = engine_or_skip("build_dockerignore").await else {
+            return;
+        };
+        let cleanup = Cleanup::new();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("target/debug")).unwrap();
+        std::fs::write(p.join("target/debug/huge"), vec![0u8; 1 << 20]).unwrap();
+        std::fs::write(p.join("app.txt"), "app").unwrap();
+        std::fs::write(p.join("debug.log"), "").unwrap();
+        std::fs::write(p.join(".dockerignore"), "target\n*.log\n").unwrap();
+        std::fs::write(
+            p.join("Dockerfile"),
+            format!("FROM {BUSYBOX}\nCOPY . /ctx\nCMD [\"find\", \"/ctx\"]\n"),
+        )
+        .unwrap();
+        let tag = format!("{}:t", unique_name("harness-test/ctx"));
+        cleanup.image(tag.clone());
+        docker
+            .build_image(
+                &BuildSpec {
+                    context: p.to_owned(),
+                    tag: tag.clone(),
+                    ..Default::default()
+                },
+                |_| {},
+            )
+            .await
+            .unwrap();
+        let mut s = spec(&cleanup, &tag, "");
+        s.cmd = None;
+        let id = run(&docker, &cleanup, &s).await;
+        docker
+            .wait_container(&id, WaitCondition::NotRunning)
+            .await
+            .unwrap();
+        let mut files: Vec<String> = docker
+            .logs(&id, &LogOptions::default())
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| l.line.text().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(
+            files,
+            [
+                "/ctx",
+                "/ctx/.dockerignore",
+                "/ctx/Dockerfile",
+                "/ctx/app.txt"
+            ]
+        );
+    })
+}
+
+#[test]
 fn networks_create_connect_inspect_disconnect_remove() {
     smol::block_on(async {
         let Some(docker) = engine_or_skip("networks").await else {
