@@ -555,3 +555,32 @@ fn files_mode_never_drops_the_file_is_the_buffer() {
         assert_eq!(got.last().map(String::as_str), Some("100000"));
     });
 }
+
+#[test]
+fn stop_empties_a_group_that_keeps_forking() {
+    smol::block_on(async {
+        let (h, mut ev) = LocalLauncher::new()
+            .spawn(
+                &sh("trap '' TERM; echo ready; while :; do sleep 100 & sleep 0.01; done"),
+                LaunchOptions::default(),
+            )
+            .unwrap();
+        let _g = GroupGuard(h.identity());
+        events_until(
+            &mut ev,
+            30,
+            |e| matches!(e, ProcessEvent::Output(l) if l.text() == "ready"),
+        )
+        .await;
+        eventually(30, "a few children", || group_members(h.pid()).len() >= 5).await;
+        let status = within(60, "stop", h.stop(Duration::from_millis(200)))
+            .await
+            .unwrap();
+        assert_eq!(status, ExitStatus::Signal(9));
+        assert!(
+            group_members(h.pid()).is_empty(),
+            "left: {:?}",
+            group_members(h.pid())
+        );
+    });
+}
