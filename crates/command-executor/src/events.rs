@@ -412,4 +412,41 @@ mod tests {
         let out = split(3, &[b"abcdef\n"]);
         assert_eq!(out, vec![(b"abc".to_vec(), true, 7)]);
     }
+
+    proptest::proptest! {
+        /// Any chunking of any bytes gives the lines a plain split gives, each
+        /// cut to `max`, with the offset just past each line.
+        #[test]
+        fn chunking_never_changes_the_lines(
+            data in proptest::collection::vec(proptest::prop_oneof![proptest::num::u8::ANY, proptest::strategy::Just(b'\n')], 0..400),
+            cuts in proptest::collection::vec(0usize..400, 0..8),
+            max in 1usize..20,
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c <= data.len()).collect();
+            cuts.sort();
+            let mut chunks = Vec::new();
+            let mut at = 0;
+            for c in cuts {
+                chunks.push(&data[at..c]);
+                at = c;
+            }
+            chunks.push(&data[at..]);
+            let got = split(max, &chunks);
+
+            let mut want = Vec::new();
+            let mut start = 0usize;
+            for (i, &b) in data.iter().enumerate() {
+                if b == b'\n' {
+                    let line = &data[start..i];
+                    want.push((line[..line.len().min(max)].to_vec(), line.len() > max, i as u64 + 1));
+                    start = i + 1;
+                }
+            }
+            if start < data.len() {
+                let line = &data[start..];
+                want.push((line[..line.len().min(max)].to_vec(), line.len() > max, data.len() as u64));
+            }
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
 }
