@@ -185,6 +185,8 @@ struct Loader<'o> {
     root: Node,
     /// Index of each service in the merged `services` map.
     service_index: HashMap<String, usize>,
+    /// Keys of services removed because they did not decode (`""`: the whole service).
+    pruned: HashMap<String, std::collections::HashSet<String>>,
 }
 
 /// Keys of a service that only some types accept.
@@ -224,6 +226,7 @@ impl<'o> Loader<'o> {
             project_dir: PathBuf::new(),
             root: Node::new(Pos::default(), Value::Null),
             service_index: HashMap::new(),
+            pruned: HashMap::new(),
         }
     }
 
@@ -457,10 +460,14 @@ impl<'o> Loader<'o> {
                 Ok(raw) => return Some((raw, broken)),
                 Err(e) => {
                     let pos = e.pos.unwrap_or(node.pos);
-                    if let Some(svc) = service_at(&node, pos)
-                        && !broken.contains(&svc)
-                    {
-                        broken.push(svc);
+                    if let Some((svc, key)) = service_at(&node, pos) {
+                        if !broken.contains(&svc) {
+                            broken.push(svc.clone());
+                        }
+                        self.pruned
+                            .entry(svc)
+                            .or_default()
+                            .insert(key.unwrap_or_default());
                     }
                     let follow_up =
                         e.message.starts_with("missing key") && pruned_parents.contains(&pos);
@@ -475,6 +482,16 @@ impl<'o> Loader<'o> {
             }
         }
         None
+    }
+
+    /// True if `key` of `service` was removed because it did not decode.
+    fn pruned_key(&self, service: &str, key: &str) -> bool {
+        self.pruned.get(service).is_some_and(|k| k.contains(key))
+    }
+
+    /// True if any part of `service` did not decode.
+    fn is_broken(&self, service: &str) -> bool {
+        self.pruned.contains_key(service)
     }
 
     fn report_de(&mut self, e: DeError) {
@@ -637,7 +654,7 @@ impl<'o> Loader<'o> {
         let service_names: Vec<String> = raw.services.keys().cloned().collect();
         let mut services = BTreeMap::new();
         for (name, rs) in &raw.services {
-            if broken.contains(name) {
+            if self.pruned_key(name, "") || self.pruned_key(name, "type") {
                 continue;
             }
             let sname = match ServiceName::new(name.clone()) {
@@ -818,7 +835,7 @@ impl<'o> Loader<'o> {
         } else {
             None
         };
-        if inferred.is_none() {
+        if inferred.is_none() && !self.is_broken(name) {
             let pos = self.key_pos(&["services", name]);
             self.error(
                 Some(pos),
@@ -866,7 +883,7 @@ impl<'o> Loader<'o> {
             a.iter().map(String::as_str).collect()
         }
         let need = |this: &mut Self, v: &Option<String>, key: &str| {
-            if v.is_none() {
+            if v.is_none() && !this.pruned_key(n, key) {
                 let pos = this.key_pos(&["services", n]);
                 this.error(
                     Some(pos),
@@ -1017,7 +1034,7 @@ impl<'o> Loader<'o> {
             );
         }
         let success_exit_codes = rs.success_exit_codes.clone().unwrap_or_else(|| vec![0]);
-        if success_exit_codes.is_empty() {
+        if success_exit_codes.is_empty() && !self.pruned_key(n, "success_exit_codes") {
             let pos = self.pos(&p(&path("success_exit_codes")));
             self.error(
                 Some(pos),
@@ -1091,6 +1108,9 @@ impl<'o> Loader<'o> {
         networks: &BTreeMap<String, Network>,
         is_local: bool,
     ) -> Option<String> {
+        if self.pruned_key(n, "network") {
+            return None;
+        }
         if let Some(net) = &rs.network {
             let net = self.plain(net, &["services", n, "network"]);
             let pos = self.pos(&["services", n, "network"]);
@@ -1259,6 +1279,9 @@ impl<'o> Loader<'o> {
                     n.to_ascii_lowercase()
                 )
             }
+            (None, None) if self.pruned_key(n, "image") || self.pruned_key(n, "build") => {
+                return None;
+            }
             (None, None) => {
                 let pos = self.key_pos(&["services", n]);
                 self.error(
@@ -1357,6 +1380,10 @@ impl<'o> Loader<'o> {
         rp: &RawProbe,
         default_period: std::time::Duration,
     ) -> Option<Probe> {
+        if self.pruned_key(n, key) {
+            // Part of it did not decode and was reported; what is left is not the probe.
+            return None;
+        }
         let base = ["services", n, key];
         let at = |this: &Self, k: &str| this.key_pos(&["services", n, key, k]);
         let pos = self.pos(&base);
@@ -1742,6 +1769,7 @@ impl<'o> Loader<'o> {
                         ));
                         continue;
                     }
+                    let dep_broken = self.is_broken(dep);
                     let Some(&(dep_has_check, dep_is_job)) = has_check.get(dep.as_str()) else {
                         if !all_names.contains(dep) && !broken.contains(dep) {
                             let hint = match did_you_mean(dep, all_names.iter().map(String::as_str))
@@ -1779,7 +1807,9 @@ impl<'o> Loader<'o> {
                         None => Condition::Started,
                         Some(raw::ConditionName::Started) => Condition::Started,
                         Some(raw::ConditionName::Healthy) => {
-                            if dep_is_job {
+                            if dep_broken {
+                                // Its own errors were reported; its checks are unknown.
+                            } else if dep_is_job {
                                 self.diags.push(self.sources.diag(Severity::Error, Some(cpos), format!("`healthy` can never hold for `{dep}`: it is a one-shot job"), Some("use `condition: completed_successfully` or `started`".into())));
                             } else if !dep_has_check {
                                 self.diags.push(self.sources.diag(Severity::Error, Some(cpos), format!("`{dep}` has no health check, so `healthy` can never hold"), Some(format!("add a `health_check` to `{dep}`, or use `condition: started`"))));
@@ -1787,7 +1817,7 @@ impl<'o> Loader<'o> {
                             Condition::Healthy
                         }
                         Some(raw::ConditionName::CompletedSuccessfully) => {
-                            if !dep_is_job {
+                            if !dep_is_job && !dep_broken {
                                 self.diags.push(self.sources.diag(Severity::Error, Some(cpos), format!("`completed_successfully` can never hold for `{dep}`: it is not a one-shot job"), Some(format!("add `job: true` to `{dep}`, or use `condition: started` or `healthy`"))));
                             }
                             Condition::CompletedSuccessfully
@@ -1956,8 +1986,9 @@ fn first_line(s: &str) -> String {
         .to_owned()
 }
 
-/// The name of the service whose subtree holds `pos`, if any.
-fn service_at(root: &Node, pos: Pos) -> Option<String> {
+/// The service whose subtree holds `pos`, and the key of that service under
+/// which it lies (`None`: the service's own key or map).
+fn service_at(root: &Node, pos: Pos) -> Option<(String, Option<String>)> {
     let Some(Value::Map(entries)) = root.get("services").map(|s| &s.value) else {
         return None;
     };
@@ -1971,10 +2002,23 @@ fn service_at(root: &Node, pos: Pos) -> Option<String> {
                 _ => false,
             }
     }
-    entries
+    let (k, v) = entries
         .iter()
-        .find(|(k, v)| k.pos == pos || contains(v, pos))
-        .map(|(k, _)| k.name.clone())
+        .find(|(k, v)| k.pos == pos || contains(v, pos))?;
+    if k.pos == pos
+        || (v.pos == pos
+            && !matches!(v.value, Value::Map(ref e) if e.first().is_some_and(|(fk, _)| fk.pos == pos)))
+    {
+        return Some((k.name.clone(), None));
+    }
+    let key = match &v.value {
+        Value::Map(fields) => fields
+            .iter()
+            .find(|(fk, fv)| fk.pos == pos || contains(fv, pos))
+            .map(|(fk, _)| fk.name.clone()),
+        _ => None,
+    };
+    Some((k.name.clone(), key))
 }
 
 /// Removes the map entry or list item at `pos` (its key or its value). Returns

@@ -346,3 +346,28 @@ fn cycles_are_reported_next_to_other_errors() {
     assert_eq!(e[1].2, "dependency cycle: b -> c -> b");
     assert_eq!(e[1].0, 7);
 }
+
+#[test]
+fn errors_inside_one_service_do_not_hide_its_other_errors() {
+    let e = errors(
+        "services:\n  db:\n    image: postgres\n  api:\n    binary: ./api\n    helth_check: {tcp: 80}\n    env:\n      URL: http://${dbb.host}\n    dependencies:\n      db: {condition: healthy}\n      cache: {}\n  web:\n    binary: w\n    dependencies:\n      api: {condition: healthy}\n",
+    );
+    let msgs: Vec<&str> = e.iter().map(|e| e.2.as_str()).collect();
+    assert_eq!(
+        msgs,
+        [
+            "unknown key `helth_check`",
+            "`${dbb.host}` names service `dbb`, which is not defined",
+            "`db` has no health check, so `healthy` can never hold",
+            "service `api` depends on `cache`, which is not defined",
+        ],
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn a_broken_probe_is_reported_once() {
+    let e = errors("services:\n  a:\n    binary: a\n    health_check:\n      tcp: {port: http}\n");
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert_eq!(e[0].0, 5);
+}
