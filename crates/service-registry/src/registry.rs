@@ -263,7 +263,7 @@ impl Registry {
         let loader = file.clone();
         let (lock, state, report) = blocking::unblock(move || {
             let lock = loader.lock_exclusive()?;
-            let (state, report) = loader.load::<RegistrySnapshot>()?;
+            let (state, report) = loader.load_and_repair::<RegistrySnapshot>()?;
             Ok::<_, PersistError>((lock, state, report))
         })
         .await?;

@@ -10,9 +10,11 @@
 //!
 //! The content is wrapped in an envelope holding its length and SHA-256, so a
 //! torn or edited file is detected. Loading takes the current file, or, when
-//! it is missing or corrupt, the `.bak` (a corrupt file is first moved aside to
-//! `<name>.corrupt-<ms>`, never overwritten). Leftover temporary files of
-//! interrupted writes are removed. A writer holds `<name>.lock` ([`StateFile::lock_exclusive`]).
+//! it is missing or corrupt, the `.bak`. Loading is read-only; the one writer
+//! (who holds `<name>.lock`, [`StateFile::lock_exclusive`]) loads with
+//! [`StateFile::load_and_repair`], which also moves a corrupt file aside to
+//! `<name>.corrupt-<ms>` (never overwriting it) and removes leftover temporary
+//! files of interrupted writes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -249,11 +251,15 @@ impl StateFile {
     }
 
     /// Reads the state. Blocking. `Ok((None, report))` is a fresh start.
+    ///
+    /// Read-only, so safe while another process writes the file: a corrupt
+    /// file is reported and the backup used, but nothing is moved or removed
+    /// (that is [`StateFile::load_and_repair`], for the writer).
     pub fn load<T: DeserializeOwned>(&self) -> Result<(Option<T>, LoadReport), PersistError> {
         let mut report = LoadReport {
             source: LoadSource::Fresh,
             problems: Vec::new(),
-            removed_temp_files: self.remove_temp_files(),
+            removed_temp_files: 0,
         };
         let primary = self.read_checked::<T>(&self.path);
         let primary_why = match primary {
@@ -268,15 +274,11 @@ impl StateFile {
         match self.read_checked::<T>(&backup) {
             Ok(Some(v)) => {
                 match &primary_why {
-                    Some(why) => {
-                        let moved = self.move_aside()?;
-                        report.problems.push(format!(
-                            "{} is corrupt ({why}); moved to {}; using the previous state from {}",
-                            self.path.display(),
-                            moved.display(),
-                            backup.display()
-                        ));
-                    }
+                    Some(why) => report.problems.push(format!(
+                        "{} is corrupt ({why}); using the previous state from {}",
+                        self.path.display(),
+                        backup.display()
+                    )),
                     None => report.problems.push(format!(
                         "{} is missing (an interrupted write?); using the previous state from {}",
                         self.path.display(),
@@ -307,6 +309,25 @@ impl StateFile {
                 }),
             },
         }
+    }
+
+    /// [`StateFile::load`] for the one writer of the file (who holds its
+    /// [lock](StateFile::lock_exclusive)): also removes leftover temporary
+    /// files of interrupted writes, and moves a corrupt file aside to
+    /// `<name>.corrupt-<ms>` when the backup replaces it. Blocking.
+    pub fn load_and_repair<T: DeserializeOwned>(
+        &self,
+    ) -> Result<(Option<T>, LoadReport), PersistError> {
+        let removed = self.remove_temp_files();
+        let (value, mut report) = self.load::<T>()?;
+        report.removed_temp_files = removed;
+        if report.source == LoadSource::Backup && self.path.exists() {
+            let moved = self.move_aside()?;
+            report
+                .problems
+                .push(format!("the corrupt file was moved to {}", moved.display()));
+        }
+        Ok((value, report))
     }
 
     /// `Ok(None)` if missing; `Err(why)` if unreadable or corrupt.
@@ -471,10 +492,17 @@ mod tests {
         f.save(&"new".to_owned()).unwrap();
         let full = fs::read(f.path()).unwrap();
         fs::write(f.path(), &full[..full.len() / 2]).unwrap();
+        // A reader sees the previous state and changes nothing.
         let (v, r) = f.load::<String>().unwrap();
+        assert_eq!((v.as_deref(), r.source), (Some("old"), LoadSource::Backup));
+        assert_eq!(fs::read(f.path()).unwrap(), &full[..full.len() / 2]);
+        // The writer repairs.
+        let (v, r) = f.load_and_repair::<String>().unwrap();
         assert_eq!(v.as_deref(), Some("old"));
         assert_eq!(r.source, LoadSource::Backup);
         assert!(r.problems[0].contains("corrupt"), "{:?}", r.problems);
+        assert!(r.problems[1].contains("moved to"), "{:?}", r.problems);
+        assert!(!f.path().exists());
         let aside: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .filter_map(Result::ok)
@@ -515,6 +543,9 @@ mod tests {
         drop(staged);
         assert!(temp.exists());
         let (v, r) = f.load::<u8>().unwrap();
+        assert_eq!((v, r.source), (Some(1), LoadSource::Backup));
+        assert!(temp.exists(), "a reader leaves a writer's temp file alone");
+        let (v, r) = f.load_and_repair::<u8>().unwrap();
         assert_eq!((v, r.source), (Some(1), LoadSource::Backup));
         assert_eq!(r.removed_temp_files, 1);
         assert!(!temp.exists());
