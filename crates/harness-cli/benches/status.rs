@@ -69,6 +69,7 @@ fn time(runs: usize, mut f: impl FnMut()) -> Stats {
 
 fn main() {
     // `cargo bench` passes `--bench`; this binary takes no options.
+    support::ensure_workspace_binaries_for(Some("bench"));
     let env = Env::with_daemon();
     let mut y = String::from("name: bench\nservices:\n");
     for i in 0..SERVICES {

@@ -227,20 +227,25 @@ async fn up(ctx: &Ctx, a: UpArgs) -> CliResult {
     let wanted: Vec<String> = requested.iter().map(|s| s.to_string()).collect();
     let failed = remote::not_ready(&status, &wanted);
     if a.wait || !a.detach {
-        if let Some((name, state)) = failed.first() {
-            if a.wait || a.detach {
+        match failed.first() {
+            Some((name, state)) if a.wait => {
                 return Err(CliError::Failed(format!(
                     "service `{name}` is not ready: {state}"
                 )));
             }
-        } else {
-            writeln!(
+            Some(_) => {
+                // In the foreground, say what is not ready, then show the logs anyway.
+                for (name, state) in &failed {
+                    writeln!(err, "warning: service `{name}` is not ready: {state}")?;
+                }
+            }
+            None => writeln!(
                 err,
                 "project {} is up in {} ({})",
                 status.project,
                 render::human_duration(began.elapsed()),
                 remote::summary(&status.services)
-            )?;
+            )?,
         }
     } else {
         writeln!(

@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
 use crate::error::{CliError, CliResult};
 
@@ -35,9 +36,24 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Starts `harnessd --state-dir DIR` detached from this terminal (its own session, no stdio),
-/// so it outlives the CLI. Returns its pid.
-pub fn spawn_daemon(state_dir: &Path) -> CliResult<u32> {
+/// A daemon this CLI started: its pid, and how it ended if it already did.
+#[derive(Debug, Clone)]
+pub struct Spawned {
+    /// The daemon's pid.
+    pub pid: u32,
+    exited: Arc<Mutex<Option<std::process::ExitStatus>>>,
+}
+
+impl Spawned {
+    /// How the daemon ended, if it has (e.g. it could not take the state dir's lock).
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.exited.lock().ok().and_then(|g| *g)
+    }
+}
+
+/// Starts `harnessd --state-dir DIR` detached from this terminal (its own process group, no
+/// stdio), so it outlives the CLI and Ctrl-C here never reaches it.
+pub fn spawn_daemon(state_dir: &Path) -> CliResult<Spawned> {
     let bin = find_daemon_binary().ok_or_else(|| {
         CliError::DaemonStart(format!(
             "`{DAEMON_BIN}` was found neither next to `harness` nor on PATH"
@@ -55,18 +71,23 @@ pub fn spawn_daemon(state_dir: &Path) -> CliResult<u32> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        // Its own process group: Ctrl-C in this terminal must not reach the daemon.
         .process_group(0);
     let mut child = cmd
         .spawn()
         .map_err(|e| CliError::DaemonStart(format!("{}: {e}", bin.display())))?;
     let pid = child.id();
-    // Reap it in the background if it exits early (e.g. another daemon holds the lock),
-    // so no zombie is left while we wait for the address file.
+    let exited = Arc::new(Mutex::new(None));
+    let record = exited.clone();
+    // Reap it if it exits while this CLI runs, so no zombie is left and an early failure
+    // is reported at once instead of after the connect deadline.
     std::thread::spawn(move || {
-        let _ = child.wait();
+        if let Ok(status) = child.wait()
+            && let Ok(mut g) = record.lock()
+        {
+            *g = Some(status);
+        }
     });
-    Ok(pid)
+    Ok(Spawned { pid, exited })
 }
 
 /// True while a process with this pid exists and is not a zombie.

@@ -68,20 +68,33 @@ pub async fn connect_or_start(state_dir: &Path) -> CliResult<(Client, bool)> {
         }
         Err(_) => {}
     }
-    daemon::spawn_daemon(state_dir)?;
-    let deadline = std::time::Instant::now() + DAEMON_START_TIMEOUT;
+    let spawned = daemon::spawn_daemon(state_dir)?;
+    let mut deadline = std::time::Instant::now() + DAEMON_START_TIMEOUT;
+    let mut exit_seen = false;
     let mut pause = Duration::from_millis(10);
     loop {
         match Client::connect_with(state_dir, client_options()).await {
             Ok(c) => return Ok((c, true)),
             Err(e) if std::time::Instant::now() >= deadline => {
+                let why = match spawned.exit_status() {
+                    Some(status) => format!("harnessd (pid {}) exited ({status})", spawned.pid),
+                    None => format!(
+                        "harnessd did not answer within {}s",
+                        DAEMON_START_TIMEOUT.as_secs()
+                    ),
+                };
                 return Err(CliError::DaemonStart(format!(
-                    "harnessd did not answer within {}s (state dir {}): {e}; see its log in the state dir",
-                    DAEMON_START_TIMEOUT.as_secs(),
-                    state_dir.display()
+                    "{why}: {e}; see {}",
+                    state_dir.join("harnessd.log").display()
                 )));
             }
             Err(_) => {
+                // A daemon that ended early (e.g. another one won the race for the state
+                // dir's lock) gets a short grace for the winner to answer, not the full wait.
+                if !exit_seen && spawned.exit_status().is_some() {
+                    exit_seen = true;
+                    deadline = deadline.min(std::time::Instant::now() + Duration::from_secs(5));
+                }
                 async_io::Timer::after(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(100));
             }

@@ -439,3 +439,20 @@ fn the_demo_stack_comes_up_and_the_worker_reaches_the_api() {
     );
     env.run(&["-p", "demo", "down"]).ok();
 }
+
+#[test]
+fn a_daemon_that_cannot_start_is_reported_with_exit_4() {
+    let env = Env::with_daemon();
+    let file = env.write("not-a-dir", "");
+    let bad = file.join("state");
+    let r = env
+        .cmd(&["--state-dir", support::s(&bad), "daemon", "start"])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(4), "{r:?}");
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        stderr.contains("not-a-dir"),
+        "names the state dir: {stderr}"
+    );
+}

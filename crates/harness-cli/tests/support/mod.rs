@@ -17,6 +17,13 @@ pub fn harness_bin() -> PathBuf {
 /// `cargo build --workspace` leaves them: `cargo test -p harness-cli` alone builds only
 /// this package's binaries.
 pub fn ensure_workspace_binaries() {
+    ensure_workspace_binaries_for(None);
+}
+
+/// [`ensure_workspace_binaries`] with the cargo profile to build with (`Some("bench")` from a
+/// benchmark, whose binaries share `target/release` with the `release` profile); `None`
+/// picks `dev` or `release` from where `harness` is.
+pub fn ensure_workspace_binaries_for(profile: Option<&str>) {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let exe = harness_bin();
@@ -24,13 +31,17 @@ pub fn ensure_workspace_binaries() {
         let target_dir = profile_dir
             .parent()
             .expect("the profile directory is in a target directory");
+        let profile =
+            profile.unwrap_or(if profile_dir.file_name().is_some_and(|n| n == "release") {
+                "release"
+            } else {
+                "dev"
+            });
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(["build", "--quiet", "-p", "harnessd", "-p", "harness-demo"])
+            .args(["--profile", profile])
             .env("CARGO_TARGET_DIR", target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
         let out = cmd.output().expect("cargo runs");
         if !out.status.success() {
             // A binary from an earlier build still lets the tests run; say so loudly.
