@@ -15,8 +15,11 @@ pub mod executor;
 pub mod health;
 pub mod lifecycle;
 pub mod manager;
+pub mod package;
 pub mod process;
+pub mod remote;
 pub mod resolve;
+pub mod ssh;
 
 pub use executor::{
     BoxError, ExecOutcome, ExecutorError, InstanceEvent, InstanceEvents, InstanceRecord, Launched,

@@ -134,7 +134,10 @@ impl ServiceExecutor for ProcessExecutor {
             cmd = cmd.current_dir(dir.clone());
         }
         if let Some(user) = &spec.user {
-            let (uid, gid) = resolve_user(user).map_err(|e| start_err(spec, e))?;
+            let u = user.clone();
+            let (uid, gid) = blocking::unblock(move || resolve_user(&u))
+                .await
+                .map_err(|e| start_err(spec, e))?;
             if let Some(gid) = gid {
                 cmd = cmd.group(gid);
             }
@@ -159,9 +162,10 @@ impl ServiceExecutor for ProcessExecutor {
             OutputMode::Files { stdout, stderr } => (Some(stdout.clone()), Some(stderr.clone())),
             OutputMode::Pipes => (None, None),
         };
-        let (handle, stream) = self
-            .launcher
-            .spawn(&cmd, self.options(output))
+        // fork/exec blocks: keep it off the async executor's threads.
+        let (launcher, opts) = (self.launcher, self.options(output));
+        let (handle, stream) = blocking::unblock(move || launcher.spawn(&cmd, opts))
+            .await
             .map_err(|e| start_err(spec, e))?;
         let offsets = Arc::new(Mutex::new(stream.offsets()));
         let instance = ProcessInstance {
@@ -371,13 +375,13 @@ pub(crate) async fn run_check(
         max_line_bytes: 512,
         ..LaunchOptions::default()
     };
-    let (handle, mut events) =
-        LocalLauncher::new()
-            .spawn(cmd, opts)
-            .map_err(|e| ExecutorError::Probe {
-                service: service.to_owned(),
-                source: e.into(),
-            })?;
+    let c = cmd.clone();
+    let (handle, mut events) = blocking::unblock(move || LocalLauncher::new().spawn(&c, opts))
+        .await
+        .map_err(|e| ExecutorError::Probe {
+            service: service.to_owned(),
+            source: e.into(),
+        })?;
     let mut first_line = None;
     let run = async {
         while let Some(ev) = events.next().await {
