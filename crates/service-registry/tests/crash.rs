@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use harness_core::{ServiceKind, ServiceName};
-use service_registry::{LoadSource, Location, Registry, ServiceEntry};
+use service_registry::{LoadSource, Location, Registry, RegistrySnapshot, ServiceEntry, StateFile};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -139,6 +139,18 @@ fn killed_while_writing_continuously(dir: &Path, jitter: Duration) {
         acked = line
             .strip_prefix("committed ")
             .and_then(|n| n.parse::<u64>().ok());
+        // A reader beside the running writer always gets a whole state holding
+        // every acknowledged write.
+        if let Some(n) = acked {
+            let (snap, _) = StateFile::new(&path)
+                .load::<RegistrySnapshot>()
+                .expect("a reader never fails beside a writer");
+            let len = snap
+                .expect("the state exists once a write is acked")
+                .entries
+                .len() as u64;
+            assert!(len > n, "reader saw {len} entries after s{n} was acked");
+        }
     }
     std::thread::sleep(jitter);
     sigkill(c);
