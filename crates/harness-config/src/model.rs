@@ -523,6 +523,7 @@ pub struct Dependency {
     /// The service depended on.
     pub service: ServiceName,
     /// What must hold before the dependent starts.
+    #[serde(flatten)]
     pub condition: Condition,
 }
 

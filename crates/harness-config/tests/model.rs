@@ -454,3 +454,17 @@ async fn loads_under_tokio() {
         "echo report for ${HOSTNAME:-here}; exec sleep 3600"
     );
 }
+
+#[test]
+fn resolved_dependencies_read_like_the_file() {
+    let p = load_files(&[examples().join("web-stack.yaml")]);
+    let v = p.to_json_value();
+    assert_eq!(
+        v["services"]["worker"]["dependencies"][0],
+        serde_json::json!({"service": "api", "condition": "log_ready", "pattern": "listening on .*:8080"})
+    );
+    assert_eq!(
+        v["services"]["api"]["dependencies"][0],
+        serde_json::json!({"service": "postgres", "condition": "healthy"})
+    );
+}
