@@ -257,12 +257,13 @@ impl DockerExecutor {
 
     /// Makes sure the image is there: builds it when the spec says so (on a
     /// start by request; a restart reuses the image unless it is gone), else
-    /// checks it is present (nothing is pulled). Returns the build's progress lines.
+    /// checks it is present (nothing is pulled). Returns the image id and the
+    /// build's progress lines.
     async fn ensure_image(
         &self,
         d: &DockerSpec,
         restart: bool,
-    ) -> Result<Vec<String>, DockerError> {
+    ) -> Result<(String, Vec<String>), DockerError> {
         let mut progress = Vec::new();
         let present = async { self.docker.inspect_image(&d.image).await.is_ok() };
         if let Some(b) = &d.build
@@ -278,13 +279,14 @@ impl DockerExecutor {
                 build_args: b.args.clone(),
                 labels: BTreeMap::new(),
             };
-            self.docker
+            let id = self
+                .docker
                 .build_image(&spec, |l| progress.push(l.to_owned()))
                 .await?;
+            Ok((id, progress))
         } else {
-            self.docker.inspect_image(&d.image).await?;
+            Ok((self.docker.inspect_image(&d.image).await?.id, progress))
         }
-        Ok(progress)
     }
 
     async fn launch(
@@ -723,7 +725,7 @@ impl ServiceExecutor for DockerExecutor {
             service: spec.name.to_string(),
             source: boxed(e),
         };
-        let preface = self
+        let (image_id, preface) = self
             .ensure_image(d, ctx.generation > 1)
             .await
             .map_err(err)?;
@@ -733,7 +735,7 @@ impl ServiceExecutor for DockerExecutor {
             .map_err(err)?;
         let (_, hash) = container_spec(spec, ctx, &network).map_err(err)?;
         // A container of this service already there: adopt it if it runs the
-        // same configuration, else replace it.
+        // same configuration on the same image, else replace it.
         let mine = self
             .docker
             .list_containers(&[
@@ -747,7 +749,11 @@ impl ServiceExecutor for DockerExecutor {
             let same = c.labels.get(LABEL_CONFIG_HASH) == Some(&hash);
             if same && c.state == "running" && adopt.is_none() {
                 match self.docker.inspect_container(&c.id).await {
-                    Ok(i) if i.state.running && i.state.status == "running" => {
+                    Ok(i)
+                        if i.state.running
+                            && i.state.status == "running"
+                            && i.image == image_id =>
+                    {
                         adopt = Some(i);
                         continue;
                     }
@@ -1501,10 +1507,12 @@ mod tests {
                 args: BTreeMap::from([("MSG".into(), "from the build".into())]),
             });
             let spec = service("job", d);
-            let mut launched = DockerExecutor::new(docker)
+            let mut launched = DockerExecutor::new(docker.clone())
                 .start(&spec, &ctx)
                 .await
                 .unwrap();
+            // Rebuilt below under the same tag: remove this one by id.
+            cleanup.image(docker.inspect_image(&tag).await.unwrap().id);
             let mut saw_build = false;
             let mut saw_msg = false;
             loop {
@@ -1552,6 +1560,52 @@ mod tests {
                 }
                 assert_eq!(out, [want], "generation {}", ctx.generation);
             }
+        })
+    }
+
+    #[test]
+    fn a_rebuilt_image_replaces_the_running_container() {
+        smol::block_on(async {
+            let Some(docker) = engine_or_skip("rebuilt_image").await else {
+                return;
+            };
+            let cleanup = Cleanup::new();
+            let ctx = project(&cleanup);
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(
+                dir.path().join("Dockerfile"),
+                format!("FROM {BUSYBOX}\nARG V\nRUN echo \"$V\" > /v\nCMD [\"sh\", \"-c\", \"cat /v; exec sleep 600\"]\n"),
+            )
+            .unwrap();
+            let tag = format!("{}:t", unique_name("harness-test/rebuilt"));
+            cleanup.image(tag.clone());
+            let with_v = |v: &str| {
+                let mut d = docker_spec(&tag);
+                d.build = Some(Build {
+                    context: dir.path().to_owned(),
+                    dockerfile: None,
+                    args: BTreeMap::from([("V".into(), v.into())]),
+                });
+                service("app", d)
+            };
+            let exec = DockerExecutor::new(docker.clone());
+            let id_of = |l: &Launched| l.instance.record().container_id.unwrap();
+            let mut first = exec.start(&with_v("1"), &ctx).await.unwrap();
+            // Replaced below under the same tag: remove it by id.
+            cleanup.image(docker.inspect_image(&tag).await.unwrap().id);
+            until(&mut first.events, |e| is_line(e, "1")).await;
+            // Same build, same configuration: the running container is kept.
+            let same = exec.start(&with_v("1"), &ctx).await.unwrap();
+            assert_eq!(id_of(&same), id_of(&first));
+            // A new image under the same tag: the container is replaced.
+            let mut second = exec.start(&with_v("2"), &ctx).await.unwrap();
+            assert_ne!(id_of(&second), id_of(&first));
+            until(&mut second.events, |e| is_line(e, "2")).await;
+            let listed = docker
+                .list_containers(&[(LABEL_PROJECT, ctx.project.as_str())])
+                .await
+                .unwrap();
+            assert_eq!(listed.len(), 1);
         })
     }
 
