@@ -24,6 +24,7 @@
 //! run instead of starting a second one.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -772,6 +773,138 @@ impl futures_lite::Stream for Events {
             }
             std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
             std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// Where a service placed on a node is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Placement {
+    node: String,
+    ip: IpAddr,
+}
+
+/// Resolves `${svc.ip|port|host}` for services placed on nodes, per consumer:
+///
+/// - a service on a node, seen from the same node: `127.0.0.1`;
+/// - seen from anywhere else (another node, this machine, a local container,
+///   and the service itself as the daemon probes it): the node's address;
+/// - a service of this machine seen from a node: this machine's address as
+///   that node sees it (learnt over ssh), with the port `fallback` gives;
+/// - everything else: `fallback` (e.g. the Docker resolver, then loopback).
+pub struct RemoteResolver {
+    placement: BTreeMap<String, Placement>,
+    ports: BTreeMap<String, Option<u16>>,
+    local_from_node: BTreeMap<String, IpAddr>,
+    fallback: Arc<dyn crate::resolve::EndpointResolver>,
+}
+
+impl std::fmt::Debug for RemoteResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteResolver")
+            .field("placement", &self.placement)
+            .field("local_from_node", &self.local_from_node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteResolver {
+    /// Asks every node that has services of `project` for its address and for
+    /// this machine's address as it sees it.
+    pub async fn discover(
+        project: &harness_config::Project,
+        hosts: &SshHosts,
+        fallback: Arc<dyn crate::resolve::EndpointResolver>,
+    ) -> Result<RemoteResolver, SshError> {
+        let mut placement = BTreeMap::new();
+        let mut local_from_node = BTreeMap::new();
+        for (name, spec) in &project.services {
+            let Some(node) = spec.host() else { continue };
+            let host = hosts.get(node)?;
+            let address = host.address().to_owned();
+            let ip = match address.parse::<IpAddr>() {
+                Ok(ip) => ip,
+                Err(_) => {
+                    let a = address.clone();
+                    blocking::unblock(move || {
+                        use std::net::ToSocketAddrs;
+                        (a.as_str(), 22)
+                            .to_socket_addrs()
+                            .ok()
+                            .and_then(|mut it| it.next())
+                            .map(|sa| sa.ip())
+                    })
+                    .await
+                    .ok_or_else(|| SshError::Unreachable {
+                        host: host.name().to_owned(),
+                        reason: format!("cannot resolve the address `{address}`"),
+                    })?
+                }
+            };
+            if !local_from_node.contains_key(host.name()) {
+                let local = host.local_address(CONTROL_TIMEOUT).await?;
+                local_from_node.insert(host.name().to_owned(), local);
+            }
+            placement.insert(
+                name.to_string(),
+                Placement {
+                    node: host.name().to_owned(),
+                    ip,
+                },
+            );
+        }
+        let ports = project
+            .services
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.primary_port()))
+            .collect();
+        Ok(RemoteResolver {
+            placement,
+            ports,
+            local_from_node,
+            fallback,
+        })
+    }
+}
+
+impl crate::resolve::EndpointResolver for RemoteResolver {
+    fn endpoint(
+        &self,
+        consumer: &harness_core::ServiceName,
+        service: &harness_core::ServiceName,
+    ) -> Option<harness_core::Endpoint> {
+        let from = if consumer == service {
+            None
+        } else {
+            self.placement.get(consumer.as_str())
+        };
+        match self.placement.get(service.as_str()) {
+            Some(at) => {
+                let port = self.ports.get(service.as_str()).copied().flatten();
+                Some(if from.map(|f| &f.node) == Some(&at.node) {
+                    harness_core::Endpoint::loopback(port)
+                } else {
+                    harness_core::Endpoint {
+                        ip: at.ip,
+                        port,
+                        host: at.node.clone(),
+                    }
+                })
+            }
+            None => {
+                let e = self.fallback.endpoint(consumer, service)?;
+                match from {
+                    Some(f) if e.ip.is_loopback() => {
+                        let ip = *self.local_from_node.get(&f.node)?;
+                        Some(harness_core::Endpoint {
+                            ip,
+                            port: e.port,
+                            host: ip.to_string(),
+                        })
+                    }
+                    _ => Some(e),
+                }
+            }
         }
     }
 }

@@ -458,6 +458,19 @@ impl SshHost {
         self.run_at(slot, "true", None, timeout).await.map(|_| ())
     }
 
+    /// This machine's address as the node sees it (from `$SSH_CLIENT` on the
+    /// node): where services on the node reach services of this machine.
+    pub async fn local_address(&self, timeout: Duration) -> Result<std::net::IpAddr, SshError> {
+        let out = self
+            .run("echo \"${SSH_CLIENT%% *}\"", None, timeout)
+            .await?;
+        let text = out.stdout_text();
+        text.parse().map_err(|_| SshError::Unreachable {
+            host: self.name.clone(),
+            reason: format!("the node did not tell the client address (SSH_CLIENT gave {text:?})"),
+        })
+    }
+
     /// True if the main master connection runs (`ssh -O check`).
     pub async fn master_running(&self) -> bool {
         self.control(None, ["-O", "check"]).await
