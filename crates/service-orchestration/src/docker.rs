@@ -345,7 +345,8 @@ impl DockerExecutor {
             host: self.host.clone(),
             last_log: Arc::new(Mutex::new(resume_mark)),
         });
-        let (tx, rx) = async_channel::bounded::<InstanceEvent>(1024);
+        // Room for the whole build log, so none of it is lost before the reader starts.
+        let (tx, rx) = async_channel::bounded::<InstanceEvent>(1024 + preface.len());
         let _ = tx.try_send(InstanceEvent::Started { pid });
         for l in preface {
             let _ = tx.try_send(InstanceEvent::Output(OutputLine {
