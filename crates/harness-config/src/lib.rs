@@ -32,7 +32,27 @@
 //! ```
 //!
 //! Loading reports every problem at once, each with file:line:column, the line,
-//! a caret and a hint ([`Diagnostics`] implements `Display`).
+//! a caret and a hint ([`Diagnostics`] implements `Display`). The commands
+//! `validate`, `config` and `config schema` are one call each:
+//!
+//! ```no_run
+//! use harness_config::{LoadOptions, load};
+//!
+//! // `-f base.yaml -f override.yaml`; no file given means `./services.yaml`.
+//! let opts = LoadOptions::files(["base.yaml", "override.yaml"]);
+//! match load(&opts) {
+//!     Ok(loaded) => {
+//!         eprint!("{}", loaded.warnings.render(false)); // warnings, if any
+//!         println!("{}", loaded.summary()); // validate
+//!         println!("{}", loaded.project.to_yaml()); // config (or to_json)
+//!     }
+//!     Err(diagnostics) => {
+//!         eprint!("{}", diagnostics.render(true)); // every error, coloured
+//!         std::process::exit(1);
+//!     }
+//! }
+//! println!("{}", harness_config::json_schema_string()); // config schema
+//! ```
 
 mod de;
 pub mod diag;

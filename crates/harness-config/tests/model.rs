@@ -468,3 +468,20 @@ fn resolved_dependencies_read_like_the_file() {
         serde_json::json!({"service": "postgres", "condition": "healthy"})
     );
 }
+
+#[test]
+fn default_file_is_found_in_the_project_dir() {
+    let dir = TempDir::new();
+    std::fs::write(
+        dir.0.join("services.yml"),
+        "name: found\nservices:\n  a:\n    binary: a\n",
+    )
+    .unwrap();
+    let opts = LoadOptions {
+        project_dir: Some(dir.0.clone()),
+        ..no_env()
+    };
+    let p = load(&opts).unwrap().project;
+    assert_eq!(p.name.as_str(), "found");
+    assert_eq!(p.files, [dir.0.join("services.yml")]);
+}
