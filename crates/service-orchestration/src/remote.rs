@@ -623,10 +623,21 @@ impl Follower {
             Tails(Option<String>),
             Waiter(String, String),
         }
-        let first = futures_lite::future::or(async { First::Tails((&mut tails).await) }, async {
-            let (t, w) = wait.await;
-            First::Waiter(t, w)
-        })
+        // Nobody reading any more (the instance was dropped): end the session
+        // even if the service is silent.
+        let abandoned = async {
+            while !self.tx.is_closed() {
+                async_io::Timer::after(Duration::from_secs(1)).await;
+            }
+            First::Tails(None)
+        };
+        let first = futures_lite::future::or(
+            futures_lite::future::or(async { First::Tails((&mut tails).await) }, async {
+                let (t, w) = wait.await;
+                First::Waiter(t, w)
+            }),
+            abandoned,
+        )
         .await;
         let (text, why) = match first {
             First::Tails(None) => return SessionEnd::Closed,

@@ -77,6 +77,45 @@ fn remote_service_output_exit_code_and_stop() {
             .and_then(|p| p.parse().ok())
             .expect("child pid");
         let pid = l.instance.pid().unwrap();
+
+        // Command checks run on the node, with the service's environment.
+        let ok = l
+            .instance
+            .exec(
+                "sh",
+                &[
+                    "-c".into(),
+                    "test \"$(hostname)\" = n1 && test -n \"$HARNESS_PROJECT\"".into(),
+                ],
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap();
+        assert!(ok.success, "{ok:?}");
+        let bad = l
+            .instance
+            .exec(
+                "sh",
+                &["-c".into(), "echo nope; exit 2".into()],
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap();
+        assert!(!bad.success);
+        assert!(
+            bad.detail.contains("exit 2") && bad.detail.contains("nope"),
+            "{bad:?}"
+        );
+        let slow = l
+            .instance
+            .exec("sleep", &["30".into()], Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert!(
+            !slow.success && slow.detail.contains("timed out"),
+            "{slow:?}"
+        );
+
         l.instance
             .stop(Signal::TERM, Duration::from_secs(5))
             .await
