@@ -1914,6 +1914,25 @@ impl<'o> Loader<'o> {
                 if let Some((msg, hint)) = problem {
                     let pos = self.template_pos(name.as_str(), &t);
                     self.error(Some(pos), msg, Some(hint));
+                    continue;
+                }
+                // `${svc.port}` of a service that declares no port cannot resolve.
+                for r in crate::template::references(&t) {
+                    let portless = r.field == crate::template::RefField::Port
+                        && services
+                            .get(&r.service)
+                            .is_some_and(|s| s.primary_port().is_none());
+                    if portless {
+                        let pos = self.template_pos(name.as_str(), &t);
+                        self.warn(
+                            Some(pos),
+                            format!("`{r}`: service `{}` declares no port", r.service),
+                            Some(format!(
+                                "add `ports:` (or a tcp/http check with a port) to `{}`",
+                                r.service
+                            )),
+                        );
+                    }
                 }
             }
         }

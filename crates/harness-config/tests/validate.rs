@@ -371,3 +371,15 @@ fn a_broken_probe_is_reported_once() {
     assert_eq!(e.len(), 1, "{e:#?}");
     assert_eq!(e[0].0, 5);
 }
+
+#[test]
+fn port_reference_to_a_portless_service_warns() {
+    let loaded = load(
+        "services:\n  db:\n    binary: db\n  api:\n    binary: api\n    args: [\"--db\", \"${db.host}:${db.port}\"]\n",
+    )
+    .unwrap();
+    let w = &loaded.warnings.items;
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert_eq!(w[0].message, "`${db.port}`: service `db` declares no port");
+    assert_eq!(w[0].location.as_ref().unwrap().line, 6);
+}
