@@ -438,18 +438,24 @@ impl ServiceInstance for RemoteInstance {
         if let Some(wd) = &self.rec.working_dir {
             line.push_str(&format!("cd {} || exit 126\n", shell_quote(wd)));
         }
-        line.push_str("exec env");
+        let mut cmd = String::from("env");
         for (k, v) in &self.env {
-            line.push(' ');
-            line.push_str(&shell_quote(&format!("{k}={v}")));
+            cmd.push(' ');
+            cmd.push_str(&shell_quote(&format!("{k}={v}")));
         }
-        line.push(' ');
-        line.push_str(&shell_quote(command));
+        cmd.push(' ');
+        cmd.push_str(&shell_quote(command));
         for a in args {
-            line.push(' ');
-            line.push_str(&shell_quote(a));
+            cmd.push(' ');
+            cmd.push_str(&shell_quote(a));
         }
-        line.push_str(" 2>&1");
+        // The local deadline decides; `timeout` on the node (when it has one)
+        // only makes sure a stuck check does not linger there.
+        let limit = timeout.as_secs() + 2;
+        line.push_str(&format!(
+            "if command -v timeout >/dev/null 2>&1; then exec timeout {limit} {cmd} 2>&1; fi
+exec {cmd} 2>&1"
+        ));
         match self.host.run(&line, None, timeout).await {
             Ok(out) => {
                 let first = String::from_utf8_lossy(&out.stdout)

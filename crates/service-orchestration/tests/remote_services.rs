@@ -115,6 +115,22 @@ fn remote_service_output_exit_code_and_stop() {
             !slow.success && slow.detail.contains("timed out"),
             "{slow:?}"
         );
+        // ... and does not linger on the node.
+        let n1 = hosts.get("n1").unwrap();
+        eventually(20, "the timed-out check to end on the node", || {
+            let n1 = n1.clone();
+            async move {
+                n1.run(
+                    "ps -o args | grep -c '^sleep 30$' || true",
+                    None,
+                    Duration::from_secs(10),
+                )
+                .await
+                .map(|o| o.stdout_text() == "0")
+                .unwrap_or(false)
+            }
+        })
+        .await;
 
         l.instance
             .stop(Signal::TERM, Duration::from_secs(5))
@@ -122,7 +138,6 @@ fn remote_service_output_exit_code_and_stop() {
             .unwrap();
         let (_, exit) = read_until(&mut l.events, 30, |_| false).await;
         assert_eq!(exit, Some(ExitStatus::Signal(15)));
-        let n1 = hosts.get("n1").unwrap();
         let out = n1
             .run(
                 &format!("kill -0 {pid} 2>/dev/null && echo leader; kill -0 {child} 2>/dev/null && echo child; true"),
