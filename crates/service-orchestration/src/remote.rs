@@ -241,7 +241,6 @@ impl RemoteExecutor {
         let shared = Arc::new(Shared {
             offsets: Mutex::new(rec.offsets),
             consumed: Mutex::new(rec.offsets),
-            link: Mutex::new(Reachability::Reachable),
         });
         let instance = RemoteInstance {
             service: spec.name.to_string(),
@@ -352,15 +351,11 @@ struct Shared {
     offsets: Mutex<RemoteOffsets>,
     /// Bytes of each log the consumer took from the stream (what is persisted).
     consumed: Mutex<RemoteOffsets>,
-    link: Mutex<Reachability>,
 }
 
 impl Shared {
     fn offsets(&self) -> RemoteOffsets {
         *self.offsets.lock().unwrap_or_else(|p| p.into_inner())
-    }
-    fn set_link(&self, r: Reachability) {
-        *self.link.lock().unwrap_or_else(|p| p.into_inner()) = r;
     }
 }
 
@@ -538,7 +533,6 @@ impl Follower {
         loop {
             match self.session().await {
                 SessionEnd::Exited(status) => {
-                    self.shared.set_link(Reachability::Reachable);
                     let _ = self
                         .tx
                         .send(Item(InstanceEvent::Exited(status), None))
@@ -547,9 +541,8 @@ impl Follower {
                 }
                 SessionEnd::Closed => return,
                 SessionEnd::Lost(reason) => {
-                    let r = Reachability::Unreachable { reason };
-                    self.host.set_reachability(r.clone());
-                    self.shared.set_link(r);
+                    self.host
+                        .set_reachability(Reachability::Unreachable { reason });
                     if self.tx.is_closed() {
                         return;
                     }
@@ -569,7 +562,6 @@ impl Follower {
                 other => other.to_string(),
             });
         }
-        self.shared.set_link(Reachability::Reachable);
         let start = self.shared.offsets();
         let dir = shell_quote(&self.rec.dir);
         let tail = |file: &str, offset: u64| {

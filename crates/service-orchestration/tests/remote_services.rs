@@ -203,6 +203,14 @@ fn remote_service_survives_a_dropped_connection_and_is_re_attached() {
         let l3 = exec2.start(&spec, &ctx).await.unwrap();
         assert_eq!(l3.instance.pid(), Some(rec.pid));
 
+        // A record whose pid now has another start time (pid reuse) is refused.
+        let mut reused = record.clone();
+        reused.data["start_time"] = serde_json::json!(rec.start_time + 1);
+        assert!(
+            exec2.attach(&spec, &reused, &ctx).await.is_err(),
+            "adopted a process with another start time"
+        );
+
         // A record whose process is gone is refused.
         l2.instance
             .stop(Signal::TERM, Duration::from_secs(5))
@@ -254,6 +262,15 @@ fn unreachable_node_shows_unknown_and_reconciles() {
         ));
         let start = exec.start(&spec, &ctx).await;
         assert!(start.is_err(), "started on an unreachable node");
+        // A new daemon cannot re-attach while the node is away, and says why.
+        let record = l.instance.record();
+        let exec2 = RemoteExecutor::new(nodes.hosts(nodes.options()));
+        let err = exec2
+            .attach(&spec, &record, &ctx)
+            .await
+            .err()
+            .expect("attached through an unreachable node");
+        assert!(err.to_string().contains("n2"), "{err}");
 
         nodes.connect("n2");
         let (more, exit) = read_until(&mut l.events, 60, |ls| numbers(ls).len() >= 5).await;
