@@ -64,6 +64,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn persist(&self) -> BackendResult<()> {
         Ok(())
     }
+    /// Adds the backend's own metrics to the daemon's registry.
+    fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
 }
 
 /// A backend that manages no projects: status is empty, logs and events

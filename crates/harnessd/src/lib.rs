@@ -197,7 +197,10 @@ where
             address: listen,
             source,
         })?;
-    let metrics = Arc::new(Metrics::new());
+    let backend = make_backend(state.clone()).await;
+    let mut metrics = Metrics::new();
+    backend.register_metrics(metrics.registry_mut());
+    let metrics = Arc::new(metrics);
     let metrics_listener = match options.metrics {
         Some(a) => Some(
             metrics::bind(a)
@@ -208,7 +211,6 @@ where
     };
     let metrics_address = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
 
-    let backend = make_backend(state.clone()).await;
     let daemon = Arc::new(Daemon {
         state: state.clone(),
         backend,

@@ -30,6 +30,15 @@ pub struct MethodLabels {
     pub method: String,
 }
 
+/// Labels of the services gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceStateLabels {
+    /// The project.
+    pub project: String,
+    /// The state label (`running`, `healthy`, ...).
+    pub state: String,
+}
+
 /// Labels of refused connections.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabels {
@@ -113,6 +122,11 @@ impl Metrics {
             latency,
             oversized_frames,
         }
+    }
+
+    /// The registry, to add more metrics before serving.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
     }
 
     /// Counts a refused connection.

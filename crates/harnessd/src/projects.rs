@@ -23,6 +23,20 @@ use service_orchestration::{
 };
 
 use crate::backend::{Backend, BackendResult, ItemSink};
+use crate::metrics::ServiceStateLabels;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Labels of per-service metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    /// The project.
+    pub project: String,
+    /// The service.
+    pub service: String,
+}
 use crate::logs::{self, LogFile, LogQuery, Stamper};
 
 /// Format version of `state.json`.
@@ -66,6 +80,8 @@ pub struct ManagerBackend {
     /// were so nothing persisted is lost.
     dormant: Mutex<BTreeMap<ProjectName, PersistedProject>>,
     last_written: Mutex<Option<PersistedState>>,
+    services_gauge: Family<ServiceStateLabels, Gauge>,
+    restarts_gauge: Family<ServiceLabels, Gauge>,
     names: std::sync::Mutex<Vec<ProjectName>>,
 }
 
@@ -152,6 +168,8 @@ impl ManagerBackend {
             projects: Mutex::new(BTreeMap::new()),
             dormant: Mutex::new(BTreeMap::new()),
             last_written: Mutex::new(None),
+            services_gauge: Family::default(),
+            restarts_gauge: Family::default(),
             names: std::sync::Mutex::new(Vec::new()),
         });
         let path = state.state_file();
@@ -260,12 +278,35 @@ impl ManagerBackend {
                 stampers = work;
                 if last_persist.elapsed() >= PERSIST_INTERVAL {
                     last_persist = std::time::Instant::now();
+                    b.update_gauges().await;
                     if let Err(e) = b.persist_if_changed().await {
                         tracing::warn!(error = %e.message, "persisting state");
                     }
                 }
             }
         }));
+    }
+
+    async fn update_gauges(&self) {
+        let projects = self.projects.lock().await;
+        self.services_gauge.clear();
+        self.restarts_gauge.clear();
+        for (name, e) in projects.iter() {
+            for s in e.manager.status() {
+                self.services_gauge
+                    .get_or_create(&ServiceStateLabels {
+                        project: name.to_string(),
+                        state: s.state.label().to_owned(),
+                    })
+                    .inc();
+                self.restarts_gauge
+                    .get_or_create(&ServiceLabels {
+                        project: name.to_string(),
+                        service: s.name.to_string(),
+                    })
+                    .set(i64::from(s.restarts));
+            }
+        }
     }
 
     fn log_files(&self, project: &ProjectName, p: &Project, only: &[ServiceName]) -> Vec<LogFile> {
@@ -606,6 +647,19 @@ impl Backend for ManagerBackend {
 
     async fn persist(&self) -> BackendResult<()> {
         self.persist_if_changed().await
+    }
+
+    fn register_metrics(&self, registry: &mut Registry) {
+        registry.register(
+            "services",
+            "Managed services by project and state",
+            self.services_gauge.clone(),
+        );
+        registry.register(
+            "service_restarts",
+            "Restarts of each service since it was last started on request",
+            self.restarts_gauge.clone(),
+        );
     }
 }
 

@@ -370,3 +370,45 @@ fn logs_since_and_across_services() {
         c.down(ServicesParams::default()).await.unwrap();
     });
 }
+
+#[test]
+fn metrics_count_services_by_state() {
+    let d = TestDaemon::start_with(&["--metrics", "127.0.0.1:0"]);
+    let project = write_project(d.dir.path(), "metered", 3, true);
+    let mut guard = Pids(Vec::new());
+    smol::block_on(async {
+        let c = Client::connect(&d.state).await.unwrap();
+        let st = c
+            .up(UpParams {
+                project,
+                wait: true,
+                timeout_ms: Some(30_000),
+                ..UpParams::default()
+            })
+            .await
+            .unwrap();
+        guard.0.extend(st.services.iter().filter_map(|s| s.pid));
+        let addr = c.daemon_status().await.unwrap().metrics_address.unwrap();
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            use std::io::{Read, Write};
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut body = String::new();
+            s.read_to_string(&mut body).unwrap();
+            if body.contains("harnessd_services{project=\"metered\",state=\"running\"} 3") {
+                assert!(
+                    body.contains(
+                        "harnessd_service_restarts{project=\"metered\",service=\"s0\"} 0"
+                    ),
+                    "{body}"
+                );
+                break;
+            }
+            assert!(Instant::now() < until, "no services gauge: {body}");
+            async_io::Timer::after(Duration::from_millis(100)).await;
+        }
+        c.down(ServicesParams::default()).await.unwrap();
+    });
+}
