@@ -108,6 +108,9 @@ async fn managed_spawn(n: usize) -> Duration {
     took
 }
 
+/// State changes as they were seen: when, which service, which state.
+type StateLog = Vec<(Instant, String, &'static str)>;
+
 /// (b) 10 layers of 5; each service ready 100 ms after it starts.
 async fn layered(dir: &Path, period: Duration) -> Duration {
     let mut services = Vec::new();
@@ -144,6 +147,22 @@ async fn layered(dir: &Path, period: Duration) -> Duration {
     }
     let m = manager(project(services));
     let top: Vec<ServiceName> = (0..5).map(|i| name(&format!("l9s{i}"))).collect();
+    let log: Arc<std::sync::Mutex<StateLog>> = Arc::default();
+    {
+        let mut events = m.subscribe();
+        let log = log.clone();
+        smol::spawn(async move {
+            while let Some(ev) = futures_lite::StreamExt::next(&mut events).await {
+                if let service_orchestration::ManagerEvent::State { service, state } = ev {
+                    let now = Instant::now();
+                    log.lock()
+                        .expect("bench lock")
+                        .push((now, service.to_string(), state.label()));
+                }
+            }
+        })
+        .detach();
+    }
     let t = Instant::now();
     m.start(&top).expect("known names");
     let all: Vec<ServiceName> = m.project().services.keys().cloned().collect();
@@ -151,6 +170,35 @@ async fn layered(dir: &Path, period: Duration) -> Duration {
         .await
         .expect("all ready");
     let took = t.elapsed();
+    {
+        // Per layer: first start, last healthy (ms since the start request).
+        let log = log.lock().expect("bench lock");
+        let mut line = String::new();
+        let mut bounds = Vec::new();
+        for layer in 0..10 {
+            let prefix = format!("l{layer}s");
+            let ms = |label: &str, pick_last: bool| {
+                let it = log
+                    .iter()
+                    .filter(|(_, s, l)| s.starts_with(&prefix) && *l == label)
+                    .map(|(at, _, _)| at.duration_since(t).as_secs_f64() * 1e3);
+                if pick_last {
+                    it.fold(0.0, f64::max)
+                } else {
+                    it.fold(f64::MAX, f64::min)
+                }
+            };
+            let (first, last) = (ms("starting", false), ms("healthy", true));
+            bounds.push((first, last));
+            line.push_str(&format!(" L{layer}:{first:.0}-{last:.0}"));
+        }
+        // Time from the last service of a layer becoming healthy to the first
+        // service of the next layer starting: what gating on dependencies costs.
+        let gating: f64 = bounds.windows(2).map(|w| (w[1].0 - w[0].1).max(0.0)).sum();
+        println!(
+            "    layers (ms from start: first starting - last healthy):{line}; gating {gating:.1} ms over 9 transitions"
+        );
+    }
     m.stop_all().await;
     for e in std::fs::read_dir(dir).expect("bench dir").flatten() {
         let _ = std::fs::remove_file(e.path());
