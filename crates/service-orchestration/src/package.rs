@@ -11,7 +11,9 @@
 //! package's sha256.
 //!
 //! The package runs as a remote service (see [`crate::remote`]): its
-//! executable `run` at the package root, started in `<install_path>/current`.
+//! executable `run` at the package root, started in the directory `current`
+//! points to at that moment (`<install_path>/versions/<version>`), so a later
+//! switch does not move a running instance.
 //! The install path defaults to `~/.harness/<project>/<service>/package`; a
 //! relative one is relative to the ssh login directory.
 //!
@@ -197,12 +199,24 @@ fn strip_versions(link: &str) -> Option<String> {
     (!v.is_empty()).then(|| v.to_owned())
 }
 
+/// The directory relative package paths are resolved against: the directory
+/// of the project's first configuration file.
+pub fn project_dir(project: &harness_config::Project) -> Option<PathBuf> {
+    project
+        .files
+        .first()
+        .and_then(|f| f.parent())
+        .map(Path::to_path_buf)
+}
+
 /// Deploys the package of `spec` (a `package` service of `project`) to its node.
+/// A relative package path is taken relative to `base_dir` (see [`project_dir`]).
 pub async fn deploy(
     hosts: &SshHosts,
     project: &str,
     spec: &ServiceSpec,
     mode: DeployMode,
+    base_dir: Option<&Path>,
 ) -> Result<Deployment, PackageError> {
     let service = spec.name.to_string();
     let t = target(spec, project)?;
@@ -210,7 +224,10 @@ pub async fn deploy(
         service: service.clone(),
         source,
     })?;
-    let path = PathBuf::from(t.package);
+    let path = match base_dir {
+        Some(base) => base.join(t.package),
+        None => PathBuf::from(t.package),
+    };
     let archive = {
         let p = path.clone();
         blocking::unblock(move || pack(&p))
@@ -461,6 +478,7 @@ pub async fn rollback(
 #[derive(Debug, Clone)]
 pub struct PackageExecutor {
     remote: RemoteExecutor,
+    base_dir: Option<PathBuf>,
 }
 
 impl PackageExecutor {
@@ -468,7 +486,14 @@ impl PackageExecutor {
     pub fn new(hosts: SshHosts) -> PackageExecutor {
         PackageExecutor {
             remote: RemoteExecutor::for_kind(hosts, ServiceKind::Package),
+            base_dir: None,
         }
+    }
+
+    /// Resolves relative package paths against `dir` (see [`project_dir`]).
+    pub fn with_base_dir(mut self, dir: impl Into<PathBuf>) -> PackageExecutor {
+        self.base_dir = Some(dir.into());
+        self
     }
 
     /// The nodes.
@@ -512,6 +537,7 @@ impl ServiceExecutor for PackageExecutor {
             ctx.project.as_str(),
             spec,
             DeployMode::IfConfigChanged,
+            self.base_dir.as_deref(),
         )
         .await
         .map_err(err)?;

@@ -54,7 +54,7 @@ fn package_deploy_upgrade_no_op_and_rollback() {
         let s2 = package_spec("app", "n1", &v2, Some("2.0"));
 
         // First deploy uploads and switches.
-        let d = deploy(&hosts, &project, &s1, DeployMode::Always)
+        let d = deploy(&hosts, &project, &s1, DeployMode::Always, None)
             .await
             .unwrap();
         assert_eq!(d.version, "1.0");
@@ -62,7 +62,7 @@ fn package_deploy_upgrade_no_op_and_rollback() {
         assert_eq!(d.previous, None);
 
         // The same version again is a no-op.
-        let d = deploy(&hosts, &project, &s1, DeployMode::Always)
+        let d = deploy(&hosts, &project, &s1, DeployMode::Always, None)
             .await
             .unwrap();
         assert!(!d.changed && !d.uploaded, "{d:?}");
@@ -82,7 +82,7 @@ fn package_deploy_upgrade_no_op_and_rollback() {
         );
 
         // Upgrade: 2.0 becomes current, 1.0 is kept.
-        let d = deploy(&hosts, &project, &s2, DeployMode::Always)
+        let d = deploy(&hosts, &project, &s2, DeployMode::Always, None)
             .await
             .unwrap();
         assert_eq!(
@@ -126,7 +126,7 @@ fn package_deploy_upgrade_no_op_and_rollback() {
             .unwrap();
 
         // Redeploying 2.0 needs no upload: it is still on the node.
-        let d = deploy(&hosts, &project, &s2, DeployMode::Always)
+        let d = deploy(&hosts, &project, &s2, DeployMode::Always, None)
             .await
             .unwrap();
         assert!(d.changed && !d.uploaded, "{d:?}");
@@ -145,7 +145,7 @@ fn package_deploy_upgrade_no_op_and_rollback() {
             .unwrap();
         assert!(st.success());
         let s3 = package_spec("app", "n1", &tgz, None);
-        let d = deploy(&hosts, &project, &s3, DeployMode::Always)
+        let d = deploy(&hosts, &project, &s3, DeployMode::Always, None)
             .await
             .unwrap();
         assert_eq!(d.version.len(), 12);
@@ -168,16 +168,30 @@ fn package_deploy_upgrade_no_op_and_rollback() {
         // A bad version and a missing package are clear errors; nothing changes.
         let bad = package_spec("app", "n1", &v1, Some("../evil"));
         assert!(matches!(
-            deploy(&hosts, &project, &bad, DeployMode::Always).await,
+            deploy(&hosts, &project, &bad, DeployMode::Always, None).await,
             Err(PackageError::BadVersion { .. })
         ));
         let missing = package_spec("app", "n1", &work.path().join("nope"), Some("9"));
         assert!(matches!(
-            deploy(&hosts, &project, &missing, DeployMode::Always).await,
+            deploy(&hosts, &project, &missing, DeployMode::Always, None).await,
             Err(PackageError::Read { .. })
         ));
         let st = deployed(&hosts, &project, &s3).await.unwrap();
         assert_eq!(st.current.as_deref(), Some(d.version.as_str()));
+
+        // A relative package path is taken relative to the project directory.
+        let rel = package_spec("app", "n1", Path::new("v2"), Some("2.0"));
+        let d = deploy(
+            &hosts,
+            &project,
+            &rel,
+            DeployMode::Always,
+            Some(work.path()),
+        )
+        .await
+        .unwrap();
+        assert!(d.changed && !d.uploaded, "{d:?}");
+        assert_eq!(d.version, "2.0");
         hosts.close_all().await;
     });
 }

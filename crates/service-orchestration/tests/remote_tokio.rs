@@ -59,7 +59,7 @@ async fn remote_service_and_package_under_tokio() {
         version: Some("1".into()),
         install_path: Some(format!("/srv/{project}").into()),
     };
-    let d = deploy(&hosts, &project, &pkg, DeployMode::Always)
+    let d = deploy(&hosts, &project, &pkg, DeployMode::Always, None)
         .await
         .unwrap();
     assert!(d.changed && d.uploaded);
