@@ -143,6 +143,16 @@ impl RemoteExecutor {
             source: e,
         };
         let host = self.hosts.get(host_name).map_err(|e| err(e.into()))?;
+        if let Some(user) = &spec.user
+            && user != host.user()
+        {
+            return Err(err(format!(
+                "`user: {user}` differs from the ssh user `{}` of node `{}`: a remote service runs as the node's ssh user",
+                host.user(),
+                host.name()
+            )
+            .into()));
+        }
         let dir = Self::service_dir(ctx.project.as_str(), spec.name.as_str());
         let mut program = String::from("env");
         for (k, v) in &ctx.env {

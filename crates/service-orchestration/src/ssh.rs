@@ -145,6 +145,7 @@ impl RemoteOutput {
 #[derive(Debug)]
 pub struct SshHost {
     name: String,
+    user: String,
     layer: SshLayer,
     control_path: Option<PathBuf>,
     program: String,
@@ -220,6 +221,7 @@ impl SshHost {
         }
         SshHost {
             name: node.name.clone().unwrap_or_else(|| node.host.clone()),
+            user: node.ssh_user.clone(),
             layer,
             control_path,
             program: options.program.clone(),
@@ -231,6 +233,11 @@ impl SshHost {
     /// The node's name (or address when it has no name).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The user commands run as on the node.
+    pub fn user(&self) -> &str {
+        &self.user
     }
 
     /// The address ssh connects to.

@@ -56,6 +56,16 @@ fn remote_service_output_exit_code_and_stop() {
         );
         assert!(lines.contains(&"oops".to_owned()), "{lines:?}");
 
+        // A `user:` other than the node's ssh user is refused, not ignored.
+        let mut as_other = remote_sh("job", "n1", "true");
+        as_other.user = Some("nobody".into());
+        let err = exec
+            .start(&as_other, &ctx)
+            .await
+            .err()
+            .expect("ran as another user");
+        assert!(err.to_string().contains("ssh user"), "{err}");
+
         // The same service on the other node runs there.
         let spec2 = remote_sh("job", "n2", "hostname");
         let mut l2 = exec.start(&spec2, &ctx).await.unwrap();
