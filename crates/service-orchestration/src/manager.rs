@@ -696,6 +696,20 @@ impl ServiceManager {
     }
 }
 
+impl Drop for Inner {
+    /// The last manager handle is gone: close every actor's inbox so the actors end,
+    /// and with them the checks and output readers of their services. The services
+    /// themselves keep running (a new manager may adopt them).
+    fn drop(&mut self) {
+        for tx in self.control.values() {
+            tx.close();
+        }
+        for tx in self.data.values() {
+            tx.close();
+        }
+    }
+}
+
 impl Inner {
     fn executor(&self, kind: ServiceKind) -> Option<SharedExecutor> {
         self.executors
