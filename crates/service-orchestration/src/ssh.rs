@@ -181,6 +181,11 @@ impl Drop for FollowSlot {
     }
 }
 
+/// The longest control directory accepted: ssh binds the master socket at
+/// `<dir>/<13-char name>[f<N>].<16 random chars>`, and a unix socket path has
+/// at most 107 bytes.
+pub const MAX_CONTROL_DIR_LEN: usize = 70;
+
 /// The exit status ssh itself uses for its own errors.
 const SSH_FAILED: i32 = 255;
 
@@ -570,12 +575,25 @@ impl SshHosts {
         SshHosts::new(&nodes, options, control_dir)
     }
 
-    /// These nodes. Master sockets go to `control_dir` (created, mode 0700).
+    /// These nodes. Master sockets go to `control_dir` (created, mode 0700),
+    /// which must be at most [`MAX_CONTROL_DIR_LEN`] bytes long.
     pub fn new(
         nodes: &[Node],
         options: &SshOptions,
         control_dir: &Path,
     ) -> Result<SshHosts, SshError> {
+        let len = control_dir.as_os_str().len();
+        if options.multiplex && len > MAX_CONTROL_DIR_LEN {
+            return Err(SshError::ControlDir {
+                path: control_dir.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "the path is {len} bytes long; unix socket paths are limited, so keep it within {MAX_CONTROL_DIR_LEN} (e.g. under $XDG_RUNTIME_DIR or /tmp)"
+                    ),
+                ),
+            });
+        }
         make_private_dir(control_dir).map_err(|source| SshError::ControlDir {
             path: control_dir.to_path_buf(),
             source,
@@ -688,4 +706,116 @@ fn first_line(script: &str) -> String {
         s.push('…');
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(host: &str, name: Option<&str>) -> Node {
+        Node {
+            host: host.into(),
+            name: name.map(str::to_owned),
+            ssh_user: "deploy".into(),
+            ssh_key: Some(PathBuf::from("/keys/id")),
+            ssh_port: Some(2222),
+            package_deploy: false,
+        }
+    }
+
+    #[test]
+    fn argv_carries_node_settings_and_multiplexing() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = SshHosts::new(
+            &[node("10.0.0.5", Some("db1"))],
+            &SshOptions::default(),
+            dir.path(),
+        )
+        .unwrap();
+        let h = hosts.get("db1").unwrap();
+        assert!(Arc::ptr_eq(&h, &hosts.get("10.0.0.5").unwrap()));
+        assert_eq!(hosts.all().len(), 1);
+        let argv = h.argv("echo hi", false);
+        let line = argv.join(" ");
+        for want in [
+            "-l deploy",
+            "-p 2222",
+            "-i /keys/id",
+            "BatchMode=yes",
+            "ConnectTimeout=5",
+            "ServerAliveInterval=2",
+            "ServerAliveCountMax=2",
+            "ControlMaster=auto",
+            "ControlPersist=600",
+            "-n",
+        ] {
+            assert!(line.contains(want), "{want} missing in {line}");
+        }
+        assert!(!argv.iter().any(|a| a == "-F"), "~/.ssh/config must apply");
+        let path = h.control_path().unwrap();
+        assert_eq!(path.parent(), Some(dir.path()));
+        assert_eq!(path.file_name().unwrap().len(), 13);
+        assert!(h.argv("cat", true).iter().all(|a| a != "-n"));
+    }
+
+    #[test]
+    fn follower_slots_fill_two_per_master_and_are_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = SshHosts::new(&[node("n", None)], &SshOptions::default(), dir.path()).unwrap();
+        let h = hosts.get("n").unwrap();
+        let a = h.follow_slot();
+        let b = h.follow_slot();
+        let c = h.follow_slot();
+        assert_eq!((a.index(), b.index(), c.index()), (0, 0, 1));
+        drop(a);
+        assert_eq!(h.follow_slot().index(), 0);
+        let main = h.control_path().unwrap().to_path_buf();
+        let f1 = h.control_path_at(Some(1)).unwrap();
+        assert_eq!(
+            f1.file_name().unwrap().to_string_lossy(),
+            format!("{}f1", main.file_name().unwrap().to_string_lossy())
+        );
+    }
+
+    #[test]
+    fn fresh_connections_and_docker_transport() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = SshOptions {
+            multiplex: false,
+            ..SshOptions::default()
+        };
+        let hosts = SshHosts::new(&[node("n", None)], &opts, dir.path()).unwrap();
+        let h = hosts.get("n").unwrap();
+        let line = h.argv("true", false).join(" ");
+        assert!(line.contains("ControlMaster=no") && line.contains("ControlPath=none"));
+        assert!(h.control_path().is_none());
+        let docker_engine::Transport::Command(argv) = h.docker_transport() else {
+            panic!("not a command transport");
+        };
+        assert_eq!(argv[0], "ssh");
+        assert_eq!(
+            &argv[argv.len() - 5..],
+            ["n", "--", "docker", "system", "dial-stdio"]
+        );
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_panic() {
+        let long = PathBuf::from(format!("/tmp/{}", "x".repeat(MAX_CONTROL_DIR_LEN)));
+        assert!(matches!(
+            SshHosts::new(&[], &SshOptions::default(), &long),
+            Err(SshError::ControlDir { .. })
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = SshHosts::new(&[], &SshOptions::default(), dir.path()).unwrap();
+        assert!(matches!(
+            hosts.get("nowhere"),
+            Err(SshError::UnknownNode { .. })
+        ));
+        assert_eq!(
+            ssh_reason(b"Warning: Permanently added 'x'\r\nssh: connect to host x port 22: No route to host\r\n"),
+            "ssh: connect to host x port 22: No route to host"
+        );
+        assert_eq!(ssh_reason(b""), "ssh failed (exit status 255)");
+    }
 }
