@@ -550,3 +550,53 @@ fn unknown_names_and_restart() {
         m.stop_all().await;
     });
 }
+
+/// Restarts, giving up and the event stream under tokio.
+#[test]
+fn crash_loop_and_events_under_tokio() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut svc = sh("crashy", dir.path(), "echo boom; exit 5");
+        svc.restart.mode = RestartMode::OnFailure;
+        svc.restart.backoff.initial = Duration::from_millis(50);
+        svc.restart.backoff.jitter = 0.5;
+        svc.restart.max_restarts = Some(2);
+        let m = manager(project(vec![svc]), tokio_spawner());
+        let _guard = StopOnDrop(m.clone());
+        let mut events = m.subscribe();
+        m.start(&[name("crashy")]).unwrap();
+        // Without a readiness check it counts as ready while it runs; wait for the end.
+        eventually("crashy failed", LONG, || {
+            matches!(m.state("crashy"), Some(ServiceState::Failed { .. }))
+        })
+        .await;
+        let err = m.wait_ready(&[name("crashy")], LONG).await.unwrap_err();
+        assert!(err.to_string().contains("exit code 5"), "{err}");
+        assert_eq!(m.status()[0].restarts, 2);
+        assert_eq!(m.status()[0].exit_code, Some(5));
+        let (mut restarting, mut boom) = (0, 0);
+        while let Some(Some(ev)) =
+            futures_lite::future::or(async { Some(events.next().await) }, async {
+                async_io::Timer::after(Duration::from_millis(200)).await;
+                None
+            })
+            .await
+        {
+            match ev {
+                ManagerEvent::State {
+                    state: ServiceState::Restarting { .. },
+                    ..
+                } => restarting += 1,
+                ManagerEvent::Output { line, .. } if line.text() == "boom" => boom += 1,
+                _ => {}
+            }
+        }
+        assert_eq!(restarting, 2);
+        assert_eq!(boom, 3, "every run's output reached the subscriber");
+    });
+}
