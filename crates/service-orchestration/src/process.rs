@@ -5,6 +5,7 @@
 //! and a new daemon re-adopts it from its [`ProcessRecord`] (pid + start time,
 //! guarding against pid reuse, and log offsets to resume with no gap).
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -364,57 +365,82 @@ impl ServiceInstance for ProcessInstance {
 }
 
 /// Runs a check command locally: success if it exits 0 within `timeout`
-/// (on timeout its whole process group is killed).
+/// (on timeout its whole process group is killed). A plain child of this
+/// process, reaped on the blocking pool: checks run often, so they skip the
+/// per-process output reader a service gets.
 pub(crate) async fn run_check(
     service: &str,
     cmd: &Command,
     timeout: Duration,
 ) -> Result<ExecOutcome, ExecutorError> {
-    let opts = LaunchOptions {
-        buffer_events: 64,
-        max_line_bytes: 512,
-        ..LaunchOptions::default()
-    };
-    let c = cmd.clone();
-    let (handle, mut events) = blocking::unblock(move || LocalLauncher::new().spawn(&c, opts))
+    use std::os::unix::process::CommandExt;
+    let mut std_cmd = std::process::Command::new(cmd.program());
+    std_cmd
+        .args(cmd.get_args())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => std_cmd.env(k, v),
+            None => std_cmd.env_remove(k),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        std_cmd.current_dir(dir);
+    }
+    let program = cmd.program().to_owned();
+    let child = blocking::unblock(move || std_cmd.spawn())
         .await
         .map_err(|e| ExecutorError::Probe {
             service: service.to_owned(),
-            source: e.into(),
+            source: format!("cannot start `{program}`: {e}").into(),
         })?;
-    let mut first_line = None;
+    let pid = child.id();
     let run = async {
-        while let Some(ev) = events.next().await {
-            match ev {
-                ProcessEvent::Output(l) if first_line.is_none() => {
-                    first_line = Some(l.text().into_owned())
-                }
-                ProcessEvent::Exited(s) => return Some(s),
-                _ => {}
-            }
-        }
-        None
+        blocking::unblock(move || child.wait_with_output())
+            .await
+            .ok()
     };
     let timer = async {
         async_io::Timer::at(Instant::now() + timeout).await;
         None
     };
-    let status = futures_lite::future::or(run, timer).await;
-    let Some(status) = status else {
-        let _ = handle.kill().await;
+    let Some(output) = futures_lite::future::or(run, timer).await else {
+        // Timed out (or could not be waited for): kill its whole group; the
+        // blocking wait then reaps it.
+        if let Some(pgid) = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+        }
         return Ok(ExecOutcome {
             success: false,
             detail: format!(
-                "`{}` timed out after {}",
-                cmd.program(),
+                "`{program}` timed out after {}",
                 harness_core::duration::format_duration(timeout)
             ),
         });
     };
-    let mut detail = format!("`{}`: {status}", cmd.program());
-    if let Some(l) = first_line {
-        detail.push_str(": ");
-        detail.push_str(l.trim());
+    let status = match (output.status.code(), output.status.signal()) {
+        (Some(c), _) => ExitStatus::Code(c),
+        (None, Some(sig)) => ExitStatus::Signal(sig),
+        _ => ExitStatus::Unknown,
+    };
+    let mut detail = format!("`{program}`: {status}");
+    let text = if output.stdout.is_empty() {
+        &output.stderr
+    } else {
+        &output.stdout
+    };
+    if let Some(line) = String::from_utf8_lossy(text).lines().next() {
+        let line: String = line.trim().chars().take(200).collect();
+        if !line.is_empty() {
+            detail.push_str(": ");
+            detail.push_str(&line);
+        }
     }
     Ok(ExecOutcome {
         success: status.success(),
