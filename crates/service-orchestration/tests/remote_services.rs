@@ -62,8 +62,7 @@ fn remote_service_output_exit_code_and_stop() {
         let err = exec
             .start(&as_other, &ctx)
             .await
-            .err()
-            .expect("ran as another user");
+            .expect_err("ran as another user");
         assert!(err.to_string().contains("ssh user"), "{err}");
 
         // The same service on the other node runs there.
@@ -278,8 +277,7 @@ fn unreachable_node_shows_unknown_and_reconciles() {
         let err = exec2
             .attach(&spec, &record, &ctx)
             .await
-            .err()
-            .expect("attached through an unreachable node");
+            .expect_err("attached through an unreachable node");
         assert!(err.to_string().contains("n2"), "{err}");
 
         nodes.connect("n2");
