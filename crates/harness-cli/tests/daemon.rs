@@ -142,6 +142,11 @@ fn up_wait_status_logs_stop_down() {
         "{stamped}"
     );
 
+    // env, answered by the daemon that runs the project.
+    let app_env = env.run(&["env", "app"]).ok().stdout;
+    assert!(app_env.contains("HARNESS_SERVICE=app"), "{app_env}");
+    assert!(app_env.contains("HARNESS_PROJECT=e2e"), "{app_env}");
+
     // stop one service: it ends, its dependencies stay.
     env.run(&["stop", "app"]).ok();
     let rows = by_name(&env.status());
