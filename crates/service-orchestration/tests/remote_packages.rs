@@ -195,3 +195,53 @@ fn package_deploy_upgrade_no_op_and_rollback() {
         hosts.close_all().await;
     });
 }
+
+#[test]
+fn a_package_damaged_on_the_way_is_refused_by_its_checksum() {
+    if !nodes_available() {
+        return;
+    }
+    let nodes = Nodes::start(1);
+    let work = tempfile::tempdir().unwrap();
+    // An ssh client that damages what it sends to the node (letters shifted).
+    let damaging = work.path().join("damaging-ssh");
+    write_exec(&damaging, "#!/bin/sh\ntr 'a-y' 'b-z' | ssh \"$@\"\n");
+    smol::block_on(async {
+        let hosts = nodes.hosts(nodes.options());
+        nodes.wait_ready(&hosts).await;
+        let project = project_name();
+        let v1 = package_dir(work.path(), "v1", "one");
+        let s1 = package_spec("app", "n1", &v1, Some("1.0"));
+        deploy(&hosts, &project, &s1, DeployMode::Always, None)
+            .await
+            .unwrap();
+
+        let bad_link = nodes.hosts(service_orchestration::ssh::SshOptions {
+            program: damaging.to_string_lossy().into_owned(),
+            multiplex: false,
+            ..nodes.options()
+        });
+        let v2 = package_dir(work.path(), "v2", "two");
+        let s2 = package_spec("app", "n1", &v2, Some("2.0"));
+        let err = deploy(&bad_link, &project, &s2, DeployMode::Always, None)
+            .await
+            .expect_err("a damaged package was deployed");
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        // Nothing changed on the node, and nothing half-unpacked is left.
+        let st = deployed(&hosts, &project, &s1).await.unwrap();
+        assert_eq!(st.current.as_deref(), Some("1.0"));
+        let out = hosts
+            .get("n1")
+            .unwrap()
+            .run(
+                &format!("cd .harness/{project}/app/package && ls versions .incoming"),
+                None,
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap();
+        let listing = out.stdout_text();
+        assert!(!listing.contains("2.0"), "{listing}");
+        hosts.close_all().await;
+    });
+}
