@@ -600,3 +600,29 @@ fn crash_loop_and_events_under_tokio() {
         assert_eq!(boom, 3, "every run's output reached the subscriber");
     });
 }
+
+/// A stop during a restart backoff ends the loop: the restart never happens.
+#[test]
+fn stop_during_backoff_cancels_the_restart() {
+    smol::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut svc = sh("crashy", d, "echo run >> runs; exit 1");
+        svc.restart.mode = RestartMode::Always;
+        svc.restart.backoff.initial = Duration::from_millis(700);
+        svc.restart.backoff.jitter = 0.0;
+        let m = manager(project(vec![svc]), smol_spawner());
+        let _guard = StopOnDrop(m.clone());
+        m.start(&[name("crashy")]).unwrap();
+        eventually("restarting", LONG, || {
+            matches!(m.state("crashy"), Some(ServiceState::Restarting { .. }))
+        })
+        .await;
+        m.stop(&[name("crashy")]).await.unwrap();
+        assert_eq!(m.state("crashy"), Some(ServiceState::Stopped));
+        // Past the moment the restart was due, nothing ran again.
+        async_io::Timer::after(Duration::from_millis(1200)).await;
+        assert_eq!(m.state("crashy"), Some(ServiceState::Stopped));
+        assert_eq!(std::fs::read_to_string(d.join("runs")).unwrap(), "run\n");
+    });
+}
