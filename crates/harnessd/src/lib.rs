@@ -13,6 +13,7 @@ pub mod logs;
 pub mod metrics;
 pub mod projects;
 mod server;
+pub mod targets;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -19,11 +19,12 @@ use harness_protocol::{
 use serde::{Deserialize, Serialize};
 use service_orchestration::{
     EndpointResolver, LoopbackResolver, ManagerError, ManagerEvent, ManagerOptions, ServiceManager,
-    ServiceRecord, SharedExecutor,
+    ServiceRecord, SharedExecutor, package::PackageExecutor,
 };
 
 use crate::backend::{Backend, BackendResult, ItemSink};
 use crate::metrics::ServiceStateLabels;
+use crate::targets::{ProjectTargets, Targets};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -68,6 +69,7 @@ struct Entry {
     spec: ProjectRef,
     manager: ServiceManager,
     project: Arc<Project>,
+    targets: ProjectTargets,
 }
 
 /// The backend of a daemon with service orchestration.
@@ -75,6 +77,7 @@ pub struct ManagerBackend {
     state: StateDir,
     spawner: SharedSpawner,
     executors: Vec<(ServiceKind, SharedExecutor)>,
+    targets: Targets,
     projects: Mutex<BTreeMap<ProjectName, Entry>>,
     /// Projects in `state.json` that could not be loaded again: kept as they
     /// were so nothing persisted is lost.
@@ -165,6 +168,7 @@ impl ManagerBackend {
             state: state.clone(),
             spawner,
             executors,
+            targets: Targets::new(state.root()),
             projects: Mutex::new(BTreeMap::new()),
             dormant: Mutex::new(BTreeMap::new()),
             last_written: Mutex::new(None),
@@ -191,8 +195,8 @@ impl ManagerBackend {
                 match blocking::unblock(move || load_project(&spec)).await {
                     Ok(project) => {
                         let project = Arc::new(project);
-                        match backend.new_manager(project.clone()) {
-                            Ok(manager) => {
+                        match backend.new_manager(project.clone()).await {
+                            Ok((manager, targets)) => {
                                 let errors = manager.adopt(p.records.clone()).await;
                                 for e in errors {
                                     tracing::warn!(project = %name, error = %e, "re-adopting");
@@ -204,6 +208,7 @@ impl ManagerBackend {
                                         spec: p.spec,
                                         manager,
                                         project,
+                                        targets,
                                     },
                                 );
                             }
@@ -225,14 +230,22 @@ impl ManagerBackend {
         backend
     }
 
-    fn new_manager(&self, project: Arc<Project>) -> Result<ServiceManager, ErrorBody> {
+    /// A manager for `project` with the executors of its targets (Docker,
+    /// nodes) and their resolver. Running containers are discovered first, so
+    /// records adopted next resolve and attach to them.
+    async fn new_manager(
+        &self,
+        project: Arc<Project>,
+    ) -> Result<(ServiceManager, ProjectTargets), ErrorBody> {
+        let targets = self.targets.for_project(&project).await;
         let mut opts = ManagerOptions::new(self.spawner.clone());
         opts.log_dir = Some(self.state.log_dir().join(project.name.as_str()));
+        opts.resolver = Some(targets.resolver.clone());
         let manager = ServiceManager::new(project, opts).map_err(manager_err)?;
-        for (kind, executor) in &self.executors {
+        for (kind, executor) in targets.executors.iter().chain(&self.executors) {
             manager.register_executor(*kind, executor.clone());
         }
-        Ok(manager)
+        Ok((manager, targets))
     }
 
     async fn refresh_names(&self) {
@@ -387,22 +400,24 @@ impl ManagerBackend {
                     .into_iter()
                     .filter(|rec| project.services.contains_key(&rec.service))
                     .collect();
-                let manager = self.new_manager(project.clone())?;
+                let (manager, targets) = self.new_manager(project.clone()).await?;
                 for err in manager.adopt(keep).await {
                     tracing::warn!(project = %name, error = %err, "re-adopting after a change");
                 }
                 e.manager = manager.clone();
                 e.project = project.clone();
+                e.targets = targets;
                 return Ok((name, manager, project));
             }
             let project = Arc::new(project);
-            let manager = self.new_manager(project.clone())?;
+            let (manager, targets) = self.new_manager(project.clone()).await?;
             projects.insert(
                 name.clone(),
                 Entry {
                     spec: r.clone(),
                     manager: manager.clone(),
                     project: project.clone(),
+                    targets,
                 },
             );
             drop(projects);
@@ -456,13 +471,27 @@ impl ManagerBackend {
     }
 
     fn status_of(name: &ProjectName, m: &ServiceManager, only: &[ServiceName]) -> ProjectStatus {
+        let mut services: Vec<_> = m
+            .status()
+            .into_iter()
+            .filter(|s| only.is_empty() || only.contains(&s.name))
+            .collect();
+        // The deployed version of package services is in their records.
+        if services.iter().any(|s| s.kind == ServiceKind::Package) {
+            let records = m.records();
+            for s in services
+                .iter_mut()
+                .filter(|s| s.kind == ServiceKind::Package)
+            {
+                s.version = records
+                    .iter()
+                    .find(|r| r.service == s.name)
+                    .and_then(|r| PackageExecutor::version_of(&r.instance));
+            }
+        }
         ProjectStatus {
             project: name.clone(),
-            services: m
-                .status()
-                .into_iter()
-                .filter(|s| only.is_empty() || only.contains(&s.name))
-                .collect(),
+            services,
         }
     }
 
@@ -543,7 +572,20 @@ impl Backend for ManagerBackend {
         let (name, m, _) = self.resolve(&p.project, false).await?;
         m.stop_all().await;
         let status = Self::status_of(&name, &m, &[]);
-        self.projects.lock().await.remove(&name);
+        let entry = self.projects.lock().await.remove(&name);
+        if let Some(targets) = entry.map(|e| e.targets) {
+            // Stopped containers are gone already; this removes the project
+            // network (and any container of the project left behind).
+            if let Some(d) = &targets.docker
+                && let Err(e) = d.remove_project(name.as_str()).await
+                && !e.is_not_found()
+            {
+                tracing::warn!(project = %name, error = %e, "removing the project's containers and network");
+            }
+            if let Some(h) = &targets.hosts {
+                h.close_all().await;
+            }
+        }
         self.refresh_names().await;
         self.persist_if_changed().await?;
         Ok(status)
@@ -619,14 +661,17 @@ impl Backend for ManagerBackend {
     }
 
     async fn env(&self, p: EnvParams) -> BackendResult<EnvResult> {
-        let (_, _, project) = self.resolve(&p.project, false).await?;
+        let (name, _, project) = self.resolve(&p.project, false).await?;
+        let resolver: Arc<dyn EndpointResolver> = match self.projects.lock().await.get(&name) {
+            Some(e) => e.targets.resolver.clone(),
+            None => Arc::new(LoopbackResolver::new(&project)),
+        };
         let spec = project.services.get(&p.service).ok_or_else(|| {
             err(
                 ErrorCode::NotFound,
                 format!("no service {} in project {}", p.service, project.name),
             )
         })?;
-        let resolver = LoopbackResolver::new(&project);
         let mut env = BTreeMap::new();
         for (k, v) in &spec.env {
             let value = harness_config::template::expand_with_endpoints(v, |svc| {

@@ -1,0 +1,257 @@
+//! Where the daemon's services run besides local processes: Docker
+//! containers and services on nodes over ssh (`remote`, `package`).
+//!
+//! [`Targets`] is shared by every project of a daemon. For each project it
+//! gives the executors to register and the resolver of `${svc.ip|port|host}`
+//! ([`Targets::for_project`]):
+//!
+//! - **Docker.** One engine client (`DOCKER_HOST`, else the local socket),
+//!   connected the first time a project with docker services needs it. A
+//!   project without docker services never touches the engine, so it works on
+//!   a machine without Docker; when the engine cannot be reached, the docker
+//!   services of a project fail to start with an error that says so. Before a
+//!   manager re-adopts records, the running containers of the project are
+//!   discovered, so endpoints resolve to them and nothing is started twice.
+//! - **Nodes.** The nodes of the project's networks, with their ssh master
+//!   connections in a short control directory of the daemon. The remote
+//!   resolver asks each node for its address and for this machine's address
+//!   as the node sees it; when a node does not answer, endpoints fall back to
+//!   the Docker/loopback view and a warning is logged.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_lock::Mutex;
+use harness_config::ServiceSpec;
+use harness_core::ServiceKind;
+use service_orchestration::docker::DockerExecutor;
+use service_orchestration::package::{PackageExecutor, project_dir};
+use service_orchestration::remote::{RemoteExecutor, RemoteResolver};
+use service_orchestration::ssh::{MAX_CONTROL_DIR_LEN, SshHosts, SshOptions};
+use service_orchestration::{
+    EndpointResolver, ExecutorError, InstanceRecord, Launched, LoopbackResolver, ServiceExecutor,
+    SharedExecutor, StartContext,
+};
+
+/// How long asking the nodes for their addresses may take in all.
+const DISCOVER_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The executors and resolver of one project.
+pub struct ProjectTargets {
+    /// Executors to register (they replace the manager's default of their kind).
+    pub executors: Vec<(ServiceKind, SharedExecutor)>,
+    /// Resolves `${svc.ip|port|host}` for the project's manager (and `harness env`).
+    pub resolver: Arc<dyn EndpointResolver>,
+    /// The Docker executor, when the project has docker services and the engine answered.
+    pub docker: Option<DockerExecutor>,
+    /// The project's nodes, when it has services on nodes.
+    pub hosts: Option<SshHosts>,
+}
+
+impl std::fmt::Debug for ProjectTargets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProjectTargets")
+            .field(
+                "executors",
+                &self.executors.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            )
+            .field("docker", &self.docker.is_some())
+            .field("hosts", &self.hosts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The daemon-wide part: the engine client and where ssh control sockets live.
+#[derive(Debug)]
+pub struct Targets {
+    docker: Mutex<Option<DockerExecutor>>,
+    control_dir: PathBuf,
+    ssh: SshOptions,
+}
+
+impl Targets {
+    /// Targets for the daemon whose state directory is `state_root`.
+    pub fn new(state_root: &Path) -> Targets {
+        Targets {
+            docker: Mutex::new(None),
+            control_dir: control_dir_for(state_root),
+            ssh: SshOptions::default(),
+        }
+    }
+
+    /// Where the ssh master sockets of this daemon live.
+    pub fn control_dir(&self) -> &Path {
+        &self.control_dir
+    }
+
+    /// The Docker executor, connecting on first use. A failed connection is
+    /// not remembered: the next project that needs the engine tries again.
+    pub async fn docker(&self) -> Result<DockerExecutor, String> {
+        let mut slot = self.docker.lock().await;
+        if let Some(d) = slot.as_ref() {
+            return Ok(d.clone());
+        }
+        match DockerExecutor::from_env().await {
+            Ok(d) => {
+                *slot = Some(d.clone());
+                Ok(d)
+            }
+            Err(e) => Err(format!("the Docker engine is unreachable: {e}")),
+        }
+    }
+
+    /// The executors and resolver of `project`. Never fails: what cannot be
+    /// set up is registered as an executor that refuses with the reason, so
+    /// the other services of the project still run.
+    pub async fn for_project(&self, project: &harness_config::Project) -> ProjectTargets {
+        let name = project.name.as_str();
+        let kinds: Vec<ServiceKind> = project.services.values().map(ServiceSpec::kind).collect();
+        let mut executors: Vec<(ServiceKind, SharedExecutor)> = Vec::new();
+        let mut resolver: Arc<dyn EndpointResolver> = Arc::new(LoopbackResolver::new(project));
+        let mut docker = None;
+        if kinds.contains(&ServiceKind::Docker) {
+            match self.docker().await {
+                Ok(d) => {
+                    match d.discover(project).await {
+                        Ok(n) if n > 0 => {
+                            tracing::info!(
+                                project = name,
+                                containers = n,
+                                "found running containers"
+                            );
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(project = name, error = %e, "listing the project's containers");
+                        }
+                    }
+                    resolver = Arc::new(d.resolver(project, resolver));
+                    executors.push((ServiceKind::Docker, Arc::new(d.clone())));
+                    docker = Some(d);
+                }
+                Err(reason) => {
+                    tracing::warn!(project = name, %reason, "docker services cannot run");
+                    executors.push((
+                        ServiceKind::Docker,
+                        Arc::new(Unavailable {
+                            kind: ServiceKind::Docker,
+                            reason,
+                        }),
+                    ));
+                }
+            }
+        }
+        let mut hosts = None;
+        let on_nodes = [ServiceKind::Remote, ServiceKind::Package];
+        if kinds.iter().any(|k| on_nodes.contains(k)) {
+            match SshHosts::for_project(project, &self.ssh, &self.control_dir) {
+                Ok(h) => {
+                    let discovered = futures_lite::future::or(
+                        async {
+                            Some(RemoteResolver::discover(project, &h, resolver.clone()).await)
+                        },
+                        async {
+                            async_io::Timer::after(DISCOVER_TIMEOUT).await;
+                            None
+                        },
+                    )
+                    .await;
+                    match discovered {
+                        Some(Ok(r)) => resolver = Arc::new(r),
+                        Some(Err(e)) => {
+                            tracing::warn!(project = name, error = %e, "cannot learn the nodes' addresses; endpoints of services on nodes may be wrong");
+                        }
+                        None => {
+                            tracing::warn!(
+                                project = name,
+                                "the nodes did not tell their addresses in time; endpoints of services on nodes may be wrong"
+                            );
+                        }
+                    }
+                    executors.push((
+                        ServiceKind::Remote,
+                        Arc::new(RemoteExecutor::new(h.clone())),
+                    ));
+                    let mut package = PackageExecutor::new(h.clone());
+                    if let Some(dir) = project_dir(project) {
+                        package = package.with_base_dir(dir);
+                    }
+                    executors.push((ServiceKind::Package, Arc::new(package)));
+                    hosts = Some(h);
+                }
+                Err(e) => {
+                    let reason = format!("cannot set up ssh to the project's nodes: {e}");
+                    tracing::warn!(project = name, %reason, "services on nodes cannot run");
+                    for kind in on_nodes {
+                        executors.push((
+                            kind,
+                            Arc::new(Unavailable {
+                                kind,
+                                reason: reason.clone(),
+                            }),
+                        ));
+                    }
+                }
+            }
+        }
+        ProjectTargets {
+            executors,
+            resolver,
+            docker,
+            hosts,
+        }
+    }
+}
+
+/// A short control directory for ssh sockets: `<state>/ssh` when that fits
+/// the limit of unix socket paths, else one under the temp directory named
+/// after a hash of the state directory.
+fn control_dir_for(state_root: &Path) -> PathBuf {
+    let inside = state_root.join("ssh");
+    if inside.as_os_str().len() <= MAX_CONTROL_DIR_LEN {
+        return inside;
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    state_root.hash(&mut h);
+    std::env::temp_dir().join(format!("harness-ssh-{:016x}", h.finish()))
+}
+
+/// The executor of a kind that cannot run here: every start and re-attach
+/// fails with the reason (e.g. the engine is unreachable).
+#[derive(Debug)]
+struct Unavailable {
+    kind: ServiceKind,
+    reason: String,
+}
+
+#[async_trait::async_trait]
+impl ServiceExecutor for Unavailable {
+    fn kind(&self) -> ServiceKind {
+        self.kind
+    }
+
+    async fn start(
+        &self,
+        spec: &ServiceSpec,
+        _ctx: &StartContext,
+    ) -> Result<Launched, ExecutorError> {
+        Err(ExecutorError::Start {
+            service: spec.name.to_string(),
+            source: self.reason.clone().into(),
+        })
+    }
+
+    async fn attach(
+        &self,
+        spec: &ServiceSpec,
+        _record: &InstanceRecord,
+        _ctx: &StartContext,
+    ) -> Result<Launched, ExecutorError> {
+        Err(ExecutorError::Attach {
+            service: spec.name.to_string(),
+            source: self.reason.clone().into(),
+        })
+    }
+}
