@@ -182,6 +182,10 @@ pub struct ServiceLifecycle {
     pub run_started: Option<Instant>,
     /// The last exit status seen.
     pub last_exit: Option<ExitStatus>,
+    /// Why the current run cannot be observed right now (its host is unreachable),
+    /// if it cannot. Set only in the phases of a run (starting to unhealthy); the
+    /// phase underneath is kept, and the visible state is `unknown` meanwhile.
+    pub unreachable: Option<String>,
     rng: u64,
 }
 
@@ -226,6 +230,13 @@ pub enum Event {
     Adopted,
     /// A persisted instance could not be re-adopted.
     Lost(String),
+    /// The current run cannot be observed any more (its host is unreachable), for
+    /// this reason. It is not taken as an exit: the run shows `unknown`, its checks
+    /// are paused and their verdicts ignored, so nothing is restarted or started twice.
+    Unreachable(String),
+    /// The current run can be observed again: back to the state underneath, with
+    /// fresh checks (an exit that happened meanwhile follows as [`Event::Exited`]).
+    Reachable,
 }
 
 /// Work the caller must carry out.
@@ -272,12 +283,20 @@ impl ServiceLifecycle {
             generation: 0,
             run_started: None,
             last_exit: None,
+            unreachable: None,
             rng: seed,
         }
     }
 
     /// The state users see.
     pub fn state(&self, now: Instant) -> ServiceState {
+        if let Some(reason) = &self.unreachable
+            && self.in_run()
+        {
+            return ServiceState::Unknown {
+                reason: reason.clone(),
+            };
+        }
         match &self.phase {
             Phase::Pending => ServiceState::Pending,
             Phase::Waiting { on } => match on.front() {
@@ -299,6 +318,20 @@ impl ServiceLifecycle {
                 in_ms: at.saturating_duration_since(now).as_millis() as u64,
             },
         }
+    }
+
+    /// True in the phases of a run that is not being stopped: starting, running,
+    /// healthy, unhealthy (the phases an unreachable host can hide).
+    fn in_run(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Starting | Phase::Running | Phase::Healthy | Phase::Unhealthy
+        )
+    }
+
+    /// True if the current run cannot be observed now (see [`ServiceLifecycle::unreachable`]).
+    pub fn is_unreachable(&self) -> bool {
+        self.unreachable.is_some() && self.in_run()
     }
 
     /// True if a process of the current run may be alive.
@@ -358,6 +391,7 @@ impl ServiceLifecycle {
 
     fn spawn_effects(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         self.generation += 1;
+        self.unreachable = None;
         self.phase = Phase::Starting;
         self.run_started = Some(now);
         fx.push(Effect::Spawn {
@@ -366,6 +400,10 @@ impl ServiceLifecycle {
         if let Some(after) = self.policy.startup_timeout {
             fx.push(Effect::ScheduleTimeout { after });
         }
+    }
+
+    fn has_probes(&self) -> bool {
+        self.policy.has_readiness || self.policy.has_liveness
     }
 
     fn stop_effects(&mut self, then: AfterStop, fx: &mut Vec<Effect>) {
@@ -473,9 +511,30 @@ fn step(lc: &mut ServiceLifecycle, event: Event, now: Instant, fx: &mut Vec<Effe
                 reason: format!("dependency `{dep}` failed: {reason}"),
             };
         }
+        // While the run cannot be observed, check verdicts say nothing about it.
+        (
+            P::Running | P::Healthy | P::Unhealthy,
+            Event::ReadinessPassed | Event::ReadinessFailed | Event::LivenessFailed,
+        ) if lc.unreachable.is_some() => {}
+        (P::Starting | P::Running | P::Healthy | P::Unhealthy, Event::Unreachable(reason)) => {
+            let pause =
+                lc.unreachable.is_none() && !matches!(lc.phase, P::Starting) && lc.has_probes();
+            lc.unreachable = Some(reason);
+            if pause {
+                fx.push(Effect::StopProbes);
+            }
+        }
+        (P::Starting | P::Running | P::Healthy | P::Unhealthy, Event::Reachable)
+            if lc.unreachable.is_some() =>
+        {
+            lc.unreachable = None;
+            if !matches!(lc.phase, P::Starting) && lc.has_probes() {
+                fx.push(Effect::StartProbes);
+            }
+        }
         (P::Starting, Event::Spawned) => {
             lc.phase = P::Running;
-            if lc.policy.has_readiness || lc.policy.has_liveness {
+            if lc.has_probes() && lc.unreachable.is_none() {
                 fx.push(Effect::StartProbes);
             }
         }
@@ -521,9 +580,10 @@ fn step(lc: &mut ServiceLifecycle, event: Event, now: Instant, fx: &mut Vec<Effe
         (P::Restarting { .. }, Event::BackoffElapsed) => lc.spawn_effects(now, fx),
         (P::Pending | P::Stopped | P::Completed | P::Failed { .. }, Event::Adopted) => {
             lc.generation += 1;
+            lc.unreachable = None;
             lc.run_started = Some(now);
             lc.phase = P::Running;
-            if lc.policy.has_readiness || lc.policy.has_liveness {
+            if lc.has_probes() {
                 fx.push(Effect::StartProbes);
             }
         }
@@ -559,6 +619,9 @@ fn step(lc: &mut ServiceLifecycle, event: Event, now: Instant, fx: &mut Vec<Effe
         },
         // Everything else is stale or irrelevant in this phase.
         _ => {}
+    }
+    if !lc.in_run() {
+        lc.unreachable = None;
     }
 }
 

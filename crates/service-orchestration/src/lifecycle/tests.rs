@@ -69,6 +69,11 @@ fn events() -> Vec<(&'static str, Event)> {
         ("stopdone", Event::StopCompleted),
         ("adopted", Event::Adopted),
         ("lost", Event::Lost("gone".into())),
+        (
+            "unreach",
+            Event::Unreachable("node `n1` is unreachable".into()),
+        ),
+        ("reach", Event::Reachable),
     ]
 }
 
@@ -125,21 +130,21 @@ fn phases(now: Instant) -> Vec<(&'static str, Phase)> {
 /// sp = Spawn, pr = StartProbes, xp = StopProbes, kill = StopProcess,
 /// rs = ScheduleRestart, to = ScheduleTimeout.
 #[rustfmt::skip]
-const TABLE: &[(&str, [&str; 17])] = &[
-    //                  start            start[a]   ready(a)         depfail(a) spawned          spawnfail       rpass      rfail        lfail                exit0           exit1              timeout              backoff          stop                 stopdone
-    ("pending",         ["starting sp to", "waiting", "pending",     "pending", "pending",       "pending",      "pending", "pending",   "pending",           "pending",      "pending",         "pending",           "pending",       "stopped",           "pending", "running pr", "failed"]),
-    ("waiting",         ["waiting",      "waiting",   "starting sp to", "failed", "waiting",     "waiting",      "waiting", "waiting",   "waiting",           "waiting",      "waiting",         "waiting",           "waiting",       "stopped",           "waiting", "waiting", "waiting"]),
-    ("starting",        ["starting",     "starting",  "starting",    "starting", "running pr",   "restarting rs", "starting", "starting", "starting",          "completed xp", "restarting xp rs", "stopping xp kill", "starting",      "stopping xp kill",  "starting", "starting", "starting"]),
-    ("running",         ["running",      "running",   "running",     "running", "running",       "running",      "healthy", "running",   "stopping xp kill",  "completed xp", "restarting xp rs", "stopping xp kill", "running",       "stopping xp kill",  "running", "running", "running"]),
-    ("healthy",         ["healthy",      "healthy",   "healthy",     "healthy", "healthy",       "healthy",      "healthy", "unhealthy", "stopping xp kill",  "completed xp", "restarting xp rs", "healthy",          "healthy",       "stopping xp kill",  "healthy", "healthy", "healthy"]),
-    ("unhealthy",       ["unhealthy",    "unhealthy", "unhealthy",   "unhealthy", "unhealthy",   "unhealthy",    "healthy", "unhealthy", "stopping xp kill",  "completed xp", "restarting xp rs", "unhealthy",        "unhealthy",     "stopping xp kill",  "unhealthy", "unhealthy", "unhealthy"]),
-    ("stopping(stop)",  ["stopping",     "stopping",  "stopping",    "stopping", "stopping kill", "stopped",     "stopping", "stopping",  "stopping",          "stopped",      "stopped",         "stopping",          "stopping",      "stopping",          "stopped", "stopping", "stopping"]),
-    ("stopping(restart)", ["stopping",   "stopping",  "stopping",    "stopping", "stopping kill", "restarting rs", "stopping", "stopping", "stopping",         "restarting rs", "restarting rs",  "stopping",          "stopping",      "stopping",          "restarting rs", "stopping", "stopping"]),
-    ("stopping(fail)",  ["stopping",     "stopping",  "stopping",    "stopping", "stopping kill", "failed",      "stopping", "stopping",  "stopping",          "failed",       "failed",          "stopping",          "stopping",      "stopping",          "failed", "stopping", "stopping"]),
-    ("stopped",         ["starting sp to", "waiting", "stopped",     "stopped", "stopped",       "stopped",      "stopped", "stopped",   "stopped",           "stopped",      "stopped",         "stopped",           "stopped",       "stopped",           "stopped", "running pr", "failed"]),
-    ("completed",       ["starting sp to", "waiting", "completed",   "completed", "completed",   "completed",    "completed", "completed", "completed",       "completed",    "completed",       "completed",         "completed",     "stopped",           "completed", "running pr", "failed"]),
-    ("failed",          ["starting sp to", "waiting", "failed",      "failed",  "failed",        "failed",       "failed",  "failed",    "failed",            "failed",       "failed",          "failed",            "failed",        "stopped",           "failed", "running pr", "failed"]),
-    ("restarting",      ["restarting",   "restarting", "restarting", "restarting", "restarting", "restarting",   "restarting", "restarting", "restarting",    "restarting",   "restarting",      "restarting",        "starting sp to", "stopped",          "restarting", "restarting", "restarting"]),
+const TABLE: &[(&str, [&str; 19])] = &[
+    //                  start            start[a]   ready(a)         depfail(a) spawned          spawnfail       rpass      rfail        lfail                exit0           exit1              timeout              backoff          stop                 stopdone  adopted lost unreach reach
+    ("pending",         ["starting sp to", "waiting", "pending",     "pending", "pending",       "pending",      "pending", "pending",   "pending",           "pending",      "pending",         "pending",           "pending",       "stopped",           "pending", "running pr", "failed", "pending", "pending"]),
+    ("waiting",         ["waiting",      "waiting",   "starting sp to", "failed", "waiting",     "waiting",      "waiting", "waiting",   "waiting",           "waiting",      "waiting",         "waiting",           "waiting",       "stopped",           "waiting", "waiting", "waiting", "waiting", "waiting"]),
+    ("starting",        ["starting",     "starting",  "starting",    "starting", "running pr",   "restarting rs", "starting", "starting", "starting",          "completed xp", "restarting xp rs", "stopping xp kill", "starting",      "stopping xp kill",  "starting", "starting", "starting", "unknown", "starting"]),
+    ("running",         ["running",      "running",   "running",     "running", "running",       "running",      "healthy", "running",   "stopping xp kill",  "completed xp", "restarting xp rs", "stopping xp kill", "running",       "stopping xp kill",  "running", "running", "running", "unknown xp", "running"]),
+    ("healthy",         ["healthy",      "healthy",   "healthy",     "healthy", "healthy",       "healthy",      "healthy", "unhealthy", "stopping xp kill",  "completed xp", "restarting xp rs", "healthy",          "healthy",       "stopping xp kill",  "healthy", "healthy", "healthy", "unknown xp", "healthy"]),
+    ("unhealthy",       ["unhealthy",    "unhealthy", "unhealthy",   "unhealthy", "unhealthy",   "unhealthy",    "healthy", "unhealthy", "stopping xp kill",  "completed xp", "restarting xp rs", "unhealthy",        "unhealthy",     "stopping xp kill",  "unhealthy", "unhealthy", "unhealthy", "unknown xp", "unhealthy"]),
+    ("stopping(stop)",  ["stopping",     "stopping",  "stopping",    "stopping", "stopping kill", "stopped",     "stopping", "stopping",  "stopping",          "stopped",      "stopped",         "stopping",          "stopping",      "stopping",          "stopped", "stopping", "stopping", "stopping", "stopping"]),
+    ("stopping(restart)", ["stopping",   "stopping",  "stopping",    "stopping", "stopping kill", "restarting rs", "stopping", "stopping", "stopping",         "restarting rs", "restarting rs",  "stopping",          "stopping",      "stopping",          "restarting rs", "stopping", "stopping", "stopping", "stopping"]),
+    ("stopping(fail)",  ["stopping",     "stopping",  "stopping",    "stopping", "stopping kill", "failed",      "stopping", "stopping",  "stopping",          "failed",       "failed",          "stopping",          "stopping",      "stopping",          "failed", "stopping", "stopping", "stopping", "stopping"]),
+    ("stopped",         ["starting sp to", "waiting", "stopped",     "stopped", "stopped",       "stopped",      "stopped", "stopped",   "stopped",           "stopped",      "stopped",         "stopped",           "stopped",       "stopped",           "stopped", "running pr", "failed", "stopped", "stopped"]),
+    ("completed",       ["starting sp to", "waiting", "completed",   "completed", "completed",   "completed",    "completed", "completed", "completed",       "completed",    "completed",       "completed",         "completed",     "stopped",           "completed", "running pr", "failed", "completed", "completed"]),
+    ("failed",          ["starting sp to", "waiting", "failed",      "failed",  "failed",        "failed",       "failed",  "failed",    "failed",            "failed",       "failed",          "failed",            "failed",        "stopped",           "failed", "running pr", "failed", "failed", "failed"]),
+    ("restarting",      ["restarting",   "restarting", "restarting", "restarting", "restarting", "restarting",   "restarting", "restarting", "restarting",    "restarting",   "restarting",      "restarting",        "starting sp to", "stopped",          "restarting", "restarting", "restarting", "restarting", "restarting"]),
 ];
 
 fn code(e: &Effect) -> Option<&'static str> {
@@ -178,7 +183,89 @@ fn every_phase_event_pair_follows_the_table() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 13 * 17);
+    assert_eq!(checked, 13 * 19);
+}
+
+/// The phases of a run while its host is unreachable, per event in the order of
+/// `events()`: shown as `unknown`, check verdicts ignored (no restart, no second
+/// start), an exit or a stop handled as usual, `reach` back to the phase with fresh checks.
+#[rustfmt::skip]
+const UNREACHABLE_TABLE: &[(&str, [&str; 19])] = &[
+    //           start      start[a]   ready(a)   depfail(a) spawned    spawnfail        rpass      rfail      lfail      exit0           exit1               timeout             backoff    stop                stopdone   adopted    lost       unreach    reach
+    ("starting",  ["unknown", "unknown", "unknown", "unknown", "unknown", "restarting rs", "unknown", "unknown", "unknown", "completed xp", "restarting xp rs", "stopping xp kill", "unknown", "stopping xp kill", "unknown", "unknown", "unknown", "unknown", "starting"]),
+    ("running",   ["unknown", "unknown", "unknown", "unknown", "unknown", "unknown",       "unknown", "unknown", "unknown", "completed xp", "restarting xp rs", "stopping xp kill", "unknown", "stopping xp kill", "unknown", "unknown", "unknown", "unknown", "running pr"]),
+    ("healthy",   ["unknown", "unknown", "unknown", "unknown", "unknown", "unknown",       "unknown", "unknown", "unknown", "completed xp", "restarting xp rs", "unknown",          "unknown", "stopping xp kill", "unknown", "unknown", "unknown", "unknown", "healthy pr"]),
+    ("unhealthy", ["unknown", "unknown", "unknown", "unknown", "unknown", "unknown",       "unknown", "unknown", "unknown", "completed xp", "restarting xp rs", "unknown",          "unknown", "stopping xp kill", "unknown", "unknown", "unknown", "unknown", "unhealthy pr"]),
+];
+
+#[test]
+fn every_event_on_an_unreachable_run_follows_the_table() {
+    let now = Instant::now();
+    let events = events();
+    let run_phases = [
+        ("starting", Phase::Starting),
+        ("running", Phase::Running),
+        ("healthy", Phase::Healthy),
+        ("unhealthy", Phase::Unhealthy),
+    ];
+    let reason = "node `n1` is unreachable: connection timed out".to_owned();
+    for ((pname, phase), (tname, row)) in run_phases.iter().zip(UNREACHABLE_TABLE) {
+        assert_eq!(pname, tname);
+        for ((ename, event), want) in events.iter().zip(row.iter()) {
+            let mut lc = lc_in(phase.clone(), now);
+            lc.unreachable = Some(reason.clone());
+            assert!(lc.is_unreachable());
+            let (next, fx) = reduce(&lc, event.clone(), now);
+            let mut got = vec![next.state(now).label().to_owned()];
+            got.extend(fx.iter().filter_map(code).map(str::to_owned));
+            assert_eq!(got.join(" "), *want, "{pname} (unreachable) + {ename}");
+            let changed = next.state(now) != lc.state(now);
+            let notified = fx.iter().any(|e| matches!(e, Effect::Notify(_)));
+            assert_eq!(changed, notified, "{pname} (unreachable) + {ename}");
+            assert_eq!(
+                next.generation, lc.generation,
+                "{pname} + {ename}: a new run"
+            );
+            if !next.is_unreachable() {
+                assert_eq!(
+                    next.unreachable, None,
+                    "{pname} + {ename}: stale reason kept"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn unreachable_shows_unknown_with_the_reason_and_keeps_the_phase() {
+    let now = Instant::now();
+    let lc = lc_in(Phase::Healthy, now);
+    let why = "node `n2` is unreachable: connection timed out";
+    let (lc, fx) = reduce(&lc, Event::Unreachable(why.into()), now);
+    assert_eq!(lc.state(now), ServiceState::Unknown { reason: why.into() });
+    assert_eq!(lc.phase, Phase::Healthy);
+    assert!(lc.is_ready(), "dependents keep what they relied on");
+    assert!(fx.contains(&Effect::Notify(ServiceState::Unknown {
+        reason: why.into()
+    })));
+    // A new reason is a new visible state; the same one is not.
+    let (lc2, fx) = reduce(&lc, Event::Unreachable("other".into()), now);
+    assert!(fx.iter().any(|e| matches!(e, Effect::Notify(_))));
+    let (_, fx) = reduce(&lc2, Event::Unreachable("other".into()), now);
+    assert!(fx.is_empty(), "{fx:?}");
+    // Back: healthy again, with fresh checks, same run.
+    let (back, fx) = reduce(&lc, Event::Reachable, now);
+    assert_eq!(back.state(now), ServiceState::Healthy);
+    assert_eq!(back.generation, lc.generation);
+    assert!(fx.contains(&Effect::StartProbes));
+    assert!(fx.contains(&Effect::Notify(ServiceState::Healthy)));
+    // It died meanwhile: the exit follows the reconnection and the policy restarts it.
+    let (after, fx) = reduce(&back, Event::Exited(ExitStatus::Code(1)), now);
+    assert!(matches!(after.phase, Phase::Restarting { .. }));
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::ScheduleRestart { .. }))
+    );
 }
 
 #[test]
@@ -399,6 +486,9 @@ fn arb_event() -> impl Strategy<Value = Event> {
         Just(Event::StopCompleted),
         Just(Event::Adopted),
         Just(Event::Lost("l".into())),
+        Just(Event::Unreachable("u".into())),
+        Just(Event::Unreachable("v".into())),
+        Just(Event::Reachable),
     ]
 }
 
@@ -448,6 +538,21 @@ fn check_invariants(
     }
     if let Phase::Restarting { attempt, .. } = lc.phase {
         prop_assert_eq!(attempt, lc.consecutive);
+    }
+    if lc.unreachable.is_some() {
+        prop_assert!(
+            lc.is_unreachable(),
+            "unreachable outside a run: {:?}",
+            lc.phase
+        );
+        prop_assert!(
+            matches!(lc.state(Instant::now()), ServiceState::Unknown { .. }),
+            "unreachable but not shown as unknown"
+        );
+        prop_assert!(
+            !fx.contains(&Effect::StartProbes),
+            "checks started while unreachable"
+        );
     }
     for e in fx {
         match e {
@@ -505,6 +610,7 @@ proptest! {
         prop_assert_eq!(was_alive, fx.iter().any(|e| matches!(e, Effect::StopProcess { .. })));
         // Whatever else arrives (except a new request: start, adopt), completion of the stop ends in stopped.
         for e in after.into_iter().filter(|e| !matches!(e, Event::StartRequested { .. } | Event::Adopted | Event::Lost(_))) {
+            prop_assert!(lc.unreachable.is_none());
             lc = reduce(&lc, e, now).0;
             prop_assert!(matches!(lc.phase, Phase::Stopping { then: AfterStop::Stop } | Phase::Stopped), "not stopping");
         }
@@ -553,5 +659,62 @@ proptest! {
             }
             prop_assert_eq!(lc.restarts, expected_restarts);
         }
+    }
+
+    #[test]
+    fn checks_against_an_unreachable_run_never_restart_it(
+        policy in arb_policy(),
+        seed in any::<u64>(),
+        before in proptest::collection::vec(arb_event(), 0..40),
+        probes in proptest::collection::vec(
+            prop_oneof![
+                Just(Event::ReadinessPassed),
+                Just(Event::ReadinessFailed),
+                Just(Event::LivenessFailed),
+                Just(Event::Unreachable("again".into())),
+                Just(Event::StartRequested { unmet: vec![] }),
+                Just(Event::Adopted),
+                Just(Event::BackoffElapsed),
+            ],
+            0..30,
+        ),
+    ) {
+        let now = Instant::now();
+        let mut lc = ServiceLifecycle::new(Arc::new(policy), seed);
+        for e in before {
+            lc = reduce(&lc, e, now).0;
+        }
+        let (cut, _) = reduce(&lc, Event::Unreachable("cut".into()), now);
+        let runs = matches!(lc.phase, Phase::Running | Phase::Healthy | Phase::Unhealthy);
+        prop_assert_eq!(cut.is_unreachable(), runs || matches!(lc.phase, Phase::Starting));
+        if !cut.is_unreachable() {
+            prop_assert_eq!(&cut.phase, &lc.phase);
+            return Ok(());
+        }
+        // Whatever the checks say meanwhile: no stop, no spawn, same run and phase.
+        let mut during = cut.clone();
+        for e in probes {
+            let (next, fx) = reduce(&during, e, now);
+            prop_assert!(
+                !fx.iter().any(|f| matches!(
+                    f,
+                    Effect::Spawn { .. } | Effect::StopProcess { .. } | Effect::ScheduleRestart { .. }
+                )),
+                "{:?}", fx
+            );
+            prop_assert_eq!(next.generation, lc.generation);
+            prop_assert_eq!(&next.phase, &lc.phase);
+            during = next;
+        }
+        // Back: the state underneath, same run.
+        let mut underneath = lc.clone();
+        underneath.unreachable = None;
+        let (back, fx) = reduce(&during, Event::Reachable, now);
+        prop_assert_eq!(back.state(now), underneath.state(now));
+        prop_assert_eq!(back.generation, lc.generation);
+        prop_assert_eq!(
+            fx.contains(&Effect::StartProbes),
+            runs && (lc.policy.has_readiness || lc.policy.has_liveness)
+        );
     }
 }
