@@ -137,6 +137,17 @@ pub enum InstanceEvent {
         /// How many.
         lines: u64,
     },
+    /// It can no longer be observed (e.g. its host is unreachable), for this
+    /// reason. Not an exit: it may well still run. The manager shows the service
+    /// as `unknown` with the reason and holds off restarts until
+    /// [`InstanceEvent::Reachable`] (or an exit) follows.
+    Unreachable {
+        /// Why, naming the host.
+        reason: String,
+    },
+    /// It can be observed again after [`InstanceEvent::Unreachable`]. If it ended
+    /// meanwhile, [`InstanceEvent::Exited`] follows.
+    Reachable,
     /// It ended (the last event; the stream ends after it).
     Exited(ExitStatus),
 }
@@ -174,9 +185,22 @@ pub trait ServiceInstance: Send + Sync + 'static {
         args: &[String],
         timeout: Duration,
     ) -> Result<ExecOutcome, ExecutorError>;
+
+    /// Why it cannot be observed right now (its host does not answer), if it
+    /// cannot. The manager asks when a check of the instance fails, to tell a
+    /// service that fails its check from one it cannot see: then the service
+    /// shows as `unknown` with this reason and is not restarted. May take a
+    /// round trip to the host. The default: always observable.
+    async fn unreachable(&self) -> Option<String> {
+        None
+    }
 }
 
 /// An instance and the stream of its events.
+///
+/// Executors whose instances are always observable (local processes) never emit
+/// [`InstanceEvent::Unreachable`]; the others emit it on losing sight of an
+/// instance and [`InstanceEvent::Reachable`] on regaining it.
 pub struct Launched {
     /// The handle.
     pub instance: Arc<dyn ServiceInstance>,

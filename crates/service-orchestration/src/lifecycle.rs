@@ -231,8 +231,8 @@ pub enum Event {
     /// A persisted instance could not be re-adopted.
     Lost(String),
     /// The current run cannot be observed any more (its host is unreachable), for
-    /// this reason. It is not taken as an exit: the run shows `unknown`, its checks
-    /// are paused and their verdicts ignored, so nothing is restarted or started twice.
+    /// this reason. It is not taken as an exit: the run shows `unknown` and check
+    /// verdicts are ignored, so nothing is restarted or started twice.
     Unreachable(String),
     /// The current run can be observed again: back to the state underneath, with
     /// fresh checks (an exit that happened meanwhile follows as [`Event::Exited`]).
@@ -516,13 +516,10 @@ fn step(lc: &mut ServiceLifecycle, event: Event, now: Instant, fx: &mut Vec<Effe
             P::Running | P::Healthy | P::Unhealthy,
             Event::ReadinessPassed | Event::ReadinessFailed | Event::LivenessFailed,
         ) if lc.unreachable.is_some() => {}
+        // The checks keep running (a passing one tells the host answers again);
+        // their verdicts are ignored meanwhile.
         (P::Starting | P::Running | P::Healthy | P::Unhealthy, Event::Unreachable(reason)) => {
-            let pause =
-                lc.unreachable.is_none() && !matches!(lc.phase, P::Starting) && lc.has_probes();
             lc.unreachable = Some(reason);
-            if pause {
-                fx.push(Effect::StopProbes);
-            }
         }
         (P::Starting | P::Running | P::Healthy | P::Unhealthy, Event::Reachable)
             if lc.unreachable.is_some() =>

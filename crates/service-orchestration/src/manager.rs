@@ -282,6 +282,11 @@ enum DataMsg {
         at: SystemTime,
     },
     Dropped,
+    /// The instance was lost sight of (`Some(reason)`) or is observable again (`None`).
+    Reachability {
+        run: u64,
+        unreachable: Option<String>,
+    },
     Exited {
         run: u64,
         status: ExitStatus,
@@ -928,7 +933,19 @@ impl Actor {
                 readiness,
                 verdict,
             } => {
-                if run != self.generation() || !self.slot.view().lc.is_alive() {
+                let (alive, unreachable) = {
+                    let v = self.slot.view();
+                    (v.lc.is_alive(), v.lc.is_unreachable())
+                };
+                if run != self.generation() || !alive {
+                    return;
+                }
+                if unreachable {
+                    // A passing check shows the instance can be seen again (the
+                    // checks restart afresh); a failing one says nothing about it.
+                    if verdict.passed {
+                        self.apply(inner, Event::Reachable).await;
+                    }
                     return;
                 }
                 if readiness {
@@ -982,6 +999,16 @@ impl Actor {
                 });
             }
             DataMsg::Dropped => {}
+            DataMsg::Reachability { run, unreachable } => {
+                if run != self.generation() {
+                    return;
+                }
+                let event = match unreachable {
+                    Some(reason) => Event::Unreachable(reason),
+                    None => Event::Reachable,
+                };
+                self.apply(inner, event).await;
+            }
             DataMsg::Exited { run, status } => {
                 if run != self.generation() {
                     return;
@@ -1227,6 +1254,14 @@ impl Actor {
                         at: SystemTime::now(),
                     },
                     InstanceEvent::Dropped { .. } => DataMsg::Dropped,
+                    InstanceEvent::Unreachable { reason } => DataMsg::Reachability {
+                        run,
+                        unreachable: Some(reason),
+                    },
+                    InstanceEvent::Reachable => DataMsg::Reachability {
+                        run,
+                        unreachable: None,
+                    },
                     InstanceEvent::Exited(status) => {
                         let _ = tx.send(DataMsg::Exited { run, status }).await;
                         return;
@@ -1259,7 +1294,7 @@ impl Actor {
             .map(|e| e.ip.to_string())
             .unwrap_or_else(|| "127.0.0.1".to_owned());
         let env = CheckEnv {
-            instance,
+            instance: instance.clone(),
             default_host,
             tls: inner.tls.clone(),
         };
@@ -1271,6 +1306,7 @@ impl Actor {
             let (cancel_tx, cancel_rx) = async_channel::bounded::<()>(1);
             self.probes.push(cancel_tx);
             let tx = inner.control[&self.slot.name].clone();
+            let instance = instance.clone();
             let runner = ProbeRunner {
                 probe,
                 env: env.clone(),
@@ -1279,7 +1315,22 @@ impl Actor {
                 .spawner
                 .spawn(Box::pin(runner.run(cancel_rx, move |verdict| {
                     let tx = tx.clone();
+                    let instance = instance.clone();
                     async move {
+                        // A failing check of an instance that cannot be seen says
+                        // nothing about the service: report that instead, and keep
+                        // checking (a pass tells it can be seen again).
+                        if !verdict.passed
+                            && let Some(reason) = instance.unreachable().await
+                        {
+                            return tx
+                                .send(Msg::Event {
+                                    run: Some(run),
+                                    event: Event::Unreachable(reason),
+                                })
+                                .await
+                                .is_ok();
+                        }
                         let stop = !readiness && !verdict.passed;
                         let sent = tx
                             .send(Msg::Probe {

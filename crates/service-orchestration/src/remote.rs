@@ -25,6 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,10 @@ sz() { if [ -f "$1" ]; then wc -c < "$1" | tr -d ' '; else echo 0; fi; }
 /// How long a short control command (start, stop bookkeeping, identity check)
 /// may take beyond the connect timeout.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the round trip that tells whether a node answers may take (the
+/// connect timeout bounds it sooner when the node is gone).
+const REACH_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What is persisted of a remote service (the `data` of its [`InstanceRecord`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +272,7 @@ impl RemoteExecutor {
             rec,
             shared,
             tx,
+            lost: AtomicBool::new(false),
         };
         ctx.spawner.spawn(Box::pin(follower.run()));
         Launched {
@@ -433,6 +439,18 @@ impl ServiceInstance for RemoteInstance {
         Ok(())
     }
 
+    async fn unreachable(&self) -> Option<String> {
+        match self.host.check(REACH_TIMEOUT).await {
+            Ok(()) => None,
+            Err(SshError::Unreachable { reason, .. }) => Some(format!(
+                "node `{}` is unreachable: {reason}",
+                self.host.name()
+            )),
+            Err(e @ SshError::Timeout { .. }) => Some(e.to_string()),
+            Err(_) => None,
+        }
+    }
+
     async fn exec(
         &self,
         command: &str,
@@ -503,6 +521,8 @@ struct Follower {
     rec: RemoteRecord,
     shared: Arc<Shared>,
     tx: async_channel::Sender<Item>,
+    /// The node was lost sight of and [`InstanceEvent::Unreachable`] was sent.
+    lost: AtomicBool,
 }
 
 /// How one following session ended.
@@ -551,10 +571,21 @@ impl Follower {
                 }
                 SessionEnd::Closed => return,
                 SessionEnd::Lost(reason) => {
-                    self.host
-                        .set_reachability(Reachability::Unreachable { reason });
+                    self.host.set_reachability(Reachability::Unreachable {
+                        reason: reason.clone(),
+                    });
                     if self.tx.is_closed() {
                         return;
+                    }
+                    if !self.lost.swap(true, Ordering::SeqCst) {
+                        // Seen until now: say so once, and retry soon.
+                        delay = Duration::from_millis(500);
+                        let reason =
+                            format!("node `{}` is unreachable: {reason}", self.host.name());
+                        let item = Item(InstanceEvent::Unreachable { reason }, None);
+                        if self.tx.send(item).await.is_err() {
+                            return;
+                        }
                     }
                     async_io::Timer::after(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(3));
@@ -571,6 +602,17 @@ impl Follower {
                 SshError::Unreachable { reason, .. } => reason,
                 other => other.to_string(),
             });
+        }
+        // The node answers again: the instance can be observed (an exit that
+        // happened meanwhile follows from the waiter below).
+        if self.lost.swap(false, Ordering::SeqCst)
+            && self
+                .tx
+                .send(Item(InstanceEvent::Reachable, None))
+                .await
+                .is_err()
+        {
+            return SessionEnd::Closed;
         }
         let start = self.shared.offsets();
         let dir = shell_quote(&self.rec.dir);
