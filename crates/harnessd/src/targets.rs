@@ -17,21 +17,28 @@
 //!   resolver asks each node for its address and for this machine's address
 //!   as the node sees it; when a node does not answer, endpoints fall back to
 //!   the Docker/loopback view and a warning is logged.
+//!
+//! The output of containers and of services on nodes arrives as events, not
+//! in files; the daemon reads logs from files (ADR 007), so these executors
+//! are wrapped to append every output line to the service's log files as it
+//! passes ([`ToLogFiles`]).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_lock::Mutex;
+use futures_lite::StreamExt;
 use harness_config::ServiceSpec;
-use harness_core::ServiceKind;
+use harness_core::{OutputLine, OutputStream, ServiceKind};
 use service_orchestration::docker::DockerExecutor;
 use service_orchestration::package::{PackageExecutor, project_dir};
 use service_orchestration::remote::{RemoteExecutor, RemoteResolver};
 use service_orchestration::ssh::{MAX_CONTROL_DIR_LEN, SshHosts, SshOptions};
 use service_orchestration::{
-    EndpointResolver, ExecutorError, InstanceRecord, Launched, LoopbackResolver, ServiceExecutor,
-    SharedExecutor, StartContext,
+    EndpointResolver, ExecutorError, InstanceEvent, InstanceRecord, Launched, LoopbackResolver,
+    ServiceExecutor, SharedExecutor, StartContext,
 };
 
 /// How long asking the nodes for their addresses may take in all.
@@ -127,7 +134,7 @@ impl Targets {
                         }
                     }
                     resolver = Arc::new(d.resolver(project, resolver));
-                    executors.push((ServiceKind::Docker, Arc::new(d.clone())));
+                    executors.push((ServiceKind::Docker, ToLogFiles::wrap(d.clone())));
                     docker = Some(d);
                 }
                 Err(reason) => {
@@ -177,7 +184,7 @@ impl Targets {
                     if let Some(dir) = project_dir(project) {
                         package = package.with_base_dir(dir);
                     }
-                    executors.push((ServiceKind::Package, Arc::new(package)));
+                    executors.push((ServiceKind::Package, ToLogFiles::wrap(package)));
                     hosts = Some(h);
                 }
                 Err(e) => {
@@ -253,5 +260,107 @@ impl ServiceExecutor for Unavailable {
             service: spec.name.to_string(),
             source: self.reason.clone().into(),
         })
+    }
+}
+
+/// Wraps an executor whose output arrives as events (containers, services on
+/// nodes) so that every output line is also appended to the service's log
+/// files, `stdout.log` and `stderr.log` in [`StartContext::log_dir`], where
+/// `harness logs` reads them. Lines are written in order by one writer per
+/// instance on the blocking pool; none is dropped.
+pub struct ToLogFiles {
+    inner: SharedExecutor,
+}
+
+impl std::fmt::Debug for ToLogFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToLogFiles")
+            .field("kind", &self.inner.kind())
+            .finish()
+    }
+}
+
+impl ToLogFiles {
+    /// `executor`, with its output also written to log files.
+    pub fn wrap(executor: impl ServiceExecutor) -> SharedExecutor {
+        Arc::new(ToLogFiles {
+            inner: Arc::new(executor),
+        })
+    }
+
+    fn tee(launched: Launched, spec: &ServiceSpec, ctx: &StartContext) -> Launched {
+        let Some(dir) = ctx.log_dir.clone() else {
+            return launched;
+        };
+        let (tx, rx) = async_channel::unbounded::<OutputLine>();
+        let service = spec.name.to_string();
+        ctx.spawner.spawn(Box::pin(blocking::unblock(move || {
+            if let Err(e) = write_lines(&dir, &rx) {
+                tracing::warn!(%service, dir = %dir.display(), error = %e, "writing the service's log files");
+                // Keep draining so the instance's events are not held up.
+                while rx.recv_blocking().is_ok() {}
+            }
+        })));
+        let events = launched.events.map(move |ev| {
+            if let InstanceEvent::Output(line) = &ev {
+                // Unbounded: fails only once the writer is gone.
+                let _ = tx.try_send(line.clone());
+            }
+            ev
+        });
+        Launched {
+            instance: launched.instance,
+            events: Box::pin(events),
+        }
+    }
+}
+
+/// Appends each line (with a newline) to `stdout.log` or `stderr.log` in `dir`
+/// until the sender is dropped.
+fn write_lines(dir: &Path, rx: &async_channel::Receiver<OutputLine>) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let open = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(name))
+    };
+    let mut stdout = open("stdout.log")?;
+    let mut stderr = open("stderr.log")?;
+    while let Ok(line) = rx.recv_blocking() {
+        let file = match line.stream {
+            OutputStream::Stdout => &mut stdout,
+            OutputStream::Stderr => &mut stderr,
+        };
+        let mut bytes = line.bytes;
+        bytes.push(b'\n');
+        file.write_all(&bytes)?;
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl ServiceExecutor for ToLogFiles {
+    fn kind(&self) -> ServiceKind {
+        self.inner.kind()
+    }
+
+    async fn start(
+        &self,
+        spec: &ServiceSpec,
+        ctx: &StartContext,
+    ) -> Result<Launched, ExecutorError> {
+        let launched = self.inner.start(spec, ctx).await?;
+        Ok(Self::tee(launched, spec, ctx))
+    }
+
+    async fn attach(
+        &self,
+        spec: &ServiceSpec,
+        record: &InstanceRecord,
+        ctx: &StartContext,
+    ) -> Result<Launched, ExecutorError> {
+        let launched = self.inner.attach(spec, record, ctx).await?;
+        Ok(Self::tee(launched, spec, ctx))
     }
 }
