@@ -18,6 +18,8 @@ pub struct TestDaemon {
     pub child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub state: PathBuf,
+    /// Extra environment of the daemon process.
+    pub env: Vec<(String, String)>,
 }
 
 impl TestDaemon {
@@ -26,12 +28,21 @@ impl TestDaemon {
     }
 
     pub fn start_with(args: &[&str]) -> TestDaemon {
+        TestDaemon::start_with_env(args, &[])
+    }
+
+    /// A daemon with `env` added to its environment.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> TestDaemon {
         let dir = tempfile::tempdir().expect("temp dir");
         let state = dir.path().join("state");
         let mut d = TestDaemon {
             child: None,
             dir,
             state,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn(args);
         d
@@ -50,6 +61,7 @@ impl TestDaemon {
         c.arg("--state-dir")
             .arg(&self.state)
             .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("HARNESS_STATE_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
