@@ -66,7 +66,6 @@ fn without_an_engine_processes_run_and_docker_services_fail_naming_the_engine() 
                 services: vec![name("api")],
                 wait: true,
                 timeout_ms: Some(30_000),
-                ..UpParams::default()
             })
             .await
             .expect("the process of a project with docker services comes up");
@@ -80,7 +79,6 @@ fn without_an_engine_processes_run_and_docker_services_fail_naming_the_engine() 
                 services: vec![name("db")],
                 wait: true,
                 timeout_ms: Some(30_000),
-                ..UpParams::default()
             })
             .await
             .expect_err("a docker service cannot start without an engine");
