@@ -35,6 +35,7 @@ impl Cli {
             Command::Start(a) | Command::Stop(a) | Command::Restart(a) => &a.file.files,
             Command::Status(a) => &a.file.files,
             Command::Logs(a) => &a.file.files,
+            Command::Deploy(a) | Command::Rollback(a) => &a.file.files,
             Command::Completions(_) | Command::Daemon(_) => &[],
         };
         self.global.files.iter().chain(after).cloned().collect()
@@ -135,8 +136,26 @@ pub enum Command {
     Status(StatusArgs),
     /// Show service output.
     Logs(LogsArgs),
+    /// Upload and switch package services to their configured version, then restart them.
+    Deploy(DeployArgs),
+    /// Switch package services back to their previous version, then restart them.
+    Rollback(DeployArgs),
     /// Manage the daemon.
     Daemon(DaemonArgs),
+}
+
+/// `harness deploy` and `harness rollback`.
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Configuration files given after the verb.
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// The package services.
+    #[arg(required = true)]
+    pub services: Vec<String>,
+    /// Print a JSON array, one object per service.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `harness validate`.
@@ -381,6 +400,21 @@ mod tests {
             Command::Config(c) => assert!(matches!(c.action, Some(ConfigAction::Schema))),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn deploy_and_rollback_take_services() {
+        let cli = Cli::try_parse_from(["harness", "deploy", "a", "b", "--json"]).unwrap();
+        match cli.command {
+            Command::Deploy(d) => {
+                assert_eq!(d.services, ["a", "b"]);
+                assert!(d.json);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["harness", "rollback"]).is_err());
+        let cli = Cli::try_parse_from(["harness", "rollback", "-f", "x.yaml", "a"]).unwrap();
+        assert_eq!(cli.files(), [PathBuf::from("x.yaml")]);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::cli::{
 use crate::error::{CliError, CliResult};
 use crate::progress::Progress;
 use crate::remote::{self, Followed, Interrupts};
-use crate::{load, render};
+use crate::{deploy, load, render};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> CliResult {
@@ -45,6 +45,22 @@ pub fn run(cli: Cli) -> CliResult {
         }
         Command::Status(a) => smol::block_on(status(&ctx, a)),
         Command::Logs(a) => smol::block_on(logs(&ctx, a)),
+        Command::Deploy(a) => smol::block_on(deploy::run(
+            &ctx.files,
+            ctx.project.as_deref(),
+            ctx.state_dir(),
+            deploy::Action::Deploy,
+            &a.services,
+            a.json,
+        )),
+        Command::Rollback(a) => smol::block_on(deploy::run(
+            &ctx.files,
+            ctx.project.as_deref(),
+            ctx.state_dir(),
+            deploy::Action::Rollback,
+            &a.services,
+            a.json,
+        )),
         Command::Daemon(a) => smol::block_on(daemon(&ctx, a.action)),
     }
 }

@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod daemon;
+mod deploy;
 mod error;
 mod graph;
 mod load;

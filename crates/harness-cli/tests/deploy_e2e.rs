@@ -1,0 +1,379 @@
+//! End to end `harness deploy` and `harness rollback` against a real sshd node: the built
+//! `harness` binary deploys a `package` service from a local directory to a
+//! `harness-test/sshd` container on a Docker network of its own, upgrades it, redeploys the
+//! same version (a no-op), rolls it back, and refuses a non-package service and an
+//! unreachable node.
+//!
+//! Skipped with a printed reason without Docker, the sshd image or ssh; a failure under
+//! `HARNESS_REQUIRE_DOCKER=1` or `HARNESS_REQUIRE_SSH=1`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::Env;
+
+const IMAGE: &str = "harness-test/sshd:latest";
+/// No host key prompts for the throwaway nodes.
+const SSH_OPTIONS: &str = "StrictHostKeyChecking=no UserKnownHostsFile=/dev/null LogLevel=ERROR";
+
+fn required() -> bool {
+    ["HARNESS_REQUIRE_SSH", "HARNESS_REQUIRE_DOCKER"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|x| x == "1" || x == "true"))
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Why the node test cannot run here, if it cannot.
+fn missing() -> Option<&'static str> {
+    if !succeeds(Command::new("docker").arg("info")) {
+        Some("the Docker engine is not reachable")
+    } else if !succeeds(Command::new("docker").args(["image", "inspect", IMAGE])) {
+        Some("the image harness-test/sshd:latest is missing (run docker-test-env/build.sh)")
+    } else if !succeeds(Command::new("ssh").arg("-V"))
+        || !succeeds(Command::new("sh").args(["-c", "command -v ssh-keygen"]))
+    {
+        Some("ssh or ssh-keygen is not installed")
+    } else {
+        None
+    }
+}
+
+fn available() -> bool {
+    match missing() {
+        None => true,
+        Some(why) if required() => {
+            panic!("{why}, and HARNESS_REQUIRE_DOCKER/HARNESS_REQUIRE_SSH is set")
+        }
+        Some(why) => {
+            eprintln!("skipping: {why}");
+            false
+        }
+    }
+}
+
+fn docker(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+fn unique() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("{:08x}", h.finish() as u32)
+}
+
+/// One sshd node on a network of its own; removed (container, network) on drop, so also
+/// when an assertion fails.
+struct Node {
+    network: String,
+    container: String,
+    ip: String,
+    subnet: String,
+    key: PathBuf,
+    _keys: tempfile::TempDir,
+}
+
+impl Node {
+    fn start() -> Node {
+        let prefix = format!("harness-dep-{}", unique());
+        let keys = tempfile::Builder::new()
+            .prefix("hd")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let key = keys.path().join("id");
+        assert!(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "harness-test", "-f"])
+                .arg(&key)
+                .status()
+                .is_ok_and(|s| s.success()),
+            "ssh-keygen failed"
+        );
+        let auth = keys.path().join("authorized_keys");
+        std::fs::copy(key.with_extension("pub"), &auth).expect("copy the public key");
+        let mut node = Node {
+            network: prefix.clone(),
+            container: format!("{prefix}-n1"),
+            ip: String::new(),
+            subnet: String::new(),
+            key,
+            _keys: keys,
+        };
+        docker(&["network", "create", &node.network]).expect("create a docker network");
+        let mount = format!("{}:/root/.ssh/authorized_keys:ro", auth.display());
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &node.container,
+            "--hostname",
+            "n1",
+            "--network",
+            &node.network,
+            "-v",
+            &mount,
+            "--label",
+            "harness-test=deploy",
+            IMAGE,
+        ])
+        .expect("start the sshd node");
+        node.ip = docker(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &node.container,
+        ])
+        .expect("the node's address");
+        node.subnet = docker(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+            &node.network,
+        ])
+        .expect("the network's subnet");
+        node.wait_ready();
+        node
+    }
+
+    /// Waits (up to 30 s) until the node answers over ssh.
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut cmd = Command::new("ssh");
+            cmd.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=3"])
+                .args(SSH_OPTIONS.split(' ').flat_map(|o| ["-o", o]))
+                .arg("-i")
+                .arg(&self.key)
+                .arg(format!("root@{}", self.ip))
+                .arg("true");
+            if succeeds(&mut cmd) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node never answered over ssh"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `readlink` of a path on the node.
+    fn readlink(&self, path: &str) -> String {
+        docker(&["exec", &self.container, "readlink", path]).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.container]);
+        let _ = docker(&["network", "rm", &self.network]);
+    }
+}
+
+/// The result of one `harness` run.
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `harness ARGS` in `env` with the test's ssh options.
+fn harness(env: &Env, args: &[&str]) -> Out {
+    let out = env
+        .cmd(args)
+        .env("HARNESS_SSH_OPTIONS", SSH_OPTIONS)
+        .stdin(Stdio::null())
+        .output()
+        .expect("harness runs");
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn write_package(dir: &Path, text: &str) {
+    std::fs::create_dir_all(dir).expect("package dir");
+    std::fs::write(dir.join("version.txt"), text).expect("write the package");
+    let run = dir.join("run");
+    std::fs::write(&run, "#!/bin/sh\ncat version.txt\nexec sleep 1000\n").expect("write run");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+/// A project with a lan network (`subnet`) of one node and a package service `app` from `./pkg`.
+fn services_yaml(
+    project: &str,
+    subnet: &str,
+    host: &str,
+    port: Option<u16>,
+    key: &Path,
+    version: &str,
+) -> String {
+    let port = port
+        .map(|p| format!("        ssh_port: {p}\n"))
+        .unwrap_or_default();
+    format!(
+        "name: {project}\n\
+         networks:\n  lan:\n    type: lan\n    subnet: {subnet}\n    nodes:\n      - host: {host}\n        name: n1\n        ssh_user: root\n        ssh_key: {key}\n{port}        package_deploy: true\n\
+         services:\n  app:\n    type: package\n    network: lan\n    host: n1\n    package: ./pkg\n    version: \"{version}\"\n  \
+         local:\n    type: process\n    binary: sleep\n    args: [\"1000\"]\n",
+        key = key.display()
+    )
+}
+
+#[test]
+fn deploy_upgrade_no_op_rollback_and_refusals_on_a_real_node() {
+    if !available() {
+        return;
+    }
+    let node = Node::start();
+    let env = Env::new();
+    let project = format!("dep{}", unique());
+    write_package(&env.dir.path().join("pkg"), "one");
+    env.write(
+        "services.yaml",
+        &services_yaml(&project, &node.subnet, &node.ip, None, &node.key, "1.0"),
+    );
+
+    // First deploy: 1.0, nothing before it. No daemon runs the project, so it says so.
+    let out = harness(&env, &["deploy", "app"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        out.stdout.trim(),
+        "app: version 1.0 (previous none)",
+        "{out}"
+    );
+    assert!(out.stderr.contains("no daemon runs project"), "{out}");
+    let current = format!("/root/.harness/{project}/app/package/current");
+    assert!(node.readlink(&current).ends_with("1.0"), "{out}");
+
+    // Upgrade to 2.0: reported with 1.0 as the previous version; the link points at 2.0.
+    write_package(&env.dir.path().join("pkg"), "two");
+    env.write(
+        "services.yaml",
+        &services_yaml(&project, &node.subnet, &node.ip, None, &node.key, "2.0"),
+    );
+    let out = harness(&env, &["deploy", "app", "--json"]);
+    assert_eq!(out.code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON output");
+    assert_eq!(v[0]["service"], "app", "{out}");
+    assert_eq!(v[0]["node"], "n1", "{out}");
+    assert_eq!(v[0]["version"], "2.0", "{out}");
+    assert_eq!(v[0]["previous"], "1.0", "{out}");
+    assert_eq!(v[0]["changed"], true, "{out}");
+    assert_eq!(v[0]["uploaded"], true, "{out}");
+    assert!(node.readlink(&current).ends_with("2.0"));
+    let text = docker(&[
+        "exec",
+        &node.container,
+        "cat",
+        &format!("{current}/version.txt"),
+    ]);
+    assert_eq!(text.as_deref(), Ok("two"));
+
+    // The same version again changes nothing, and says so.
+    let out = harness(&env, &["deploy", "app"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        out.stdout.trim(),
+        "app: version 2.0 (previous 1.0), already deployed: nothing changed",
+        "{out}"
+    );
+    assert!(node.readlink(&current).ends_with("2.0"));
+
+    // Rollback: back to 1.0, with 2.0 kept.
+    let out = harness(&env, &["rollback", "app"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        out.stdout.trim(),
+        "app: version 1.0 (previous 2.0)",
+        "{out}"
+    );
+    assert!(node.readlink(&current).ends_with("1.0"));
+    let text = docker(&[
+        "exec",
+        &node.container,
+        "cat",
+        &format!("{current}/version.txt"),
+    ]);
+    assert_eq!(text.as_deref(), Ok("one"));
+
+    // A non-package service, and an unknown one, are usage errors naming them.
+    let out = harness(&env, &["deploy", "local"]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("`local`"), "{out}");
+    assert!(out.stderr.contains("package"), "{out}");
+    let out = harness(&env, &["rollback", "nope"]);
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("`nope`"), "{out}");
+    assert!(node.readlink(&current).ends_with("1.0"));
+}
+
+#[test]
+fn an_unreachable_node_is_a_failure_naming_it() {
+    if !succeeds(Command::new("ssh").arg("-V")) {
+        assert!(
+            !required(),
+            "ssh is not installed, and HARNESS_REQUIRE_SSH is set"
+        );
+        eprintln!("skipping: ssh is not installed");
+        return;
+    }
+    let env = Env::new();
+    // A port nobody listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    write_package(&env.dir.path().join("pkg"), "one");
+    let key = env.dir.path().join("no-such-key");
+    env.write(
+        "services.yaml",
+        &services_yaml(
+            &format!("unr{}", unique()),
+            "127.0.0.0/8",
+            "127.0.0.1",
+            Some(port),
+            &key,
+            "1.0",
+        ),
+    );
+    for verb in ["deploy", "rollback"] {
+        let out = harness(&env, &[verb, "app"]);
+        assert_eq!(out.code, 1, "{out}");
+        assert!(out.stderr.contains("node `n1`"), "{out}");
+        assert!(out.stderr.contains("unreachable"), "{out}");
+        assert!(out.stdout.is_empty(), "{out}");
+    }
+}
