@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use harness_core::{BoxTask, SharedSpawner};
+use harnessd::targets::Targets;
 use harnessd::{Backend, DaemonOptions, ManagerBackend};
 
 /// The harness daemon: keeps services up between CLI calls.
@@ -22,6 +23,10 @@ struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// An ssh option for every connection to nodes, `KEY=VALUE` (repeatable; in
+    /// HARNESS_SSH_OPTIONS, separated by commas), e.g. `StrictHostKeyChecking=accept-new`.
+    #[arg(long = "ssh-option", value_name = "KEY=VALUE", env = "HARNESS_SSH_OPTIONS", value_delimiter = ',', value_parser = parse_ssh_option)]
+    ssh_options: Vec<(String, String)>,
     /// Log filter (tracing env-filter syntax), e.g. `info` or `harnessd=debug`.
     #[arg(long, env = "HARNESS_LOG", default_value = "info")]
     log: String,
@@ -45,6 +50,7 @@ fn main() -> ExitCode {
         eprintln!("harnessd: {}: {e}", state.daemon_log().display());
         return ExitCode::from(2);
     }
+    let ssh_options = args.ssh_options;
     let options = DaemonOptions {
         state_dir,
         listen: args.listen,
@@ -52,7 +58,9 @@ fn main() -> ExitCode {
     };
     let result = smol::block_on(harnessd::run(options, |state| async move {
         let spawner: SharedSpawner = Arc::new(|task: BoxTask| smol::spawn(task).detach());
-        ManagerBackend::restore(state, spawner, Vec::new()).await as Arc<dyn Backend>
+        let targets = Targets::new(state.root()).with_ssh_options(ssh_options);
+        ManagerBackend::restore_with_targets(state, spawner, Vec::new(), targets).await
+            as Arc<dyn Backend>
     }));
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -61,6 +69,16 @@ fn main() -> ExitCode {
             eprintln!("harnessd: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Parses `KEY=VALUE` (an ssh `-o` option).
+fn parse_ssh_option(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() && !k.contains(char::is_whitespace) => {
+            Ok((k.trim().to_owned(), v.trim().to_owned()))
+        }
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
     }
 }
 

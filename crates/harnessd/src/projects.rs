@@ -164,11 +164,23 @@ impl ManagerBackend {
         spawner: SharedSpawner,
         executors: Vec<(ServiceKind, SharedExecutor)>,
     ) -> Arc<ManagerBackend> {
+        let targets = Targets::new(state.root());
+        ManagerBackend::restore_with_targets(state, spawner, executors, targets).await
+    }
+
+    /// [`ManagerBackend::restore`] with the Docker and node targets set up by
+    /// the caller (e.g. with ssh options).
+    pub async fn restore_with_targets(
+        state: StateDir,
+        spawner: SharedSpawner,
+        executors: Vec<(ServiceKind, SharedExecutor)>,
+        targets: Targets,
+    ) -> Arc<ManagerBackend> {
         let backend = Arc::new(ManagerBackend {
             state: state.clone(),
             spawner,
             executors,
-            targets: Targets::new(state.root()),
+            targets,
             projects: Mutex::new(BTreeMap::new()),
             dormant: Mutex::new(BTreeMap::new()),
             last_written: Mutex::new(None),

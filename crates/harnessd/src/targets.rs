@@ -87,6 +87,16 @@ impl Targets {
         }
     }
 
+    /// Adds `-o KEY=VALUE` options to every ssh connection to nodes (e.g.
+    /// `StrictHostKeyChecking=accept-new`); `~/.ssh/config` applies as well.
+    pub fn with_ssh_options(
+        mut self,
+        options: impl IntoIterator<Item = (String, String)>,
+    ) -> Targets {
+        self.ssh.extra.extend(options);
+        self
+    }
+
     /// Where the ssh master sockets of this daemon live.
     pub fn control_dir(&self) -> &Path {
         &self.control_dir
