@@ -2,14 +2,15 @@
 //! services on their nodes, then have the daemon restart them when it runs the project.
 //!
 //! The node work is done here, over the CLI's own ssh connections (one multiplexed master per
-//! node in a short-lived control directory, closed before the CLI exits); the daemon is only
-//! asked to restart, with its ordinary `restart` request, so the new version runs.
+//! node in a short-lived control directory, closed before the CLI exits). When a daemon runs
+//! the project, it is then asked, with its ordinary requests, to reload the configuration and
+//! restart the services whose version changed, so the new version runs.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use harness_config::{Project, ServiceSpec, Target};
-use harness_core::ServiceKind;
+use harness_core::{ServiceKind, ServiceState};
 use harness_protocol::{ProjectRef, ServicesParams};
 use serde::Serialize;
 use service_orchestration::package::{self, DeployMode, Deployment, PackageError};
@@ -17,10 +18,6 @@ use service_orchestration::ssh::{MAX_CONTROL_DIR_LEN, SshError, SshHosts, SshOpt
 
 use crate::error::{CliError, CliResult};
 use crate::{load, remote};
-
-/// The environment variable with extra ssh `-o` options for every node, as `Key=Value` words
-/// (e.g. `StrictHostKeyChecking=accept-new UserKnownHostsFile=~/.harness/known_hosts`).
-pub const SSH_OPTIONS_ENV: &str = "HARNESS_SSH_OPTIONS";
 
 /// Which of the two verbs runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,18 +73,6 @@ impl Outcome {
     }
 }
 
-/// Parses `HARNESS_SSH_OPTIONS`: whitespace-separated `Key=Value` words.
-pub fn parse_ssh_options(text: &str) -> CliResult<Vec<(String, String)>> {
-    text.split_whitespace()
-        .map(|w| match w.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-            _ => Err(CliError::Usage(format!(
-                "{SSH_OPTIONS_ENV}: `{w}` is not a `Key=Value` ssh option"
-            ))),
-        })
-        .collect()
-}
-
 /// The package services named on the command line, in order, or a usage error naming the
 /// first unknown or non-package one.
 pub fn package_specs<'a>(
@@ -125,9 +110,6 @@ fn control_dir() -> Option<PathBuf> {
 /// their master sockets (to remove afterwards).
 fn hosts(project: &Project) -> CliResult<(SshHosts, Option<PathBuf>)> {
     let mut options = SshOptions::default();
-    if let Ok(text) = std::env::var(SSH_OPTIONS_ENV) {
-        options.extra = parse_ssh_options(&text)?;
-    }
     let dir = control_dir();
     options.multiplex = dir.is_some();
     let ctl = dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -179,14 +161,14 @@ pub async fn run(
         let _ = std::fs::remove_dir_all(dir);
     }
     let mut outcomes = result?;
-    let changed: Vec<String> = outcomes
+    let changed: Vec<(String, String)> = outcomes
         .iter()
         .filter(|o| o.changed)
-        .map(|o| o.service.clone())
+        .map(|o| (o.service.clone(), o.version.clone()))
         .collect();
-    let note = restart_in_daemon(state_dir, &project, &changed).await?;
+    let restarts = restart_in_daemon(&files, project_name, state_dir, &project, &changed).await?;
     for o in &mut outcomes {
-        o.restarted = o.changed && note.is_none();
+        o.restarted = restarts.done.contains(&o.service);
     }
     let mut out = anstream::stdout();
     if json {
@@ -198,12 +180,12 @@ pub async fn run(
             writeln!(out, "{}", o.line())?;
         }
     }
-    if !changed.is_empty() {
-        let mut err = anstream::stderr();
-        match note {
-            None => writeln!(err, "restarted {}", changed.join(", "))?,
-            Some(why) => writeln!(err, "{why}")?,
-        }
+    let mut err = anstream::stderr();
+    if !restarts.done.is_empty() {
+        writeln!(err, "restarted {}", restarts.done.join(", "))?;
+    }
+    for note in &restarts.notes {
+        writeln!(err, "{note}")?;
     }
     Ok(())
 }
@@ -238,84 +220,140 @@ async fn switch(
     Ok(outcomes)
 }
 
-/// Asks the daemon, when one runs this project, to restart `services`. `Ok(None)` when it
-/// did; `Ok(Some(note))` says why nothing was restarted (no daemon, or it does not run the
-/// project); an error when the daemon refused or the restart failed.
+/// What the daemon did about the services whose version changed.
+#[derive(Debug, Default)]
+struct Restarts {
+    /// Restarted (or reloaded with their new configuration), so the new version runs.
+    done: Vec<String>,
+    /// Lines saying why the others were not restarted.
+    notes: Vec<String>,
+}
+
+/// Whether a service in this state is meant to run (a deploy restarts only those).
+fn active(state: &ServiceState) -> bool {
+    !matches!(
+        state,
+        ServiceState::Stopped | ServiceState::Completed | ServiceState::Pending
+    )
+}
+
+/// Has the daemon, when one runs this project, run the new versions of `services` (the
+/// name and the version now deployed of each).
+///
+/// The daemon first reloads the configuration (a `start` request with the files, for the
+/// running services only): a service whose configuration changed (a new `version:`) is
+/// restarted by that reload with the new configuration, so the daemon's idea of the
+/// configured version never undoes the deploy. A service the reload left running on another
+/// version (no configuration change, e.g. after a rollback) is then restarted with `restart`.
 async fn restart_in_daemon(
+    files: &[PathBuf],
+    project_flag: Option<&str>,
     state_dir: CliResult<PathBuf>,
     project: &Project,
-    services: &[String],
-) -> CliResult<Option<String>> {
+    services: &[(String, String)],
+) -> CliResult<Restarts> {
+    let mut r = Restarts::default();
     if services.is_empty() {
-        return Ok(Some(String::new()));
+        return Ok(r);
     }
     let later = "the new version runs when the service next starts";
     let Ok(state_dir) = state_dir else {
-        return Ok(Some(format!("no daemon state directory: {later}")));
+        r.notes.push(format!("no daemon state directory: {later}"));
+        return Ok(r);
     };
     let Ok(client) = remote::connect(&state_dir).await else {
-        return Ok(Some(format!(
-            "no daemon runs project {}: {later}",
-            project.name
-        )));
+        r.notes
+            .push(format!("no daemon runs project {}: {later}", project.name));
+        return Ok(r);
     };
-    let params = ServicesParams {
-        project: ProjectRef::named(project.name.clone()),
-        services: remote::service_names(services)?,
-    };
-    // Only a project the daemon already runs is restarted: deploying does not bring it up.
-    match client
+    let named = ProjectRef::named(project.name.clone());
+    let names: Vec<String> = services.iter().map(|(n, _)| n.clone()).collect();
+    let rows = match client
         .status(ServicesParams {
-            project: params.project.clone(),
-            services: Vec::new(),
+            project: named.clone(),
+            services: remote::service_names(&names)?,
         })
         .await
     {
-        Ok(_) => {}
+        Ok(p) => remote::flatten(p),
         Err(e)
             if e.remote()
                 .is_some_and(|b| b.code == harness_protocol::ErrorCode::NotFound) =>
         {
-            return Ok(Some(format!(
+            r.notes.push(format!(
                 "the daemon does not run project {}: {later}",
                 project.name
-            )));
+            ));
+            return Ok(r);
         }
         Err(e) => return Err(remote::remote_error(e, &state_dir)),
+    };
+    let mut running: Vec<String> = Vec::new();
+    for n in &names {
+        match rows.iter().find(|s| s.name.as_str() == n) {
+            Some(s) if active(&s.state) => running.push(n.clone()),
+            _ => r.notes.push(format!("`{n}` is not running: {later}")),
+        }
     }
-    let status = remote::lifecycle(&client, "restart", params, &state_dir).await?;
+    if running.is_empty() {
+        return Ok(r);
+    }
+    // Reload the configuration: what changed is restarted with it.
+    let reload = ServicesParams {
+        project: remote::project_with_files(project_flag, files)?,
+        services: remote::service_names(&running)?,
+    };
+    let status = remote::lifecycle(&client, "start", reload, &state_dir).await?;
+    // A service the reload restarted has a new instance (another start time, or not up
+    // yet); one it left alone still runs the old version unless it already runs this one.
+    let stale: Vec<String> = running
+        .iter()
+        .filter(|n| {
+            let want = services.iter().find(|(s, _)| s == *n).map(|(_, v)| v);
+            let before = rows.iter().find(|s| s.name.as_str() == n.as_str());
+            let after = status
+                .services
+                .iter()
+                .find(|s| s.name.as_str() == n.as_str());
+            match (before, after) {
+                (Some(b), Some(a)) => {
+                    let same_instance = a.started_at_ms == b.started_at_ms
+                        && matches!(
+                            a.state,
+                            ServiceState::Running | ServiceState::Healthy | ServiceState::Unhealthy
+                        );
+                    same_instance && a.version.as_ref() != want
+                }
+                _ => true,
+            }
+        })
+        .cloned()
+        .collect();
+    let status = if stale.is_empty() {
+        status
+    } else {
+        let params = ServicesParams {
+            project: named,
+            services: remote::service_names(&stale)?,
+        };
+        remote::lifecycle(&client, "restart", params, &state_dir).await?
+    };
     if let Some(f) = status.services.iter().find(|s| {
-        services.iter().any(|n| n == s.name.as_str())
-            && matches!(s.state, harness_core::ServiceState::Failed { .. })
+        running.iter().any(|n| n == s.name.as_str())
+            && matches!(s.state, ServiceState::Failed { .. })
     }) {
         return Err(CliError::Failed(format!(
             "service `{}` {} after the restart",
             f.name, f.state
         )));
     }
-    Ok(None)
+    r.done = running;
+    Ok(r)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ssh_options_are_key_value_words() {
-        assert_eq!(
-            parse_ssh_options(" StrictHostKeyChecking=no  LogLevel=ERROR ").unwrap(),
-            vec![
-                ("StrictHostKeyChecking".to_owned(), "no".to_owned()),
-                ("LogLevel".to_owned(), "ERROR".to_owned())
-            ]
-        );
-        assert!(parse_ssh_options("").unwrap().is_empty());
-        assert!(matches!(
-            parse_ssh_options("StrictHostKeyChecking"),
-            Err(CliError::Usage(_))
-        ));
-        assert!(matches!(parse_ssh_options("=x"), Err(CliError::Usage(_))));
-    }
 
     #[test]
     fn lines_name_version_and_previous() {

@@ -19,6 +19,27 @@ const IMAGE: &str = "harness-test/sshd:latest";
 /// No host key prompts for the throwaway nodes.
 const SSH_OPTIONS: &str = "StrictHostKeyChecking=no UserKnownHostsFile=/dev/null LogLevel=ERROR";
 
+/// A directory with an `ssh` that is the system one with [`SSH_OPTIONS`]; first on the `PATH`
+/// of `harness` (and of the daemon it starts), it keeps host key prompts away from the nodes.
+fn ssh_wrapper(dir: &Path) -> String {
+    let real = Command::new("sh")
+        .args(["-c", "command -v ssh"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .expect("ssh is on the PATH");
+    let opts: String = SSH_OPTIONS.split(' ').map(|o| format!(" -o {o}")).collect();
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("wrapper dir");
+    let ssh = bin.join("ssh");
+    std::fs::write(&ssh, format!("#!/bin/sh\nexec {real}{opts} \"$@\"\n")).expect("write ssh");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let path = std::env::var("PATH").unwrap_or_default();
+    format!("{}:{path}", bin.display())
+}
+
 fn required() -> bool {
     ["HARNESS_REQUIRE_SSH", "HARNESS_REQUIRE_DOCKER"]
         .iter()
@@ -89,6 +110,8 @@ struct Node {
     ip: String,
     subnet: String,
     key: PathBuf,
+    /// `PATH` with the test's `ssh` first.
+    path: String,
     _keys: tempfile::TempDir,
 }
 
@@ -116,6 +139,7 @@ impl Node {
             ip: String::new(),
             subnet: String::new(),
             key,
+            path: ssh_wrapper(keys.path()),
             _keys: keys,
         };
         docker(&["network", "create", &node.network]).expect("create a docker network");
@@ -177,6 +201,34 @@ impl Node {
         }
     }
 
+    /// The working directories of the processes on the node.
+    fn cwds(&self) -> Vec<String> {
+        docker(&[
+            "exec",
+            &self.container,
+            "sh",
+            "-c",
+            "for p in /proc/[0-9]*; do readlink $p/cwd; done; true",
+        ])
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+    }
+
+    /// Waits (up to 60 s) until a process on the node runs in `versions/<version>` and none
+    /// in another version's directory.
+    fn wait_running(&self, version: &str) -> bool {
+        let want = format!("/versions/{version}");
+        support::wait_until(Duration::from_secs(60), || {
+            let cwds = self.cwds();
+            cwds.iter().any(|c| c.ends_with(&want))
+                && !cwds
+                    .iter()
+                    .any(|c| c.contains("/versions/") && !c.ends_with(&want))
+        })
+    }
+
     /// `readlink` of a path on the node.
     fn readlink(&self, path: &str) -> String {
         docker(&["exec", &self.container, "readlink", path]).unwrap_or_default()
@@ -207,11 +259,11 @@ impl std::fmt::Display for Out {
     }
 }
 
-/// Runs `harness ARGS` in `env` with the test's ssh options.
-fn harness(env: &Env, args: &[&str]) -> Out {
+/// Runs `harness ARGS` in `env` with `path` (the test's `ssh` first).
+fn harness(env: &Env, path: &str, args: &[&str]) -> Out {
     let out = env
         .cmd(args)
-        .env("HARNESS_SSH_OPTIONS", SSH_OPTIONS)
+        .env("PATH", path)
         .stdin(Stdio::null())
         .output()
         .expect("harness runs");
@@ -267,7 +319,7 @@ fn deploy_upgrade_no_op_rollback_and_refusals_on_a_real_node() {
     );
 
     // First deploy: 1.0, nothing before it. No daemon runs the project, so it says so.
-    let out = harness(&env, &["deploy", "app"]);
+    let out = harness(&env, &node.path, &["deploy", "app"]);
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(
         out.stdout.trim(),
@@ -284,7 +336,7 @@ fn deploy_upgrade_no_op_rollback_and_refusals_on_a_real_node() {
         "services.yaml",
         &services_yaml(&project, &node.subnet, &node.ip, None, &node.key, "2.0"),
     );
-    let out = harness(&env, &["deploy", "app", "--json"]);
+    let out = harness(&env, &node.path, &["deploy", "app", "--json"]);
     assert_eq!(out.code, 0, "{out}");
     let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON output");
     assert_eq!(v[0]["service"], "app", "{out}");
@@ -303,7 +355,7 @@ fn deploy_upgrade_no_op_rollback_and_refusals_on_a_real_node() {
     assert_eq!(text.as_deref(), Ok("two"));
 
     // The same version again changes nothing, and says so.
-    let out = harness(&env, &["deploy", "app"]);
+    let out = harness(&env, &node.path, &["deploy", "app"]);
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(
         out.stdout.trim(),
@@ -313,7 +365,7 @@ fn deploy_upgrade_no_op_rollback_and_refusals_on_a_real_node() {
     assert!(node.readlink(&current).ends_with("2.0"));
 
     // Rollback: back to 1.0, with 2.0 kept.
-    let out = harness(&env, &["rollback", "app"]);
+    let out = harness(&env, &node.path, &["rollback", "app"]);
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(
         out.stdout.trim(),
@@ -330,11 +382,11 @@ fn deploy_upgrade_no_op_rollback_and_refusals_on_a_real_node() {
     assert_eq!(text.as_deref(), Ok("one"));
 
     // A non-package service, and an unknown one, are usage errors naming them.
-    let out = harness(&env, &["deploy", "local"]);
+    let out = harness(&env, &node.path, &["deploy", "local"]);
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("`local`"), "{out}");
     assert!(out.stderr.contains("package"), "{out}");
-    let out = harness(&env, &["rollback", "nope"]);
+    let out = harness(&env, &node.path, &["rollback", "nope"]);
     assert_eq!(out.code, 2, "{out}");
     assert!(out.stderr.contains("`nope`"), "{out}");
     assert!(node.readlink(&current).ends_with("1.0"));
@@ -351,6 +403,7 @@ fn an_unreachable_node_is_a_failure_naming_it() {
         return;
     }
     let env = Env::new();
+    let path = std::env::var("PATH").unwrap_or_default();
     // A port nobody listens on: bound, then released.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -370,10 +423,79 @@ fn an_unreachable_node_is_a_failure_naming_it() {
         ),
     );
     for verb in ["deploy", "rollback"] {
-        let out = harness(&env, &[verb, "app"]);
+        let out = harness(&env, &path, &[verb, "app"]);
         assert_eq!(out.code, 1, "{out}");
         assert!(out.stderr.contains("node `n1`"), "{out}");
         assert!(out.stderr.contains("unreachable"), "{out}");
         assert!(out.stdout.is_empty(), "{out}");
     }
+}
+
+#[test]
+fn a_daemon_running_the_project_restarts_the_service_on_the_new_version() {
+    if !available() {
+        return;
+    }
+    let node = Node::start();
+    let env = Env::with_daemon();
+    let project = format!("dpd{}", unique());
+    write_package(&env.dir.path().join("pkg"), "one");
+    env.write(
+        "services.yaml",
+        &services_yaml(&project, &node.subnet, &node.ip, None, &node.key, "1.0"),
+    );
+    let out = harness(
+        &env,
+        &node.path,
+        &["up", "-d", "--wait", "--timeout", "90s", "app"],
+    );
+    assert_eq!(out.code, 0, "{out}");
+    assert!(node.wait_running("1.0"), "1.0 never ran: {:?}", node.cwds());
+
+    // Deploy 2.0: the daemon reloads the configuration and runs 2.0 instead of 1.0.
+    write_package(&env.dir.path().join("pkg"), "two");
+    env.write(
+        "services.yaml",
+        &services_yaml(&project, &node.subnet, &node.ip, None, &node.key, "2.0"),
+    );
+    let out = harness(&env, &node.path, &["deploy", "app", "--json"]);
+    assert_eq!(out.code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON output");
+    assert_eq!(v[0]["version"], "2.0", "{out}");
+    assert_eq!(v[0]["previous"], "1.0", "{out}");
+    assert_eq!(v[0]["restarted"], true, "{out}");
+    assert!(out.stderr.contains("restarted app"), "{out}");
+    assert!(node.wait_running("2.0"), "2.0 never ran: {:?}", node.cwds());
+    let version = || {
+        let out = harness(&env, &node.path, &["status", "--json", "app"]);
+        let rows: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+        rows[0]["version"].as_str().map(str::to_owned)
+    };
+    assert!(
+        support::wait_until(Duration::from_secs(30), || version().as_deref()
+            == Some("2.0")),
+        "status never showed version 2.0: {:?}",
+        version()
+    );
+
+    // Rollback (the configuration still says 2.0): the daemon restarts it on 1.0.
+    let out = harness(&env, &node.path, &["rollback", "app"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        out.stdout.trim(),
+        "app: version 1.0 (previous 2.0)",
+        "{out}"
+    );
+    assert!(out.stderr.contains("restarted app"), "{out}");
+    assert!(
+        node.wait_running("1.0"),
+        "1.0 never ran again: {:?}",
+        node.cwds()
+    );
+    assert!(
+        support::wait_until(Duration::from_secs(30), || version().as_deref()
+            == Some("1.0")),
+        "status never showed version 1.0: {:?}",
+        version()
+    );
 }
