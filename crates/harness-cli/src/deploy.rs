@@ -377,6 +377,68 @@ mod tests {
     }
 
     #[test]
+    fn node_errors_fail_naming_the_node_and_bad_versions_are_configuration_errors() {
+        let e = package_error(PackageError::Ssh {
+            service: "app".into(),
+            source: SshError::Unreachable {
+                host: "n1".into(),
+                reason: "Connection refused".into(),
+            },
+        });
+        assert!(
+            matches!(&e, CliError::Failed(m) if m.contains("node `n1`") && m.contains("`app`"))
+        );
+        let e = package_error(PackageError::Ssh {
+            service: "app".into(),
+            source: SshError::UnknownNode { host: "n9".into() },
+        });
+        assert!(matches!(&e, CliError::Config(m) if m.contains("n9")));
+        let e = package_error(PackageError::BadVersion {
+            service: "app".into(),
+            version: "../x".into(),
+        });
+        assert_eq!(e.exit(), crate::error::Exit::Config);
+        let e = package_error(PackageError::NoPrevious {
+            service: "app".into(),
+            host: "n1".into(),
+        });
+        assert!(matches!(&e, CliError::Failed(m) if m.contains("no previous version")));
+    }
+
+    #[test]
+    fn only_services_meant_to_run_are_restarted() {
+        assert!(active(&ServiceState::Healthy));
+        assert!(active(&ServiceState::Failed { reason: "x".into() }));
+        assert!(!active(&ServiceState::Stopped));
+        assert!(!active(&ServiceState::Completed));
+        assert!(!active(&ServiceState::Pending));
+    }
+
+    #[test]
+    fn only_package_services_are_accepted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("services.yaml");
+        std::fs::write(
+            &file,
+            "name: p\nnetworks:\n  lan:\n    type: lan\n    subnet: 10.9.0.0/24\n    nodes:\n      - host: 10.9.0.2\n        name: n1\n        ssh_user: root\n        package_deploy: true\n\
+             services:\n  app:\n    type: package\n    network: lan\n    host: n1\n    package: ./pkg\n    version: \"1\"\n  \
+             web:\n    type: process\n    binary: sleep\n    args: [\"9\"]\n",
+        )
+        .expect("write");
+        let project = load::load_project(&[file], None).expect("loads");
+        let specs = package_specs(&project, &["app".into(), "app".into()]).expect("app is one");
+        assert_eq!(specs.len(), 1);
+        assert!(matches!(
+            package_specs(&project, &["web".into()]),
+            Err(CliError::Usage(m)) if m.contains("`web`") && m.contains("process")
+        ));
+        assert!(matches!(
+            package_specs(&project, &["nope".into()]),
+            Err(CliError::Usage(m)) if m.contains("`nope`")
+        ));
+    }
+
+    #[test]
     fn control_dir_is_short_enough_for_sockets() {
         let d = control_dir().expect("a short directory exists");
         assert!(d.as_os_str().len() <= MAX_CONTROL_DIR_LEN);
