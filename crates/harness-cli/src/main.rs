@@ -1,7 +1,9 @@
 //! `harness`: the command-line interface of the harness service orchestrator.
 //!
 //! Offline verbs (`validate`, `config`, `graph`, `env`, `completions`) read `services.yaml`
-//! directly; the others talk to the `harnessd` daemon, which `up` starts on demand.
+//! directly; `deploy` and `rollback` work on the nodes of `package` services over ssh, then
+//! ask the daemon (when it runs the project) to restart them; the others talk to the
+//! `harnessd` daemon, which `up` starts on demand.
 
 mod cli;
 mod commands;
