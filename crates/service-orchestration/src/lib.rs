@@ -3,10 +3,22 @@
 //! - [`lifecycle`]: the per-service lifecycle as a pure reducer
 //!   (`reduce(state, event, now) -> (state, effects)`), with restart policies and backoff.
 //! - [`executor`]: the [`ServiceExecutor`] trait, one implementation per target kind;
-//!   [`ProcessExecutor`] runs local processes.
+//!   [`ProcessExecutor`] ([`process`]) runs local processes.
+//! - [`docker`]: the executor of Docker services (containers on the local engine or
+//!   on a node's engine reached over ssh) and the addresses they resolve to.
+//! - [`ssh`]: connections to remote nodes: the system `ssh`, one multiplexed master
+//!   connection per node, and whether each node answers.
+//! - [`remote`]: the executor of `remote` services, detached on their node under a
+//!   small wrapper (they outlive the connection and the daemon), and the resolver
+//!   that gives each consumer the right address of a service on a node.
+//! - [`package`]: `package` services: deploy a versioned package to a node (sha256
+//!   checked there, `current` switched atomically, rollback), then run it there.
 //! - [`health`]: exec, HTTP(S), TCP and log-line checks.
 //! - [`manager`]: [`ServiceManager`], which brings a project's dependency graph up on
 //!   real health, keeps it up (restarts with backoff) and stops it in reverse order.
+//!   A service whose instance cannot be seen (its node is unreachable) shows as
+//!   `unknown` with the reason, its failing checks restart nothing, and it returns
+//!   to its state (or is restarted per its policy, if it ended) once it can be seen.
 //! - [`resolve`]: what `${svc.ip|port|host}` expand to.
 #![forbid(unsafe_code)]
 
