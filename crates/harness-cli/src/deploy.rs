@@ -240,8 +240,8 @@ fn active(state: &ServiceState) -> bool {
 /// Has the daemon, when one runs this project, run the new versions of `services` (the
 /// name and the version now deployed of each).
 ///
-/// The daemon first reloads the configuration (a `start` request with the files, for the
-/// running services only): a service whose configuration changed (a new `version:`) is
+/// The daemon first reloads the configuration (a `start` request with the files, naming the
+/// services that run): a service whose configuration changed (a new `version:`) is
 /// restarted by that reload with the new configuration, so the daemon's idea of the
 /// configured version never undoes the deploy. A service the reload left running on another
 /// version (no configuration change, e.g. after a rollback) is then restarted with `restart`.
@@ -271,7 +271,7 @@ async fn restart_in_daemon(
     let rows = match client
         .status(ServicesParams {
             project: named.clone(),
-            services: remote::service_names(&names)?,
+            services: Vec::new(),
         })
         .await
     {
@@ -298,10 +298,17 @@ async fn restart_in_daemon(
     if running.is_empty() {
         return Ok(r);
     }
-    // Reload the configuration: what changed is restarted with it.
+    // Reload the configuration: what changed is restarted with it. Every service that runs
+    // is named, so one whose configuration changed too is restarted rather than left
+    // stopped by the reload; those that did not change keep running as they are.
+    let keep_running: Vec<String> = rows
+        .iter()
+        .filter(|s| active(&s.state) && project.service(s.name.as_str()).is_some())
+        .map(|s| s.name.to_string())
+        .collect();
     let reload = ServicesParams {
         project: remote::project_with_files(project_flag, files)?,
-        services: remote::service_names(&running)?,
+        services: remote::service_names(&keep_running)?,
     };
     let status = remote::lifecycle(&client, "start", reload, &state_dir).await?;
     // A service the reload restarted has a new instance (another start time, or not up

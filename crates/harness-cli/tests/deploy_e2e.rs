@@ -447,16 +447,19 @@ fn a_daemon_running_the_project_restarts_the_service_on_the_new_version() {
     let out = harness(
         &env,
         &node.path,
-        &["up", "-d", "--wait", "--timeout", "90s", "app"],
+        &["up", "-d", "--wait", "--timeout", "90s"],
     );
     assert_eq!(out.code, 0, "{out}");
     assert!(node.wait_running("1.0"), "1.0 never ran: {:?}", node.cwds());
 
-    // Deploy 2.0: the daemon reloads the configuration and runs 2.0 instead of 1.0.
+    // Deploy 2.0: the daemon reloads the configuration and runs 2.0 instead of 1.0. The
+    // local service's configuration changed too: the reload restarts it, it is not left
+    // stopped.
     write_package(&env.dir.path().join("pkg"), "two");
     env.write(
         "services.yaml",
-        &services_yaml(&project, &node.subnet, &node.ip, None, &node.key, "2.0"),
+        &services_yaml(&project, &node.subnet, &node.ip, None, &node.key, "2.0")
+            .replace("[\"1000\"]", "[\"1001\"]"),
     );
     let out = harness(&env, &node.path, &["deploy", "app", "--json"]);
     assert_eq!(out.code, 0, "{out}");
@@ -476,6 +479,17 @@ fn a_daemon_running_the_project_restarts_the_service_on_the_new_version() {
             == Some("2.0")),
         "status never showed version 2.0: {:?}",
         version()
+    );
+
+    let local_runs = || {
+        let out = harness(&env, &node.path, &["status", "--json", "local"]);
+        let rows: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+        rows[0]["state"] == "running"
+    };
+    assert!(
+        support::wait_until(Duration::from_secs(30), local_runs),
+        "the changed local service was left {:?}",
+        harness(&env, &node.path, &["status"]).stdout
     );
 
     // Rollback (the configuration still says 2.0): the daemon restarts it on 1.0.
