@@ -188,7 +188,7 @@ impl Targets {
                     }
                     executors.push((
                         ServiceKind::Remote,
-                        Arc::new(RemoteExecutor::new(h.clone())),
+                        ToLogFiles::wrap(RemoteExecutor::new(h.clone())),
                     ));
                     let mut package = PackageExecutor::new(h.clone());
                     if let Some(dir) = project_dir(project) {

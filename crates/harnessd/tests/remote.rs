@@ -1,0 +1,319 @@
+//! A remote service through the real daemon: a node is a real `sshd` (the
+//! `harness-test/sshd` container), reached with a key made for the test. `up`
+//! runs the service on the node, status shows the node as its host, its
+//! output is in `logs`, a daemon killed with SIGKILL is replaced by one that
+//! re-adopts the same remote process, and `down` stops it.
+//!
+//! Skipped with a printed reason when Docker, the image or ssh is missing; a
+//! failure under `HARNESS_REQUIRE_SSH=1` or `HARNESS_REQUIRE_DOCKER=1`.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use harness_core::{ServiceKind, ServiceName, ServiceStatus};
+use harness_protocol::{Client, LogsParams, ProjectRef, ServicesParams, StreamItem, UpParams};
+use support::*;
+
+const IMAGE: &str = "harness-test/sshd:latest";
+const SSH_OPTIONS: [&str; 3] = [
+    "StrictHostKeyChecking=no",
+    "UserKnownHostsFile=/dev/null",
+    "LogLevel=ERROR",
+];
+
+fn required() -> bool {
+    ["HARNESS_REQUIRE_SSH", "HARNESS_REQUIRE_DOCKER"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|v| v == "1" || v == "true"))
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn docker(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
+}
+
+fn node_or_skip(test: &str) -> bool {
+    let why = if !succeeds(Command::new("docker").arg("info")) {
+        Some("the Docker engine (which runs the sshd node) is unreachable")
+    } else if !succeeds(Command::new("docker").args(["image", "inspect", IMAGE])) {
+        Some("the image harness-test/sshd:latest is missing (run docker-test-env/build.sh)")
+    } else if !succeeds(Command::new("ssh").arg("-V"))
+        || !succeeds(Command::new("ssh-keygen").arg("-?").stderr(Stdio::null()))
+            && !succeeds(Command::new("sh").args(["-c", "command -v ssh-keygen"]))
+    {
+        Some("ssh or ssh-keygen is not installed")
+    } else {
+        None
+    };
+    match why {
+        None => true,
+        Some(why) if required() => panic!("{test}: {why}, and HARNESS_REQUIRE_SSH/DOCKER is set"),
+        Some(why) => {
+            eprintln!("skipping {test}: {why}");
+            false
+        }
+    }
+}
+
+/// An sshd container with a key made for the test; removed on drop.
+struct Node {
+    container: String,
+    ip: String,
+    key: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn start() -> Node {
+        let dir = tempfile::Builder::new()
+            .prefix("hn")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let key = dir.path().join("id");
+        assert!(
+            succeeds(
+                Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                    .arg(&key)
+            ),
+            "ssh-keygen failed"
+        );
+        let auth = dir.path().join("authorized_keys");
+        std::fs::copy(key.with_extension("pub"), &auth).expect("copy key");
+        let container = format!(
+            "harnessd-node-{}-{}",
+            std::process::id(),
+            dir.path().file_name().unwrap().to_string_lossy()
+        )
+        .to_lowercase()
+        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "");
+        let mount = format!("{}:/root/.ssh/authorized_keys:ro", auth.display());
+        let mut node = Node {
+            container: container.clone(),
+            ip: String::new(),
+            key,
+            _dir: dir,
+        };
+        docker(&["run", "-d", "--name", &container, "-v", &mount, IMAGE])
+            .unwrap_or_else(|e| panic!("cannot start the node: {e}"));
+        node.ip = docker(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &container,
+        ])
+        .expect("node address");
+        node
+    }
+
+    fn ssh(&self, script: &str) -> Command {
+        let mut c = Command::new("ssh");
+        c.arg("-i").arg(&self.key);
+        for o in SSH_OPTIONS {
+            c.args(["-o", o]);
+        }
+        c.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
+            .arg(format!("root@{}", self.ip))
+            .arg(script);
+        c
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !succeeds(&mut self.ssh("true")) {
+            assert!(
+                Instant::now() < deadline,
+                "the node never answered over ssh"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = docker(&["rm", "-f", &self.container]);
+    }
+}
+
+fn project(dir: &Path, node: &Node) -> ProjectRef {
+    let yaml = format!(
+        r#"name: rmt
+networks:
+  lab:
+    type: lan
+    subnet: {ip}/32
+    nodes:
+      - host: {ip}
+        name: n1
+        ssh_user: root
+        ssh_key: {key}
+services:
+  ticker:
+    type: remote
+    network: lab
+    host: n1
+    binary: sh
+    args: ["-c", "echo remote hello; exec sleep 300"]
+"#,
+        ip = node.ip,
+        key = node.key.display()
+    );
+    let file = dir.join("services.yaml");
+    std::fs::write(&file, yaml).expect("write project");
+    ProjectRef {
+        files: vec![file],
+        working_dir: Some(dir.to_owned()),
+        ..ProjectRef::default()
+    }
+}
+
+fn ticker(st: &[harness_protocol::ProjectStatus]) -> ServiceStatus {
+    st.iter()
+        .flat_map(|p| p.services.iter())
+        .find(|s| s.name.as_str() == "ticker")
+        .cloned()
+        .expect("ticker in status")
+}
+
+async fn log_lines(c: &Client) -> Vec<String> {
+    let mut s = c
+        .logs(LogsParams {
+            services: vec![ServiceName::new("ticker").unwrap()],
+            ..LogsParams::default()
+        })
+        .expect("logs");
+    let mut out = Vec::new();
+    while let Some(item) = s.next().await {
+        if let Ok(StreamItem::Log(l)) = item {
+            out.push(l.line);
+        }
+    }
+    out
+}
+
+#[test]
+fn remote_service_through_the_daemon_survives_kill_9() {
+    if !node_or_skip("remote_service_through_the_daemon_survives_kill_9") {
+        return;
+    }
+    let node = Node::start();
+    node.wait_ready();
+    let mut args: Vec<&str> = Vec::new();
+    for o in SSH_OPTIONS {
+        args.extend(["--ssh-option", o]);
+    }
+    let mut d = TestDaemon::start_with(&args);
+    let p = project(d.dir.path(), &node);
+
+    let before = smol::block_on(async {
+        let c = Client::connect(&d.state).await.expect("connect");
+        let st = c
+            .up(UpParams {
+                project: p.clone(),
+                wait: true,
+                timeout_ms: Some(60_000),
+                ..UpParams::default()
+            })
+            .await
+            .expect("up");
+        let t = ticker(std::slice::from_ref(&st));
+        assert_eq!(t.kind, ServiceKind::Remote);
+        assert_eq!(t.host, "n1", "the node is the host: {t:?}");
+        assert!(t.state.is_alive(), "{t:?}");
+        let deadline = Instant::now() + DEADLINE;
+        while !log_lines(&c)
+            .await
+            .iter()
+            .any(|l| l.contains("remote hello"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no output from the node in logs; daemon log:\n{}\nlog files: {:?}",
+                std::fs::read_to_string(d.state.join("harnessd.log")).unwrap_or_default(),
+                std::fs::read_dir(d.state.join("logs/rmt/ticker")).map(|r| r
+                    .filter_map(|e| e.ok())
+                    .map(|e| (e.path(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+                    .collect::<Vec<_>>())
+            );
+            async_io::Timer::after(Duration::from_millis(100)).await;
+        }
+        t
+    });
+    let pid = before.pid.expect("the remote pid");
+
+    // Let the state be persisted, then kill -9 the daemon: the service stays.
+    smol::block_on(async {
+        let deadline = Instant::now() + DEADLINE;
+        let state_file = StateDirOf(&d.state).file();
+        while !std::fs::read_to_string(&state_file).is_ok_and(|t| t.contains("ticker")) {
+            assert!(Instant::now() < deadline, "state never persisted");
+            async_io::Timer::after(Duration::from_millis(100)).await;
+        }
+    });
+    d.signal(rustix::process::Signal::KILL);
+    d.wait_exit();
+    assert!(
+        succeeds(&mut node.ssh(&format!("kill -0 {pid}"))),
+        "the remote process died with the daemon"
+    );
+    d.spawn(&args);
+    smol::block_on(async {
+        let c = Client::connect(&d.state).await.expect("connect");
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let t = ticker(&c.status(ServicesParams::default()).await.expect("status"));
+            if t.state.is_alive() {
+                assert_eq!(t.pid, Some(pid), "re-adopted, not restarted: {t:?}");
+                assert_eq!(t.host, "n1");
+                break;
+            }
+            assert!(Instant::now() < deadline, "not re-adopted: {t:?}");
+            async_io::Timer::after(Duration::from_millis(100)).await;
+        }
+        let lines = log_lines(&c).await;
+        assert_eq!(
+            lines.iter().filter(|l| l.contains("remote hello")).count(),
+            1,
+            "the output once, not repeated: {lines:?}"
+        );
+        c.down(ServicesParams::default()).await.expect("down");
+    });
+    let deadline = Instant::now() + DEADLINE;
+    while succeeds(&mut node.ssh(&format!("kill -0 {pid}"))) {
+        assert!(
+            Instant::now() < deadline,
+            "the remote process outlived down"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The state file of a daemon state directory.
+struct StateDirOf<'a>(&'a Path);
+
+impl StateDirOf<'_> {
+    fn file(&self) -> std::path::PathBuf {
+        harness_protocol::StateDir::new(self.0).state_file()
+    }
+}
