@@ -259,14 +259,28 @@ impl std::fmt::Display for Out {
     }
 }
 
-/// Runs `harness ARGS` in `env` with `path` (the test's `ssh` first).
+/// Runs `harness ARGS` in `env` with `path` (the test's `ssh` first), killed after 180 s.
 fn harness(env: &Env, path: &str, args: &[&str]) -> Out {
-    let out = env
+    let child = env
         .cmd(args)
         .env("PATH", path)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("harness runs");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(180)) {
+        Ok(out) => out.expect("wait for harness"),
+        Err(_) => {
+            support::kill(pid, support::libc_sigkill());
+            panic!("harness {args:?} did not finish within 180s");
+        }
+    };
     Out {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
