@@ -347,7 +347,8 @@ fn many_services_on_one_node_share_few_connections() {
 /// Through a ServiceManager: the services of a node that is cut off show
 /// `unknown` with the reason, their failing checks restart nothing, the other
 /// node's services are unaffected, and once the node is back the same process
-/// is running and healthy again.
+/// is running and healthy again; one that died during an outage is restarted
+/// per its policy once the node is back.
 #[test]
 fn manager_shows_an_unreachable_node_as_unknown_and_reconciles() {
     use std::collections::BTreeMap;
@@ -551,6 +552,51 @@ fn manager_shows_an_unreachable_node_as_unknown_and_reconciles() {
             .await
             .unwrap();
         assert_eq!(count.stdout_text(), "1", "httpd processes on n2");
+
+        // Cut off again, and the program dies meanwhile (killed on the node,
+        // reached through the container runtime): unknown until the node is
+        // back, then its exit is known and the policy (always) restarts it.
+        nodes.disconnect("n2");
+        eventually(30, "far to show unknown again", || async {
+            matches!(row(&far).state, ServiceState::Unknown { .. })
+        })
+        .await;
+        let killed = std::process::Command::new("docker")
+            .args([
+                "exec",
+                &nodes.container("n2"),
+                "sh",
+                "-c",
+                "kill $(pidof httpd)",
+            ])
+            .status()
+            .unwrap();
+        assert!(killed.success(), "cannot kill httpd on n2");
+        // Not seen while the node is away.
+        assert!(matches!(row(&far).state, ServiceState::Unknown { .. }));
+        assert_eq!(row(&far).restarts, far_restarts);
+        nodes.connect("n2");
+        eventually(60, "far to be restarted and healthy", || async {
+            let r = row(&far);
+            r.state == ServiceState::Healthy && r.restarts == far_restarts + 1
+        })
+        .await;
+        assert_ne!(row(&far).pid, far_pid, "the dead run was not replaced");
+        assert_eq!(row(&far).exit_code, None);
+        let count = n2
+            .run(
+                "ps -o args | grep -c '^httpd -f -p 8080' || true",
+                None,
+                Duration::from_secs(20),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            count.stdout_text(),
+            "1",
+            "httpd processes on n2 after the restart"
+        );
+        assert_eq!(row(&near).pid, near_pid);
 
         manager.stop_all().await;
         assert_eq!(manager.state("far"), Some(ServiceState::Stopped));
