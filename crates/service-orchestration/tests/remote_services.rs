@@ -417,7 +417,7 @@ fn manager_shows_an_unreachable_node_as_unknown_and_reconciles() {
             .collect();
         let project = Arc::new(
             Project::new(
-                ProjectName::new(&project_name()).unwrap(),
+                ProjectName::new(project_name()).unwrap(),
                 Settings::default(),
                 networks,
                 services,
