@@ -76,3 +76,14 @@ async fn remote_service_and_package_under_tokio() {
     assert_eq!(out.stdout_text(), "packaged");
     hosts.close_all().await;
 }
+
+/// The manager under tokio: a cut-off node's service shows `unknown`, is not
+/// restarted, comes back as it was, and is restarted per its policy if it died
+/// while its node was away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manager_shows_an_unreachable_node_as_unknown_under_tokio() {
+    if !nodes_available() {
+        return;
+    }
+    unreachable_node_through_manager(tokio_spawner()).await;
+}

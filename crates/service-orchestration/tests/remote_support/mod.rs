@@ -351,3 +351,257 @@ pub fn write_exec(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// Through a ServiceManager (on the embedder's `spawner`): the services of a node that is cut off show
+/// `unknown` with the reason, their failing checks restart nothing, the other
+/// node's services are unaffected, and once the node is back the same process
+/// is running and healthy again; one that died during an outage is restarted
+/// per its policy once the node is back.
+pub async fn unreachable_node_through_manager(spawner: SharedSpawner) {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use futures_lite::StreamExt;
+    use harness_config::{Check, Network, Probe, Project, RestartMode, Settings};
+    use harness_core::{ProjectName, ServiceKind, ServiceName, ServiceState};
+    use service_orchestration::remote::{RemoteExecutor, RemoteResolver};
+    use service_orchestration::{LoopbackResolver, ManagerEvent, ManagerOptions, ServiceManager};
+
+    let nodes = Nodes::start(2);
+    let hosts = nodes.hosts(nodes.options());
+    nodes.wait_ready(&hosts).await;
+
+    // Each service serves TCP on its node: readiness runs a command on the
+    // node, liveness connects from here and restarts it after two failures.
+    let service = |svc: &str, node: &str| {
+        let mut s = remote_sh(
+            svc,
+            node,
+            "mkdir -p www && echo ok > www/index.html && echo up && exec httpd -f -p 8080 -h www",
+        );
+        let mut ready = Probe::new(Check::Exec {
+            command: "wget".into(),
+            args: vec![
+                "-q".into(),
+                "-O".into(),
+                "/dev/null".into(),
+                "http://127.0.0.1:8080/".into(),
+            ],
+        });
+        ready.period = Duration::from_millis(300);
+        ready.timeout = Duration::from_secs(2);
+        s.readiness = Some(ready);
+        let mut live = Probe::new(Check::Tcp {
+            host: None,
+            port: 8080,
+        });
+        live.period = Duration::from_millis(300);
+        live.timeout = Duration::from_secs(3);
+        live.initial_delay = Duration::from_secs(2);
+        live.failure_threshold = 2;
+        s.liveness = Some(live);
+        s.restart.mode = RestartMode::Always;
+        s.shutdown.timeout = Duration::from_secs(5);
+        s
+    };
+    let far = service("far", "n2");
+    let near = service("near", "n1");
+    let mut networks = BTreeMap::new();
+    networks.insert(
+        "lan".to_owned(),
+        Network::Lan {
+            subnet: "10.0.0.0/8".into(),
+            nodes: nodes.nodes.clone(),
+        },
+    );
+    let services: BTreeMap<ServiceName, _> = [far, near]
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    let project = Arc::new(
+        Project::new(
+            ProjectName::new(project_name()).unwrap(),
+            Settings::default(),
+            networks,
+            services,
+        )
+        .unwrap(),
+    );
+    let loopback: Arc<dyn service_orchestration::EndpointResolver> =
+        Arc::new(LoopbackResolver::new(&project));
+    let resolver = RemoteResolver::discover(&project, &hosts, loopback)
+        .await
+        .unwrap();
+    let mut opts = ManagerOptions::new(spawner);
+    opts.resolver = Some(Arc::new(resolver));
+    let manager = ServiceManager::new(project.clone(), opts).unwrap();
+    manager.register_executor(
+        ServiceKind::Remote,
+        Arc::new(RemoteExecutor::new(hosts.clone())),
+    );
+    let (far, near) = (name("far"), name("near"));
+    manager.start_all().unwrap();
+    manager
+        .wait_ready(&[far.clone(), near.clone()], Duration::from_secs(90))
+        .await
+        .unwrap();
+    let row = |svc: &ServiceName| {
+        manager
+            .status()
+            .into_iter()
+            .find(|s| &s.name == svc)
+            .expect("a status row per service")
+    };
+    let (far_pid, near_pid) = (row(&far).pid, row(&near).pid);
+    eprintln!("ready: {:?}", manager.status());
+    // (A liveness check may have restarted it before it listened.)
+    let far_restarts = row(&far).restarts;
+    assert!(far_pid.is_some() && near_pid.is_some());
+    let mut events = manager.subscribe();
+
+    nodes.disconnect("n2");
+    let cut = std::time::Instant::now();
+    let deadline = cut + Duration::from_secs(30);
+    while !matches!(row(&far).state, ServiceState::Unknown { .. }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "far never showed unknown: {:?}",
+            row(&far).state
+        );
+        async_io::Timer::after(Duration::from_millis(100)).await;
+    }
+    eprintln!("far shown unknown {:?} after the cut", cut.elapsed());
+    let ServiceState::Unknown { reason } = row(&far).state else {
+        unreachable!()
+    };
+    assert!(reason.contains("`n2`"), "{reason}");
+    assert_eq!(row(&far).pid, far_pid);
+    assert_eq!(manager.state("near"), Some(ServiceState::Healthy));
+
+    // Let the checks run against the missing node for a while: they must
+    // neither restart it nor start a second one, and `near` stays healthy.
+    let window = std::time::Instant::now() + Duration::from_secs(6);
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < window {
+        let next = async { events.next().await };
+        let timer = async {
+            async_io::Timer::at(window).await;
+            None
+        };
+        if let Some(ev) = futures_lite::future::or(next, timer).await {
+            seen.push(ev);
+        }
+    }
+    assert!(matches!(row(&far).state, ServiceState::Unknown { .. }));
+    assert_eq!(row(&far).restarts, far_restarts);
+    assert_eq!(manager.state("near"), Some(ServiceState::Healthy));
+    assert_eq!(row(&near).pid, near_pid);
+    // A start request while unknown leaves what runs alone.
+    manager.start(std::slice::from_ref(&far)).unwrap();
+
+    nodes.connect("n2");
+    eventually(60, "far to be healthy again", || async {
+        manager.state("far") == Some(ServiceState::Healthy)
+    })
+    .await;
+    // Collect what was published meanwhile.
+    loop {
+        let next = async { events.next().await };
+        let timer = async {
+            async_io::Timer::after(Duration::from_millis(200)).await;
+            None
+        };
+        match futures_lite::future::or(next, timer).await {
+            Some(ev) => seen.push(ev),
+            None => break,
+        }
+    }
+    let states = |svc: &ServiceName| -> Vec<ServiceState> {
+        seen.iter()
+            .filter_map(|e| match e {
+                ManagerEvent::State { service, state } if service == svc => Some(state.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let far_states = states(&far);
+    assert!(
+        far_states.iter().all(|s| matches!(
+            s,
+            ServiceState::Unknown { .. } | ServiceState::Running | ServiceState::Healthy
+        )),
+        "far went through {far_states:?}"
+    );
+    assert_eq!(
+        far_states.last(),
+        Some(&ServiceState::Healthy),
+        "{far_states:?}"
+    );
+    assert!(
+        states(&near).is_empty(),
+        "near changed: {:?}",
+        states(&near)
+    );
+    // The same process, and only one of it on the node.
+    assert_eq!(row(&far).pid, far_pid);
+    assert_eq!(row(&far).restarts, far_restarts);
+    let n2 = hosts.get("n2").unwrap();
+    let count = n2
+        .run(
+            "ps -o args | grep -c '^httpd -f -p 8080' || true",
+            None,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    assert_eq!(count.stdout_text(), "1", "httpd processes on n2");
+
+    // Cut off again, and the program dies meanwhile (killed on the node,
+    // reached through the container runtime): unknown until the node is
+    // back, then its exit is known and the policy (always) restarts it.
+    nodes.disconnect("n2");
+    eventually(30, "far to show unknown again", || async {
+        matches!(row(&far).state, ServiceState::Unknown { .. })
+    })
+    .await;
+    let killed = std::process::Command::new("docker")
+        .args([
+            "exec",
+            &nodes.container("n2"),
+            "sh",
+            "-c",
+            "kill $(pidof httpd)",
+        ])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "cannot kill httpd on n2");
+    // Not seen while the node is away.
+    assert!(matches!(row(&far).state, ServiceState::Unknown { .. }));
+    assert_eq!(row(&far).restarts, far_restarts);
+    nodes.connect("n2");
+    eventually(60, "far to be restarted and healthy", || async {
+        let r = row(&far);
+        r.state == ServiceState::Healthy && r.restarts == far_restarts + 1
+    })
+    .await;
+    assert_ne!(row(&far).pid, far_pid, "the dead run was not replaced");
+    assert_eq!(row(&far).exit_code, None);
+    let count = n2
+        .run(
+            "ps -o args | grep -c '^httpd -f -p 8080' || true",
+            None,
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        count.stdout_text(),
+        "1",
+        "httpd processes on n2 after the restart"
+    );
+    assert_eq!(row(&near).pid, near_pid);
+
+    manager.stop_all().await;
+    assert_eq!(manager.state("far"), Some(ServiceState::Stopped));
+    hosts.close_all().await;
+}
