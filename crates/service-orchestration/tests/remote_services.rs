@@ -263,6 +263,15 @@ fn unreachable_node_shows_unknown_and_reconciles() {
         }
         let reason = reason.expect("the node was never reported unreachable");
         assert!(reason.contains("n2"), "{reason}");
+        // The instance itself says it cannot be seen (what the manager asks when a check fails).
+        let seen_from_instance = l.instance.unreachable().await;
+        assert!(
+            seen_from_instance
+                .as_deref()
+                .is_some_and(|r| r.contains("`n2`")),
+            "{seen_from_instance:?}"
+        );
+        assert_eq!(lo.instance.unreachable().await, None);
         // The other node is unaffected.
         assert_eq!(exec.unknown_reason(&other), None);
         assert!(matches!(
@@ -290,6 +299,7 @@ fn unreachable_node_shows_unknown_and_reconciles() {
             "gap or duplicate across the outage: {nums:?}"
         );
         assert_eq!(exec.unknown_reason(&spec), None);
+        assert_eq!(l.instance.unreachable().await, None);
         // Still the same process: nothing was started twice.
         let again = exec.start(&spec, &ctx).await.unwrap();
         assert_eq!(again.instance.pid(), Some(pid));
