@@ -326,7 +326,9 @@ impl ToLogFiles {
 }
 
 /// Appends each line (with a newline) to `stdout.log` or `stderr.log` in `dir`
-/// until the sender is dropped.
+/// until the sender is dropped. Lines that are already waiting are written
+/// together; the files are flushed whenever no more lines wait, so a line is
+/// in its file as soon as the writer catches up.
 fn write_lines(dir: &Path, rx: &async_channel::Receiver<OutputLine>) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let open = |name: &str| {
@@ -334,17 +336,23 @@ fn write_lines(dir: &Path, rx: &async_channel::Receiver<OutputLine>) -> std::io:
             .create(true)
             .append(true)
             .open(dir.join(name))
+            .map(|f| std::io::BufWriter::with_capacity(64 * 1024, f))
     };
     let mut stdout = open("stdout.log")?;
     let mut stderr = open("stderr.log")?;
-    while let Ok(line) = rx.recv_blocking() {
-        let file = match line.stream {
-            OutputStream::Stdout => &mut stdout,
-            OutputStream::Stderr => &mut stderr,
-        };
-        let mut bytes = line.bytes;
-        bytes.push(b'\n');
-        file.write_all(&bytes)?;
+    while let Ok(first) = rx.recv_blocking() {
+        let mut next = Some(first);
+        while let Some(line) = next {
+            let file = match line.stream {
+                OutputStream::Stdout => &mut stdout,
+                OutputStream::Stderr => &mut stderr,
+            };
+            file.write_all(&line.bytes)?;
+            file.write_all(b"\n")?;
+            next = rx.try_recv().ok();
+        }
+        stdout.flush()?;
+        stderr.flush()?;
     }
     Ok(())
 }
