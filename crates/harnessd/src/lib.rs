@@ -4,6 +4,9 @@
 //! state directory (one daemon per directory, see [`lock`]), listens on
 //! loopback for clients speaking the `harness-protocol` over mutual TLS
 //! ([`server`]), and serves project operations through a [`Backend`].
+//! The real backend ([`ManagerBackend`]) runs each project's services as
+//! local processes, Docker containers and processes on nodes over ssh
+//! ([`targets`]).
 //! It exits on SIGTERM, SIGINT or a `daemon_stop` request, leaving the
 //! services it started running.
 
