@@ -1,6 +1,7 @@
-//! A remote service through the real daemon: a node is a real `sshd` (the
-//! `harness-test/sshd` container), reached with a key made for the test. `up`
-//! runs the service on the node, status shows the node as its host, its
+//! A remote service and a package service through the real daemon: a node
+//! is a real `sshd` (the `harness-test/sshd` container), reached with a key
+//! made for the test. `up` deploys the package and runs both on the node,
+//! status shows the node as their host and the package's version, their
 //! output is in `logs`, a daemon killed with SIGKILL is replaced by one that
 //! re-adopts the same remote process, and `down` stops it.
 //!
@@ -168,7 +169,14 @@ networks:
         name: n1
         ssh_user: root
         ssh_key: {key}
+        package_deploy: true
 services:
+  agent:
+    type: package
+    network: lab
+    host: n1
+    package: ./pkg
+    version: "1.0"
   ticker:
     type: remote
     network: lab
@@ -179,6 +187,14 @@ services:
         ip = node.ip,
         key = node.key.display()
     );
+    let pkg = dir.join("pkg");
+    std::fs::create_dir_all(&pkg).expect("package dir");
+    let run = pkg.join("run");
+    std::fs::write(&run, "#!/bin/sh\necho agent running\nexec sleep 300\n").expect("run script");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
     let file = dir.join("services.yaml");
     std::fs::write(&file, yaml).expect("write project");
     ProjectRef {
@@ -188,18 +204,26 @@ services:
     }
 }
 
-fn ticker(st: &[harness_protocol::ProjectStatus]) -> ServiceStatus {
+fn service(st: &[harness_protocol::ProjectStatus], name: &str) -> ServiceStatus {
     st.iter()
         .flat_map(|p| p.services.iter())
-        .find(|s| s.name.as_str() == "ticker")
+        .find(|s| s.name.as_str() == name)
         .cloned()
-        .expect("ticker in status")
+        .unwrap_or_else(|| panic!("{name} in status"))
+}
+
+fn ticker(st: &[harness_protocol::ProjectStatus]) -> ServiceStatus {
+    service(st, "ticker")
 }
 
 async fn log_lines(c: &Client) -> Vec<String> {
+    log_lines_of(c, "ticker").await
+}
+
+async fn log_lines_of(c: &Client, service: &str) -> Vec<String> {
     let mut s = c
         .logs(LogsParams {
-            services: vec![ServiceName::new("ticker").unwrap()],
+            services: vec![ServiceName::new(service).unwrap()],
             ..LogsParams::default()
         })
         .expect("logs");
@@ -241,6 +265,26 @@ fn remote_service_through_the_daemon_survives_kill_9() {
         assert_eq!(t.kind, ServiceKind::Remote);
         assert_eq!(t.host, "n1", "the node is the host: {t:?}");
         assert!(t.state.is_alive(), "{t:?}");
+        let a = service(std::slice::from_ref(&st), "agent");
+        assert_eq!(a.kind, ServiceKind::Package);
+        assert_eq!(a.host, "n1", "{a:?}");
+        assert_eq!(
+            a.version.as_deref(),
+            Some("1.0"),
+            "the deployed version: {a:?}"
+        );
+        let deadline = Instant::now() + DEADLINE;
+        while !log_lines_of(&c, "agent")
+            .await
+            .iter()
+            .any(|l| l.contains("agent running"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no output from the package in logs"
+            );
+            async_io::Timer::after(Duration::from_millis(100)).await;
+        }
         let deadline = Instant::now() + DEADLINE;
         while !log_lines(&c)
             .await
@@ -286,6 +330,11 @@ fn remote_service_through_the_daemon_survives_kill_9() {
             if t.state.is_alive() {
                 assert_eq!(t.pid, Some(pid), "re-adopted, not restarted: {t:?}");
                 assert_eq!(t.host, "n1");
+                let a = service(
+                    &c.status(ServicesParams::default()).await.expect("status"),
+                    "agent",
+                );
+                assert_eq!(a.version.as_deref(), Some("1.0"), "{a:?}");
                 break;
             }
             assert!(Instant::now() < deadline, "not re-adopted: {t:?}");
