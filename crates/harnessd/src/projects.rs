@@ -421,8 +421,16 @@ impl ManagerBackend {
                 e.targets = targets;
                 return Ok((name, manager, project));
             }
+            // A new project: its targets may take a while (the engine, the
+            // nodes), so they are set up without holding the projects.
+            drop(projects);
             let project = Arc::new(project);
             let (manager, targets) = self.new_manager(project.clone()).await?;
+            let mut projects = self.projects.lock().await;
+            if let Some(e) = projects.get(&name) {
+                // Another request loaded it meanwhile: that one stands.
+                return Ok((name, e.manager.clone(), e.project.clone()));
+            }
             projects.insert(
                 name.clone(),
                 Entry {
