@@ -97,3 +97,32 @@ fn init_tracing(path: &std::path::Path, filter: &str) -> std::io::Result<()> {
         .init();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_options_are_key_value() {
+        assert_eq!(
+            parse_ssh_option("StrictHostKeyChecking=accept-new"),
+            Ok(("StrictHostKeyChecking".into(), "accept-new".into()))
+        );
+        assert_eq!(
+            parse_ssh_option("ProxyJump=a=b"),
+            Ok(("ProxyJump".into(), "a=b".into()))
+        );
+        assert!(parse_ssh_option("nokey").is_err());
+        assert!(parse_ssh_option("=value").is_err());
+        assert!(parse_ssh_option("two words=x").is_err());
+    }
+
+    #[test]
+    fn ssh_options_from_the_environment_split_on_commas() {
+        let args =
+            Args::try_parse_from(["harnessd", "--ssh-option", "A=1,B=2", "--ssh-option", "C=3"])
+                .unwrap();
+        let keys: Vec<&str> = args.ssh_options.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["A", "B", "C"]);
+    }
+}

@@ -382,3 +382,25 @@ impl ServiceExecutor for ToLogFiles {
         Ok(Self::tee(launched, spec, ctx))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_dir_is_in_the_state_dir_when_short_enough() {
+        let state = Path::new("/tmp/harness-state");
+        assert_eq!(control_dir_for(state), state.join("ssh"));
+    }
+
+    #[test]
+    fn a_long_state_dir_gets_a_short_stable_control_dir() {
+        let long = PathBuf::from(format!("/tmp/{}", "x".repeat(100)));
+        let a = control_dir_for(&long);
+        assert!(a.as_os_str().len() <= MAX_CONTROL_DIR_LEN, "{a:?}");
+        assert!(!a.starts_with(&long));
+        assert_eq!(a, control_dir_for(&long), "the same for the same state dir");
+        let other = PathBuf::from(format!("/tmp/{}", "y".repeat(100)));
+        assert_ne!(a, control_dir_for(&other), "differs between daemons");
+    }
+}
