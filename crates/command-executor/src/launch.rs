@@ -47,6 +47,20 @@ pub struct LaunchOptions {
     pub buffer_events: usize,
 }
 
+impl LaunchOptions {
+    /// Output to log files (appended; the same path twice puts both streams
+    /// in one file), with the default limits.
+    pub fn files(stdout: impl Into<PathBuf>, stderr: impl Into<PathBuf>) -> Self {
+        LaunchOptions {
+            output: OutputMode::Files {
+                stdout: stdout.into(),
+                stderr: stderr.into(),
+            },
+            ..LaunchOptions::default()
+        }
+    }
+}
+
 impl Default for LaunchOptions {
     /// Pipes, 16 KiB lines, 8192 events.
     fn default() -> Self {

@@ -6,14 +6,10 @@ use std::time::Duration;
 
 use command_executor::{
     AttachTarget, Attacher, Command, ExecError, FollowFrom, LaunchOptions, LocalAttacher,
-    LocalLauncher, OutputMode, ProcessEvent, ProcessIdentity,
+    LocalLauncher, ProcessEvent, ProcessIdentity,
 };
 use common::*;
 use harness_core::ExitStatus;
-
-fn sh(script: &str) -> Command {
-    Command::new("sh").arg("-c").arg(script)
-}
 
 #[test]
 fn a_wrong_start_time_is_refused() {
@@ -73,13 +69,7 @@ fn attached_stop_ends_the_group_and_the_stream() {
     smol::block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("svc.log");
-        let opts = LaunchOptions {
-            output: OutputMode::Files {
-                stdout: log.clone(),
-                stderr: log.clone(),
-            },
-            ..LaunchOptions::default()
-        };
+        let opts = LaunchOptions::files(&log, &log);
         let (h, ev) = LocalLauncher::new()
             .spawn(
                 &sh("trap '' TERM; sleep 300 & echo ready; while :; do sleep 1; done"),
@@ -139,13 +129,7 @@ fn resuming_from_persisted_offsets_has_no_gap_and_no_repeat() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.log");
         let err = dir.path().join("err.log");
-        let opts = LaunchOptions {
-            output: OutputMode::Files {
-                stdout: out.clone(),
-                stderr: err.clone(),
-            },
-            ..LaunchOptions::default()
-        };
+        let opts = LaunchOptions::files(&out, &err);
         let done = dir.path().join("done");
         let script = format!(
             "i=0; while [ $i -lt 300 ]; do echo o$i; echo e$i >&2; i=$((i+1)); sleep 0.002; done; \
@@ -267,13 +251,7 @@ fn follow_from_end_skips_old_lines_and_truncation_restarts_at_zero() {
         let go = dir.path().join("go");
         let done = dir.path().join("done");
         std::fs::write(&log, "old 1\nold 2\n").unwrap();
-        let opts = LaunchOptions {
-            output: OutputMode::Files {
-                stdout: log.clone(),
-                stderr: log.clone(),
-            },
-            ..LaunchOptions::default()
-        };
+        let opts = LaunchOptions::files(&log, &log);
         let script = format!(
             "echo a-rather-long-first-line; while [ ! -e '{go}' ]; do sleep 0.01; done; echo b1; \
              while [ ! -e '{done}' ]; do sleep 0.01; done",

@@ -10,10 +10,6 @@ use command_executor::{
 use common::*;
 use harness_core::{ExitStatus, OutputStream};
 
-fn sh(script: &str) -> Command {
-    Command::new("sh").arg("-c").arg(script)
-}
-
 #[test]
 fn started_lines_and_one_exit_last() {
     smol::block_on(async {
@@ -302,13 +298,7 @@ fn files_mode_appends_follows_and_reports_offsets() {
         let out = dir.path().join("out.log");
         let err = dir.path().join("err.log");
         std::fs::write(&out, "old line\n").unwrap();
-        let opts = LaunchOptions {
-            output: OutputMode::Files {
-                stdout: out.clone(),
-                stderr: err.clone(),
-            },
-            ..LaunchOptions::default()
-        };
+        let opts = LaunchOptions::files(&out, &err);
         let (h, mut ev) = LocalLauncher::new()
             .spawn(&sh("echo one; echo two >&2; sleep 0.2; echo three"), opts)
             .unwrap();
@@ -334,13 +324,7 @@ fn files_mode_process_outlives_its_handle_and_stream() {
     smol::block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("both.log");
-        let opts = LaunchOptions {
-            output: OutputMode::Files {
-                stdout: log.clone(),
-                stderr: log.clone(),
-            },
-            ..LaunchOptions::default()
-        };
+        let opts = LaunchOptions::files(&log, &log);
         let (h, ev) = LocalLauncher::new()
             .spawn(
                 &sh("i=0; while [ $i -lt 200 ]; do echo $i; i=$((i+1)); sleep 0.01; done"),
@@ -433,13 +417,7 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(matches!(err, ExecError::Spawn { .. }), "{err}");
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no/such/dir/out.log");
-    let opts = LaunchOptions {
-        output: OutputMode::Files {
-            stdout: missing.clone(),
-            stderr: missing.clone(),
-        },
-        ..LaunchOptions::default()
-    };
+    let opts = LaunchOptions::files(&missing, &missing);
     let err = LocalLauncher::new()
         .spawn(&Command::new("true"), opts)
         .unwrap_err();

@@ -89,13 +89,7 @@ async fn attach_and_stop_under_tokio() {
 async fn files_mode_under_tokio() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("out.log");
-    let opts = LaunchOptions {
-        output: command_executor::OutputMode::Files {
-            stdout: log.clone(),
-            stderr: log.clone(),
-        },
-        ..LaunchOptions::default()
-    };
+    let opts = LaunchOptions::files(&log, &log);
     let cmd = Command::new("sh").arg("-c").arg("echo one; echo two >&2");
     let (h, mut ev) = LocalLauncher::new().launch(&cmd, opts).await.unwrap();
     let _g = GroupGuard(h.identity());

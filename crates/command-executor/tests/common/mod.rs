@@ -4,8 +4,13 @@
 use std::future::Future;
 use std::time::Duration;
 
-use command_executor::{EventStream, ProcessEvent, ProcessIdentity};
+use command_executor::{Command, EventStream, ProcessEvent, ProcessIdentity};
 use futures_lite::{FutureExt, StreamExt};
+
+/// `sh -c SCRIPT`.
+pub fn sh(script: &str) -> Command {
+    Command::new("sh").arg("-c").arg(script)
+}
 
 /// Runs `fut`, failing the test if it takes longer than `secs` seconds.
 pub async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T {
