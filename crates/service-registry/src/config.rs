@@ -63,8 +63,8 @@ pub enum ConfigError {
         /// The service.
         service: String,
     },
-    /// `remote_location` was asked about a service that is not remote.
-    #[error("service `{service}` is a {kind} service, not a remote one")]
+    /// `remote_location` was asked about a service without a `host:`.
+    #[error("service `{service}` is a {kind} service without a `host:`")]
     NotRemote {
         /// The service.
         service: String,
@@ -132,21 +132,18 @@ fn node_name(n: &harness_config::Node) -> &str {
     n.name.as_deref().unwrap_or(&n.host)
 }
 
-/// Where a `remote` or `package` service runs: the node its `host:` names
-/// (by name or address), in its own network if it names one, as a LAN node or
-/// a WireGuard peer.
+/// Where a service with a `host:` (`remote`, `package`, a container on a
+/// node) runs: the node its `host:` names (by name or address), in its own
+/// network if it names one, as a LAN node or a WireGuard peer.
 pub fn remote_location(
     spec: &ServiceSpec,
     topology: &NetworkTopology,
 ) -> Result<Location, ConfigError> {
-    let host = match &spec.target {
-        Target::Remote { host, .. } | Target::Package { host, .. } => host,
-        _ => {
-            return Err(ConfigError::NotRemote {
-                service: spec.name.to_string(),
-                kind: spec.kind(),
-            });
-        }
+    let Some(host) = spec.host() else {
+        return Err(ConfigError::NotRemote {
+            service: spec.name.to_string(),
+            kind: spec.kind(),
+        });
     };
     let found = topology
         .networks
@@ -155,13 +152,13 @@ pub fn remote_location(
         .find_map(|net| {
             net.nodes()
                 .iter()
-                .find(|n| n.name == *host || n.host == *host)
+                .find(|n| n.name == host || n.host == host)
                 .map(|n| (net, n))
         });
     let Some((net, node)) = found else {
         return Err(ConfigError::UnknownNode {
             service: spec.name.to_string(),
-            host: host.clone(),
+            host: host.to_owned(),
             network: spec.network.clone(),
         });
     };
@@ -187,8 +184,19 @@ pub fn remote_location(
 
 /// A registry entry for `spec` placed at `location`: its kind, its ports
 /// (where it listens) and, for a container whose location lists no published
-/// port, the published ports the configuration declares.
+/// port, the published ports the configuration declares. A container on a
+/// node is reached at the node's address, so its ports are the ones published
+/// there.
 pub fn entry_from_spec(spec: &ServiceSpec, location: Location) -> ServiceEntry {
+    if matches!(spec.target, Target::Docker(_)) && location.node().is_some() {
+        let mut entry = ServiceEntry::new(spec.name.clone(), spec.kind(), location);
+        entry.ports = spec
+            .ports
+            .iter()
+            .map(|p| p.host.unwrap_or(p.container))
+            .collect();
+        return entry;
+    }
     let mut location = location;
     if let Location::DockerNetwork { published, .. } = &mut location
         && published.is_empty()
@@ -219,18 +227,22 @@ pub fn entry_from_spec(spec: &ServiceSpec, location: Location) -> ServiceEntry {
 }
 
 /// Where `spec` runs, as far as the configuration alone tells: this host for
-/// a process, its node for a remote or package service. A container's place
-/// is only known once it runs (it comes from the registry).
+/// a process, its node for a service with a `host:` (remote, package, or a
+/// container on that node's engine). A container of this host's engine is
+/// only placed once it runs (it comes from the registry).
 pub fn planned_location(
     spec: &ServiceSpec,
     topology: &NetworkTopology,
 ) -> Result<Location, ConfigError> {
+    if spec.host().is_some() {
+        return remote_location(spec, topology);
+    }
     match spec.target {
         Target::Process { .. } => Ok(Location::LocalHost),
-        Target::Remote { .. } | Target::Package { .. } => remote_location(spec, topology),
         Target::Docker(_) => Err(ConfigError::NotPlaced {
             service: spec.name.to_string(),
         }),
+        Target::Remote { .. } | Target::Package { .. } => remote_location(spec, topology),
     }
 }
 
@@ -393,6 +405,7 @@ mod tests {
             networks: vec![],
             security: Default::default(),
             resources: Default::default(),
+            host: None,
         });
         let services = BTreeMap::from([
             (api.name.clone(), api.clone()),

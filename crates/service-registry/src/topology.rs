@@ -236,6 +236,39 @@ impl NetworkTopology {
         Ok(Some(pool))
     }
 
+    /// Gives every node whose `host` is a DNS name the address `lookup`
+    /// finds for it (on a WireGuard network only an address inside the mesh
+    /// subnet, since the name may well be the node's public address). Nodes
+    /// that already have an address are left alone; `lookup` is asked once per
+    /// name. Returns the names `lookup` could not resolve.
+    pub fn resolve_node_names(
+        &mut self,
+        mut lookup: impl FnMut(&str) -> Option<IpAddr>,
+    ) -> Vec<String> {
+        let mut seen: BTreeMap<String, Option<IpAddr>> = BTreeMap::new();
+        let mut unresolved = Vec::new();
+        for net in self.networks.values_mut() {
+            let (nodes, mesh) = match &mut net.kind {
+                NetworkKind::Lan { nodes, .. } => (nodes, None),
+                NetworkKind::Wireguard { nodes, subnet } => (nodes, Some(*subnet)),
+                _ => continue,
+            };
+            for node in nodes.iter_mut().filter(|n| n.address.is_none()) {
+                if node.host.parse::<IpAddr>().is_ok() {
+                    continue;
+                }
+                let found = *seen
+                    .entry(node.host.clone())
+                    .or_insert_with(|| lookup(&node.host));
+                match found.filter(|ip| mesh.is_none_or(|m| m.contains(*ip))) {
+                    Some(ip) => node.address = Some(ip),
+                    None => unresolved.push(node.host.clone()),
+                }
+            }
+        }
+        unresolved
+    }
+
     /// Finds a node by name: its network and itself (the first network that lists it).
     pub fn node(&self, name: &str) -> Option<(&Network, &Node)> {
         self.networks.values().find_map(|net| {
@@ -330,6 +363,52 @@ mod tests {
         assert_eq!(t.node_address_toward("far", ip("192.168.1.5")), None);
         assert_eq!(t.node("far").unwrap().0.name, "mesh");
         assert_eq!(t.node("n1").unwrap().1.address, Some(ip("192.168.1.21")));
+    }
+
+    #[test]
+    fn node_names_resolve_once_and_mesh_nodes_only_inside_the_mesh() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut t = NetworkTopology::new(host())
+            .with_network(Network {
+                name: "lan".into(),
+                kind: NetworkKind::Lan {
+                    subnet: "192.168.1.0/24".parse().unwrap(),
+                    nodes: vec![
+                        Node::new("b", "builder.lan"),
+                        Node::new("g", "gone.lan"),
+                        Node::new("fixed", "192.168.1.9").with_address(ip("192.168.1.9")),
+                    ],
+                },
+            })
+            .with_network(Network {
+                name: "mesh".into(),
+                kind: NetworkKind::Wireguard {
+                    subnet: "10.100.0.0/24".parse().unwrap(),
+                    nodes: vec![
+                        Node::new("b", "builder.lan"),
+                        Node::new("e", "edge.example.org"),
+                    ],
+                },
+            });
+        let mut asked = Vec::new();
+        let unresolved = t.resolve_node_names(|name| {
+            asked.push(name.to_owned());
+            match name {
+                "builder.lan" => Some(ip("192.168.1.22")),
+                "edge.example.org" => Some(ip("10.100.0.7")),
+                _ => None,
+            }
+        });
+        asked.sort();
+        assert_eq!(asked, ["builder.lan", "edge.example.org", "gone.lan"]);
+        assert_eq!(unresolved, ["gone.lan", "builder.lan"]);
+        let lan = t.networks["lan"].nodes();
+        assert_eq!(lan[0].address, Some(ip("192.168.1.22")));
+        assert_eq!(lan[1].address, None);
+        assert_eq!(lan[2].address, Some(ip("192.168.1.9")));
+        let mesh = t.networks["mesh"].nodes();
+        assert_eq!(mesh[0].address, None, "a LAN address is no mesh address");
+        assert_eq!(mesh[1].address, Some(ip("10.100.0.7")));
     }
 
     #[test]
