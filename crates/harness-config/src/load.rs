@@ -1562,6 +1562,15 @@ impl<'o> Loader<'o> {
                 Some("use e.g. `interval: 5s`".into()),
             );
         }
+        let start_interval: Option<std::time::Duration> = rp.start_interval.map(Into::into);
+        if start_interval.is_some_and(|d| d.is_zero()) {
+            let p = self.pos(&["services", n, key, "start_interval"]);
+            self.error(
+                Some(p),
+                "the check start interval cannot be 0",
+                Some("use e.g. `start_interval: 250ms`, or leave it out to use `interval`".into()),
+            );
+        }
         let timeout = timeout.unwrap_or(DEFAULT_PROBE_TIMEOUT);
         if timeout.is_zero() {
             let p = self.pos(&["services", n, key, "timeout"]);
@@ -1597,6 +1606,7 @@ impl<'o> Loader<'o> {
                 .map(Into::into)
                 .unwrap_or_default(),
             period,
+            start_interval,
             timeout,
             success_threshold: success_threshold.max(1),
             failure_threshold: failure_threshold.max(1),

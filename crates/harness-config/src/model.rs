@@ -611,9 +611,20 @@ pub struct Probe {
     /// Wait this long after start before the first check (`start_period`).
     #[serde(with = "duration")]
     pub initial_delay: Duration,
-    /// Time between checks (`interval`).
+    /// Time between checks once the check has passed (`interval`).
     #[serde(with = "duration")]
     pub period: Duration,
+    /// Time between checks until the check first passes in a run of the service
+    /// (`start_interval`): from the first check (after `initial_delay`) until the
+    /// success threshold is first reached, again after each restart. Failures in
+    /// that phase count against `failure_threshold` as usual. `None`: `period`
+    /// (see [`Probe::period_until_passed`]).
+    #[serde(
+        with = "opt_duration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub start_interval: Option<Duration>,
     /// A check taking longer fails.
     #[serde(with = "duration")]
     pub timeout: Duration,
@@ -637,10 +648,17 @@ impl Probe {
             check,
             initial_delay: Duration::ZERO,
             period: DEFAULT_PROBE_PERIOD,
+            start_interval: None,
             timeout: DEFAULT_PROBE_TIMEOUT,
             success_threshold: 1,
             failure_threshold: DEFAULT_FAILURE_THRESHOLD,
         }
+    }
+
+    /// The time between checks while the check has not passed yet in this run
+    /// of the service: `start_interval`, else `period`.
+    pub fn period_until_passed(&self) -> Duration {
+        self.start_interval.unwrap_or(self.period)
     }
 }
 

@@ -273,10 +273,14 @@ pub struct RawProbe {
     pub tcp: Option<RawTcp>,
     /// A line of output matching this regex passes.
     pub log_line: Option<String>,
-    /// Time between checks.
+    /// Time between checks once the check has passed (default: `settings.health_check_interval`).
     pub interval: Option<HumanDuration>,
     /// Same as `interval` (Kubernetes spelling).
     pub period: Option<HumanDuration>,
+    /// Time between checks until the check first passes in a run of the service (after each
+    /// start and restart); then `interval` applies. Default: the same as `interval`. Unlike
+    /// compose, it is not bounded by `start_period`, which here only delays the first check.
+    pub start_interval: Option<HumanDuration>,
     /// A check taking longer fails.
     pub timeout: Option<HumanDuration>,
     /// Consecutive failures before failing.
@@ -285,7 +289,7 @@ pub struct RawProbe {
     pub failure_threshold: Option<u32>,
     /// Consecutive successes before passing.
     pub success_threshold: Option<u32>,
-    /// Wait this long before the first check.
+    /// Wait this long after start before the first check.
     pub start_period: Option<HumanDuration>,
     /// Same as `start_period` (Kubernetes spelling).
     pub initial_delay: Option<HumanDuration>,

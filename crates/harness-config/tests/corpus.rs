@@ -98,3 +98,21 @@ fn schema_rejects_unknown_keys_and_wrong_types() {
             .collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn schema_describes_probe_start_interval() {
+    let schema = json_schema();
+    let probe = &schema["$defs"]["RawProbe"]["properties"]["start_interval"];
+    let text = probe.to_string();
+    assert!(text.contains("until the check first passes"), "{text}");
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for (value, ok) in [
+        (serde_json::json!("250ms"), true),
+        (serde_json::json!(2), true),
+        (serde_json::json!([1]), false),
+    ] {
+        let doc = serde_json::json!({"services": {"a": {"type": "process", "binary": "x",
+            "readiness": {"tcp": 1, "start_interval": value}}}});
+        assert_eq!(validator.is_valid(&doc), ok, "{value}");
+    }
+}

@@ -170,9 +170,13 @@ fn new_features_are_modelled() {
     };
     assert_eq!(d.resources.cpus, Some(1.5));
     assert_eq!(d.resources.memory, Some(1 << 30));
+    let pg_ready = pg.readiness.as_ref().unwrap();
+    assert_eq!(pg_ready.period, Duration::from_secs(1));
+    assert_eq!(pg_ready.start_interval, None);
     assert_eq!(
-        pg.readiness.as_ref().unwrap().period,
-        Duration::from_secs(1)
+        pg_ready.period_until_passed(),
+        Duration::from_secs(1),
+        "no start_interval: the period throughout"
     );
     assert!(pg.liveness.is_none());
 
@@ -195,13 +199,17 @@ fn new_features_are_modelled() {
     assert_eq!(api.restart.max_restarts, Some(10));
     assert_eq!(api.restart.backoff.initial, Duration::from_millis(500));
     assert_eq!(api.restart.backoff.reset_after, Duration::from_secs(120));
+    let api_ready = api.readiness.as_ref().unwrap();
     assert!(matches!(
-        api.readiness.as_ref().unwrap().check,
+        api_ready.check,
         Check::Http {
             expected_status: Some(200),
             ..
         }
     ));
+    assert_eq!(api_ready.start_interval, Some(Duration::from_millis(250)));
+    assert_eq!(api_ready.period_until_passed(), Duration::from_millis(250));
+    assert_eq!(api_ready.period, Duration::from_secs(2));
     let conds: Vec<String> = p
         .graph()
         .dependencies("api")

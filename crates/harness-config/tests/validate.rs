@@ -291,6 +291,43 @@ fn job_with_restart_always_is_an_error() {
 }
 
 #[test]
+fn start_interval_must_be_positive() {
+    let e = errors(
+        "services:\n  a:\n    binary: a\n    readiness: {tcp: 1, start_interval: 0}\n  b:\n    binary: b\n    liveness:\n      tcp: 2\n      start_interval: -1\n  c:\n    binary: c\n    health_check: {tcp: 3, start_interval: 0ms}\n",
+    );
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert_eq!((e[0].0, e[0].1), (4, 41), "{e:#?}");
+    assert!(e[0].2.contains("start interval cannot be 0"), "{e:#?}");
+    assert!(e[0].3.contains("start_interval"), "{e:#?}");
+    assert_eq!((e[1].0, e[1].1), (9, 23), "{e:#?}");
+    assert!(e[1].2.contains("negative"), "{e:#?}");
+    assert_eq!(e[2].0, 12, "{e:#?}");
+    assert!(e[2].2.contains("start interval cannot be 0"), "{e:#?}");
+}
+
+#[test]
+fn start_interval_defaults_to_the_period() {
+    let loaded = load(
+        "settings: {health_check_interval: 4s}\nservices:\n  a:\n    binary: a\n    readiness: {tcp: 1, start_interval: 1.5s, interval: 30s}\n  b:\n    binary: b\n    readiness: {tcp: 2}\n",
+    )
+    .unwrap();
+    let ready = |s: &str| loaded.project.services[s].readiness.clone().unwrap();
+    let a = ready("a");
+    assert_eq!(
+        a.start_interval,
+        Some(std::time::Duration::from_millis(1500))
+    );
+    assert_eq!(a.period, std::time::Duration::from_secs(30));
+    assert_eq!(
+        a.period_until_passed(),
+        std::time::Duration::from_millis(1500)
+    );
+    let b = ready("b");
+    assert_eq!(b.start_interval, None);
+    assert_eq!(b.period_until_passed(), std::time::Duration::from_secs(4));
+}
+
+#[test]
 fn probes_need_exactly_one_check() {
     let e = errors(
         "services:\n  a:\n    binary: a\n    readiness: {period: 1s}\n  b:\n    binary: b\n    liveness: {tcp: 1, http: \"http://x\"}\n  c:\n    binary: c\n    readiness: {http: \"ftp://x\"}\n",
