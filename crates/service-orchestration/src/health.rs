@@ -4,7 +4,8 @@
 //! [`check_once`] runs one attempt of a check, bounded by its timeout.
 //! [`ProbeRunner`] runs a [`Probe`] periodically and reports each change of
 //! verdict (after the success or failure threshold): the first attempt runs
-//! right after `initial_delay`, not one period later.
+//! right after `initial_delay`, not one period later; attempts follow every
+//! `start_interval` until the probe first passes, then every `period`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -303,9 +304,11 @@ pub struct ProbeRunner {
 }
 
 impl ProbeRunner {
-    /// Runs the probe: first attempt after `initial_delay`, then every `period`;
-    /// calls `report` on each change of verdict and stops when it returns false
-    /// or `cancel` is closed.
+    /// Runs the probe: first attempt after `initial_delay`, then every
+    /// `start_interval` until it first passes, every `period` from then on
+    /// (also when it fails again later: a runner serves one run of a service,
+    /// the next run gets a fresh one); calls `report` on each change of verdict
+    /// and stops when it returns false or `cancel` is closed.
     pub async fn run<F, Fut>(self, cancel: async_channel::Receiver<()>, mut report: F)
     where
         F: FnMut(Verdict) -> Fut,
@@ -316,11 +319,15 @@ impl ProbeRunner {
                 async_io::Timer::after(self.probe.initial_delay).await;
             }
             let mut thresholds = Thresholds::default();
+            let mut interval = self.probe.period_until_passed();
             loop {
                 let started = Instant::now();
                 let result = check_once(&self.probe.check, &self.env, self.probe.timeout).await;
                 let passed = result.is_ok();
                 if let Some(v) = thresholds.record(&self.probe, passed) {
+                    if v {
+                        interval = self.probe.period;
+                    }
                     let detail = match result {
                         Ok(d) | Err(d) => d,
                     };
@@ -328,7 +335,7 @@ impl ProbeRunner {
                         return;
                     }
                 }
-                async_io::Timer::at(started + self.probe.period).await;
+                async_io::Timer::at(started + interval).await;
             }
         };
         let cancelled = async {

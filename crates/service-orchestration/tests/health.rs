@@ -1,5 +1,6 @@
 //! Health checks against real servers: HTTPS with a configured CA, without
-//! one, and with verification skipped; HTTP status expectations; TCP; exec timeouts.
+//! one, and with verification skipped; HTTP status expectations; TCP; exec timeouts;
+//! the start interval of a probe until it first passes in each run.
 
 mod common;
 
@@ -227,5 +228,76 @@ fn unsupported_target_is_an_error_naming_the_service() {
         };
         let err = ProcessExecutor::new().start(&spec, &ctx).await.unwrap_err();
         assert!(err.to_string().contains("`remote1`"), "{err}");
+    });
+}
+
+/// Lines in `path` (0 when it does not exist yet).
+fn lines(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+/// A readiness probe checks every `start_interval` until it first passes, then
+/// every `period`; a restarted service starts again at `start_interval`. The
+/// probe appends a line to a file on each run, so the test counts runs: with a
+/// one-hour period, any count above one before the first pass (and any run
+/// after it) comes from the start interval.
+#[test]
+fn start_interval_until_the_first_pass_then_the_period() {
+    smol::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        let ready = dir.path().join("ready");
+        let mut spec = common::sh("svc", dir.path(), "exec sleep 300");
+        let mut probe = common::probe(
+            Check::Exec {
+                command: "sh".into(),
+                args: vec![
+                    "-c".into(),
+                    format!(
+                        "echo run >> '{}'; test -f '{}'",
+                        runs.display(),
+                        ready.display()
+                    ),
+                ],
+            },
+            1_000_000,
+        );
+        probe.period = Duration::from_secs(3600);
+        probe.start_interval = Some(Duration::from_millis(20));
+        spec.readiness = Some(probe);
+        let m = common::manager(common::project(vec![spec]), common::smol_spawner());
+        let _guard = common::StopOnDrop(m.clone());
+        let svc = [common::name("svc")];
+        let healthy = || matches!(m.state("svc"), Some(harness_core::ServiceState::Healthy));
+
+        m.start(&svc).unwrap();
+        // Not ready: the check repeats at the start interval (the period would allow one run).
+        common::eventually("five runs before ready", Duration::from_secs(30), || {
+            lines(&runs) >= 5
+        })
+        .await;
+        assert!(!healthy());
+        std::fs::write(&ready, "").unwrap();
+        common::eventually("healthy", Duration::from_secs(30), healthy).await;
+        let at_pass = lines(&runs);
+        // Passed: the next run is an hour away. A window in which the start
+        // interval would have run the check dozens of times shows none.
+        async_io::Timer::after(Duration::from_millis(600)).await;
+        assert_eq!(lines(&runs), at_pass, "the check ran again after passing");
+        assert!(healthy());
+
+        // A new run starts again at the start interval.
+        std::fs::remove_file(&ready).unwrap();
+        m.restart(&svc).await.unwrap();
+        common::eventually(
+            "five runs after the restart",
+            Duration::from_secs(30),
+            || lines(&runs) >= at_pass + 5,
+        )
+        .await;
+        assert!(!healthy());
+        std::fs::write(&ready, "").unwrap();
+        common::eventually("healthy again", Duration::from_secs(30), healthy).await;
+        m.stop_all().await;
     });
 }
