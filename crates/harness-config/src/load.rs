@@ -201,7 +201,14 @@ const TYPE_KEYS: &[(&str, &[ServiceType])] = &[
     ("networks", &[ServiceType::Docker]),
     ("security", &[ServiceType::Docker]),
     ("resources", &[ServiceType::Docker]),
-    ("host", &[ServiceType::Remote, ServiceType::Package]),
+    (
+        "host",
+        &[
+            ServiceType::Remote,
+            ServiceType::Package,
+            ServiceType::Docker,
+        ],
+    ),
     ("package", &[ServiceType::Package]),
     ("version", &[ServiceType::Package]),
     ("install_path", &[ServiceType::Package]),
@@ -922,9 +929,16 @@ impl<'o> Loader<'o> {
                         .map(PathBuf::from),
                 }
             }
-            ServiceType::Docker => Target::Docker(self.docker(n, rs, raw)?),
+            ServiceType::Docker => Target::Docker(DockerSpec {
+                host: host_field.clone(),
+                ..self.docker(n, rs, raw)?
+            }),
         };
-        let is_local = matches!(kind, ServiceType::Process | ServiceType::Docker);
+        let is_local = match kind {
+            ServiceType::Process => true,
+            ServiceType::Docker => host_field.is_none(),
+            ServiceType::Remote | ServiceType::Package => false,
+        };
         let network = self.service_network(n, rs, kind, host_field.as_deref(), networks, is_local);
 
         // Environment: env files first, then env / environment.
@@ -1352,6 +1366,7 @@ impl<'o> Loader<'o> {
             networks: rs.networks.clone().unwrap_or_default(),
             security,
             resources: Resources { cpus, memory },
+            host: None,
         })
     }
 

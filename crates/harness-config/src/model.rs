@@ -319,11 +319,13 @@ impl ServiceSpec {
             .and_then(|probe| probe.check.port())
     }
 
-    /// The remote host it runs on, for remote and package services.
+    /// The node it runs on: for remote and package services, and for docker
+    /// services placed on a node's engine. `None` runs it on this machine.
     pub fn host(&self) -> Option<&str> {
         match &self.target {
             Target::Remote { host, .. } | Target::Package { host, .. } => Some(host),
-            _ => None,
+            Target::Docker(d) => d.host.as_deref(),
+            Target::Process { .. } => None,
         }
     }
 
@@ -436,6 +438,10 @@ pub struct DockerSpec {
     pub security: Security,
     /// Limits.
     pub resources: Resources,
+    /// The node whose engine runs the container (its address or node name),
+    /// reached over ssh; `None`: this machine's engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// How to build an image.

@@ -235,7 +235,8 @@ pub struct RawService {
     /// Limits (`docker`).
     pub resources: Option<RawResources>,
 
-    /// The node it runs on: its address or node name (`remote`, `package`).
+    /// The node it runs on: its address or node name (`remote`, `package`; for
+    /// `docker`, the node whose engine runs the container, default this machine).
     pub host: Option<String>,
     /// The package: an archive path or name (`package`).
     pub package: Option<String>,

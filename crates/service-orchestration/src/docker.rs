@@ -1,7 +1,8 @@
 //! The executor of Docker services, on the real engine through `docker-engine`.
 //!
 //! - Containers are named `<project>-<service>` and labelled
-//!   `harness.project`, `harness.service` and `harness.config-hash`, so a new
+//!   `harness.project`, `harness.service` and `harness.config-hash` (and
+//!   `harness.node` when placed on a node's engine), so a new
 //!   daemon finds them again: [`ServiceExecutor::attach`] re-adopts one from its
 //!   record, and [`ServiceExecutor::start`] adopts a running container of the same
 //!   service and configuration instead of starting a duplicate.
@@ -47,6 +48,9 @@ pub const LABEL_PROJECT: &str = "harness.project";
 pub const LABEL_SERVICE: &str = "harness.service";
 /// Label holding a hash of the configuration the container was created from.
 pub const LABEL_CONFIG_HASH: &str = "harness.config-hash";
+/// Label naming the node a container was placed on (`host:` of the service);
+/// absent on containers of this machine's engine.
+pub const LABEL_NODE: &str = "harness.node";
 /// Where the writable state volume of a read-only container is mounted.
 pub const STATE_DIR: &str = "/state";
 
@@ -629,6 +633,9 @@ pub fn container_spec(
     c.env = ctx.env.clone();
     c.labels.insert(LABEL_PROJECT.into(), project.into());
     c.labels.insert(LABEL_SERVICE.into(), service.into());
+    if let Some(node) = &d.host {
+        c.labels.insert(LABEL_NODE.into(), node.clone());
+    }
     c.working_dir = spec
         .working_dir
         .as_ref()
@@ -1072,6 +1079,7 @@ mod tests {
             networks: Vec::new(),
             security: Security::default(),
             resources: Resources::default(),
+            host: None,
         }
     }
 

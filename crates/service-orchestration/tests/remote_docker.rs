@@ -73,6 +73,7 @@ fn docker_on_a_node_through_dial_stdio() {
             networks: Vec::new(),
             security: Security::default(),
             resources: Resources::default(),
+            host: None,
         });
         let ctx = ctx(&project, smol_spawner());
         let result = async {

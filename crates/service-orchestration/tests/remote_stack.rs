@@ -116,6 +116,7 @@ fn stack_across_local_process_container_and_two_nodes() {
             networks: Vec::new(),
             security: Security::default(),
             resources: Resources::default(),
+            host: None,
         });
         depends(&mut web, "worker", Condition::Started);
         for s in [&mut db, &mut api, &mut worker, &mut sidecar, &mut web] {
