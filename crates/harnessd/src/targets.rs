@@ -6,12 +6,14 @@
 //! ([`Targets::for_project`]):
 //!
 //! - **Docker.** One engine client (`DOCKER_HOST`, else the local socket),
-//!   connected the first time a project with docker services needs it. A
-//!   project without docker services never touches the engine, so it works on
-//!   a machine without Docker; when the engine cannot be reached, the docker
-//!   services of a project fail to start with an error that says so. Before a
-//!   manager re-adopts records, the running containers of the project are
-//!   discovered, so endpoints resolve to them and nothing is started twice.
+//!   connected the first time a project with docker services on this machine
+//!   needs it. A project without such services never touches the engine, so it
+//!   works on a machine without Docker; when the engine cannot be reached, the
+//!   docker services of a project fail to start with an error that says so.
+//!   Before a manager re-adopts records, the running containers of the project
+//!   are discovered, so endpoints resolve to them and nothing is started twice.
+//!   Docker services with `host:` run on their node's engine over ssh, one
+//!   client per node connected on first use ([`DockerPlacement`]).
 //! - **Nodes.** The nodes of the project's networks, with their ssh master
 //!   connections in a short control directory of the daemon. The remote
 //!   resolver asks each node for its address and for this machine's address
@@ -33,6 +35,7 @@ use futures_lite::StreamExt;
 use harness_config::ServiceSpec;
 use harness_core::{OutputLine, OutputStream, ServiceKind};
 use service_orchestration::docker::DockerExecutor;
+use service_orchestration::docker_hosts::DockerPlacement;
 use service_orchestration::package::{PackageExecutor, project_dir};
 use service_orchestration::remote::{RemoteExecutor, RemoteResolver};
 use service_orchestration::ssh::{MAX_CONTROL_DIR_LEN, SshHosts, SshOptions};
@@ -127,7 +130,14 @@ impl Targets {
         let mut executors: Vec<(ServiceKind, SharedExecutor)> = Vec::new();
         let mut resolver: Arc<dyn EndpointResolver> = Arc::new(LoopbackResolver::new(project));
         let mut docker = None;
-        if kinds.contains(&ServiceKind::Docker) {
+        // Docker services go to this machine's engine or to their node's
+        // (`host:`); the local engine is only needed for the former.
+        let mut placement = DockerPlacement::new();
+        let local_docker = project
+            .services
+            .values()
+            .any(|s| s.kind() == ServiceKind::Docker && s.host().is_none());
+        if local_docker {
             match self.docker().await {
                 Ok(d) => {
                     match d.discover(project).await {
@@ -144,24 +154,18 @@ impl Targets {
                         }
                     }
                     resolver = Arc::new(d.resolver(project, resolver));
-                    executors.push((ServiceKind::Docker, ToLogFiles::wrap(d.clone())));
+                    placement = placement.with_local(d.clone());
                     docker = Some(d);
                 }
                 Err(reason) => {
                     tracing::warn!(project = name, %reason, "docker services cannot run");
-                    executors.push((
-                        ServiceKind::Docker,
-                        Arc::new(Unavailable {
-                            kind: ServiceKind::Docker,
-                            reason,
-                        }),
-                    ));
+                    placement = placement.with_local_unavailable(reason);
                 }
             }
         }
         let mut hosts = None;
         let on_nodes = [ServiceKind::Remote, ServiceKind::Package];
-        if kinds.iter().any(|k| on_nodes.contains(k)) {
+        if project.services.values().any(|s| s.host().is_some()) {
             match SshHosts::for_project(project, &self.ssh, &self.control_dir) {
                 Ok(h) => {
                     let discovered = futures_lite::future::or(
@@ -195,11 +199,13 @@ impl Targets {
                         package = package.with_base_dir(dir);
                     }
                     executors.push((ServiceKind::Package, ToLogFiles::wrap(package)));
+                    placement = placement.with_nodes(h.clone());
                     hosts = Some(h);
                 }
                 Err(e) => {
                     let reason = format!("cannot set up ssh to the project's nodes: {e}");
                     tracing::warn!(project = name, %reason, "services on nodes cannot run");
+                    placement = placement.with_nodes_unavailable(reason.clone());
                     for kind in on_nodes {
                         executors.push((
                             kind,
@@ -211,6 +217,9 @@ impl Targets {
                     }
                 }
             }
+        }
+        if kinds.contains(&ServiceKind::Docker) {
+            executors.push((ServiceKind::Docker, ToLogFiles::wrap(placement)));
         }
         ProjectTargets {
             executors,

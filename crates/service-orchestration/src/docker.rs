@@ -116,6 +116,8 @@ pub struct DockerExecutor {
     docker: Docker,
     launched: Launches,
     host: String,
+    /// End an instance's events at once when the engine's streams break.
+    stream_loss_ends: bool,
 }
 
 /// Records of running containers by (project, service), shared with resolvers.
@@ -136,6 +138,7 @@ impl DockerExecutor {
             docker,
             launched: Launches::default(),
             host,
+            stream_loss_ends: false,
         }
     }
 
@@ -144,6 +147,17 @@ impl DockerExecutor {
     /// engine reached over ssh.
     pub fn with_host_name(mut self, host: impl Into<String>) -> DockerExecutor {
         self.host = host.into();
+        self
+    }
+
+    /// When the engine's event stream of a container breaks, ends the
+    /// instance's events at once with [`ExitStatus::Unknown`] instead of
+    /// asking the engine how the container ended (which waits on a new
+    /// connection). For an engine behind a connection that may drop, whose
+    /// caller then finds out itself whether the container still runs (see
+    /// [`crate::docker_hosts`]).
+    pub fn with_stream_loss_ending_events(mut self) -> DockerExecutor {
+        self.stream_loss_ends = true;
         self
     }
 
@@ -379,6 +393,7 @@ impl DockerExecutor {
             logs,
             tx,
             instance.last_log.clone(),
+            self.stream_loss_ends,
         )));
         Ok(Launched {
             instance,
@@ -450,7 +465,8 @@ impl EndpointResolver for DockerResolver {
 }
 
 /// Feeds the instance's events: output lines from the logs, then the exit
-/// from the `die` event (falling back to waiting on the container).
+/// from the `die` event (falling back to waiting on the container, unless
+/// `loss_ends`: then a broken event stream ends with an unknown exit at once).
 async fn pump(
     docker: Docker,
     id: String,
@@ -458,6 +474,7 @@ async fn pump(
     mut logs: docker_engine::LogStream,
     tx: async_channel::Sender<InstanceEvent>,
     last_log: Arc<Mutex<Option<String>>>,
+    loss_ends: bool,
 ) {
     let (die_tx, die_rx) = async_channel::bounded::<Option<i64>>(1);
     let watcher = {
@@ -475,6 +492,7 @@ async fn pump(
                         }
                     }
                     Some(Ok(_)) => {}
+                    Some(Err(_)) | None if loss_ends => return None,
                     // The event stream broke: wait on the container instead.
                     Some(Err(_)) | None => {
                         return docker
@@ -523,7 +541,7 @@ async fn pump(
         .unwrap_or_else(|e| e.into_inner())
         .take()
         .flatten();
-    if code.is_none() {
+    if code.is_none() && !loss_ends {
         code = docker
             .inspect_container(&id)
             .await

@@ -6,6 +6,8 @@
 //!   [`ProcessExecutor`] ([`process`]) runs local processes.
 //! - [`docker`]: the executor of Docker services (containers on the local engine or
 //!   on a node's engine reached over ssh) and the addresses they resolve to.
+//! - [`docker_hosts`]: the docker executor that places each container on this
+//!   machine's engine or on its node's, and shows a node that drops off as unreachable.
 //! - [`ssh`]: connections to remote nodes: the system `ssh`, one multiplexed master
 //!   connection per node, and whether each node answers.
 //! - [`remote`]: the executor of `remote` services, detached on their node under a
@@ -23,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod docker;
+pub mod docker_hosts;
 pub mod executor;
 pub mod health;
 pub mod lifecycle;
