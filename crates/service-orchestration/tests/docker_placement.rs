@@ -1,0 +1,206 @@
+//! `DockerPlacement`: a docker service with `host:` runs on its node's engine
+//! (through `ssh NODE docker system dial-stdio`), a new executor re-adopts it
+//! by the host in its record, and a container that dies while its node is cut
+//! off is reported as unreachable, then reachable and exited once the node is
+//! back. (The test node's engine is this machine's engine, mounted into the
+//! node with the docker CLI; the path to it is ssh.)
+
+#[path = "remote_support/mod.rs"]
+mod remote_support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_lite::StreamExt;
+use harness_config::{DockerSpec, Resources, Security, ServiceSpec, Target};
+use harness_core::{ExitStatus, ServiceKind};
+use remote_support::*;
+use service_orchestration::docker::{DockerExecutor, LABEL_NODE, LABEL_PROJECT};
+use service_orchestration::docker_hosts::DockerPlacement;
+use service_orchestration::{
+    ExecutorError, InstanceEvent, InstanceEvents, InstanceRecord, ServiceExecutor,
+};
+
+/// The docker CLI of this machine, to place on the node.
+fn docker_cli() -> Option<String> {
+    let out = Command::new("sh")
+        .args(["-c", "command -v docker"])
+        .output()
+        .ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (!path.is_empty()).then_some(path)
+}
+
+fn on_node(svc: &str, host: Option<&str>) -> ServiceSpec {
+    let mut spec = ServiceSpec::process(name(svc), "unused", vec![]);
+    spec.target = Target::Docker(DockerSpec {
+        image: "harness-test/busybox:latest".into(),
+        build: None,
+        command: Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "echo on the node; exec sleep 1000".into(),
+        ]),
+        entrypoint: None,
+        volumes: Vec::new(),
+        networks: Vec::new(),
+        security: Security::default(),
+        resources: Resources::default(),
+        host: host.map(str::to_owned),
+    });
+    spec
+}
+
+/// The next event other than output and the start, within `secs`.
+async fn next_state_event(events: &mut InstanceEvents, secs: u64) -> Option<InstanceEvent> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let next = async { events.next().await.map(Some) };
+        let timer = async {
+            async_io::Timer::at(deadline).await;
+            None
+        };
+        match futures_lite::future::or(next, timer).await {
+            None | Some(None) => return None,
+            Some(Some(
+                InstanceEvent::Output(_)
+                | InstanceEvent::Dropped { .. }
+                | InstanceEvent::Started { .. },
+            )) => {}
+            Some(Some(ev)) => return Some(ev),
+        }
+    }
+}
+
+fn docker_quiet(args: &[&str]) {
+    let _ = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+#[test]
+fn a_container_on_a_node_is_placed_readopted_and_seen_through_an_outage() {
+    if !nodes_available() {
+        return;
+    }
+    let Some(cli) = docker_cli() else {
+        eprintln!("skipping: no docker CLI to place on the node");
+        return;
+    };
+    let cli_mount = format!("{cli}:/usr/bin/docker:ro");
+    let nodes = Nodes::start_with(
+        1,
+        &[
+            "-v",
+            &cli_mount,
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock",
+        ],
+    );
+    let project = project_name();
+    smol::block_on(async {
+        let hosts = nodes.hosts(nodes.options());
+        nodes.wait_ready(&hosts).await;
+        let ctx = ctx(&project, smol_spawner());
+        let exec = DockerPlacement::new().with_nodes(hosts.clone());
+        let result = async {
+            // Without a local engine, a service without a host cannot run.
+            let err = exec.start(&on_node("here", None), &ctx).await.err();
+            assert!(
+                matches!(&err, Some(ExecutorError::Start { source, .. }) if source.to_string().contains("this machine")),
+                "{err:?}"
+            );
+
+            let spec = on_node("web", Some("n1"));
+            let mut first = exec.start(&spec, &ctx).await?;
+            let (lines, exit) = read_until(&mut first.events, 60, |l| !l.is_empty()).await;
+            assert_eq!((lines.as_slice(), exit), (&["on the node".to_owned()][..], None));
+            let record = first.instance.record();
+            assert_eq!(record.kind, ServiceKind::Docker);
+            assert_eq!(record.host, "n1", "{record:?}");
+            let id = record.container_id.clone().expect("a container id");
+            let engine = hosts.get("n1").unwrap().docker().await.unwrap();
+            let i = engine.inspect_container(&id).await.unwrap();
+            assert_eq!(i.label(LABEL_NODE), Some("n1"));
+
+            // A new executor (a new daemon) re-adopts it by the record's host,
+            // and refuses when the service has moved.
+            let again = DockerPlacement::new().with_nodes(hosts.clone());
+            let moved = on_node("web", None);
+            let err = again.attach(&moved, &record, &ctx).await.err();
+            assert!(
+                matches!(&err, Some(ExecutorError::Attach { source, .. }) if source.to_string().contains("now placed on this machine")),
+                "{err:?}"
+            );
+            let mut second = again.attach(&spec, &record, &ctx).await?;
+            assert_eq!(second.instance.record().container_id.as_deref(), Some(id.as_str()));
+            drop(first);
+
+            // Cut off: unreachable, naming the node, not exited.
+            nodes.disconnect("n1");
+            let ev = next_state_event(&mut second.events, 90).await;
+            let Some(InstanceEvent::Unreachable { reason }) = &ev else {
+                panic!("expected unreachable, got {ev:?}");
+            };
+            assert!(reason.contains("`n1`"), "{reason}");
+            let why = second.instance.unreachable().await;
+            assert!(why.as_deref().is_some_and(|w| w.contains("`n1`")), "{why:?}");
+            // It dies while nobody can see it; the node comes back.
+            docker_quiet(&["kill", &id]);
+            nodes.connect("n1");
+            let ev = next_state_event(&mut second.events, 90).await;
+            assert_eq!(ev, Some(InstanceEvent::Reachable));
+            let ev = next_state_event(&mut second.events, 90).await;
+            assert_eq!(ev, Some(InstanceEvent::Exited(ExitStatus::Code(137))));
+            Ok::<_, ExecutorError>(())
+        }
+        .await;
+        let _ = DockerExecutor::new(hosts.get("n1").unwrap().docker().await.unwrap())
+            .remove_project(&project)
+            .await;
+        hosts.close_all().await;
+        result.unwrap();
+    });
+    docker_quiet(&["network", "rm", &format!("harness-{project}")]);
+    let left = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label={LABEL_PROJECT}={project}"))
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "containers left behind");
+}
+
+/// A record of a container on this machine's engine is not routed to a node.
+#[test]
+fn a_record_of_this_machine_needs_the_local_engine() {
+    smol::block_on(async {
+        let ctx = ctx(&project_name(), smol_spawner());
+        let record = InstanceRecord {
+            kind: ServiceKind::Docker,
+            pid: None,
+            container_id: Some("0123".into()),
+            host: "local".into(),
+            data: serde_json::Value::Null,
+        };
+        let err = DockerPlacement::new()
+            .with_local_unavailable("the Docker engine is unreachable: test")
+            .attach(&on_node("web", None), &record, &ctx)
+            .await
+            .err();
+        assert!(
+            matches!(&err, Some(ExecutorError::Attach { source, .. }) if source.to_string().contains("engine is unreachable: test")),
+            "{err:?}"
+        );
+        let err = DockerPlacement::new()
+            .attach(&on_node("web", Some("n1")), &record, &ctx)
+            .await
+            .err();
+        assert!(
+            matches!(&err, Some(ExecutorError::Attach { source, .. }) if source.to_string().contains("node `n1`")),
+            "{err:?}"
+        );
+    });
+}
