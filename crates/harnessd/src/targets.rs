@@ -57,6 +57,10 @@ pub struct ProjectTargets {
     pub docker: Option<DockerExecutor>,
     /// The project's nodes, when it has services on nodes.
     pub hosts: Option<SshHosts>,
+    /// The executor of the project's docker services, when it has any: it
+    /// knows every engine they ran on, this machine's and the nodes'
+    /// ([`DockerPlacement::remove_project`] cleans them all up).
+    pub docker_placement: Option<Arc<DockerPlacement>>,
 }
 
 impl std::fmt::Debug for ProjectTargets {
@@ -68,6 +72,7 @@ impl std::fmt::Debug for ProjectTargets {
             )
             .field("docker", &self.docker.is_some())
             .field("hosts", &self.hosts)
+            .field("docker_placement", &self.docker_placement)
             .finish_non_exhaustive()
     }
 }
@@ -218,14 +223,23 @@ impl Targets {
                 }
             }
         }
+        let mut docker_placement = None;
         if kinds.contains(&ServiceKind::Docker) {
-            executors.push((ServiceKind::Docker, ToLogFiles::wrap(placement)));
+            let placement = Arc::new(placement);
+            executors.push((
+                ServiceKind::Docker,
+                Arc::new(ToLogFiles {
+                    inner: placement.clone(),
+                }),
+            ));
+            docker_placement = Some(placement);
         }
         ProjectTargets {
             executors,
             resolver,
             docker,
             hosts,
+            docker_placement,
         }
     }
 }

@@ -3,7 +3,8 @@
 //! system dial-stdio`, and a local process waits for it to be healthy. When
 //! the node is cut off its network, the service shows `unknown` with a reason
 //! naming the node; when the node is back, the same container runs on and is
-//! followed again: no second container, no restart.
+//! followed again: no second container, no restart. A daemon killed with
+//! SIGKILL is replaced by one that re-adopts the same container.
 //!
 //! The test node's engine is this machine's engine, mounted into the node
 //! with the docker CLI; the only way the daemon reaches it for the service is
@@ -148,7 +149,7 @@ async fn status_until(
 }
 
 #[test]
-fn docker_service_on_a_node_is_unknown_while_cut_off_and_followed_again() {
+fn docker_service_on_a_node_through_a_cut_off_and_a_daemon_kill_9() {
     if !nodes_available() {
         return;
     }
@@ -172,9 +173,9 @@ fn docker_service_on_a_node_is_unknown_while_cut_off_and_followed_again() {
     for o in SSH_OPTIONS {
         args.extend(["--ssh-option", o]);
     }
-    let d = TestDaemon::start_with(&args);
+    let mut d = TestDaemon::start_with(&args);
     let p = project(d.dir.path(), &name, &nodes);
-    smol::block_on(async {
+    let id = smol::block_on(async {
         let hosts = nodes.hosts(nodes.options());
         nodes.wait_ready(&hosts).await;
         hosts.close_all().await;
@@ -253,6 +254,36 @@ fn docker_service_on_a_node_is_unknown_while_cut_off_and_followed_again() {
             1,
             "{}: {text:?}",
             log.display()
+        );
+
+        id
+    });
+
+    // A daemon killed with SIGKILL: the next one re-adopts the container on
+    // the node by its record, without starting another.
+    smol::block_on(async {
+        let state_file = harness_protocol::StateDir::new(&d.state).state_file();
+        let deadline = Instant::now() + DEADLINE;
+        while !std::fs::read_to_string(&state_file).is_ok_and(|t| t.contains(&id)) {
+            assert!(Instant::now() < deadline, "state never persisted");
+            async_io::Timer::after(Duration::from_millis(100)).await;
+        }
+    });
+    d.signal(rustix::process::Signal::KILL);
+    d.wait_exit();
+    d.spawn(&args);
+    smol::block_on(async {
+        let c = Client::connect(&d.state).await.expect("connect");
+        let (web, _) = status_until(&c, "not re-adopted", &d, |s| {
+            s.state == ServiceState::Healthy
+        })
+        .await;
+        assert_eq!(web.container_id.as_deref(), Some(id.as_str()), "{web:?}");
+        assert_eq!(web.host, "n1", "{web:?}");
+        assert_eq!(
+            containers(&[("harness.project", &name), ("harness.service", "web")]),
+            std::slice::from_ref(&id),
+            "no second container after the daemon's restart"
         );
 
         c.down(ServicesParams::default()).await.expect("down");
