@@ -5,7 +5,9 @@
 //! - lines: `seq 1000000` read line by line through the event stream, vs the
 //!   same producer piped into `cat > /dev/null`.
 //!
-//! Run with `cargo bench -p command-executor`.
+//! Run with `cargo bench -p command-executor`; name parts to run only those,
+//! e.g. `cargo bench -p command-executor --bench executor -- spawn`
+//! (parts: `spawn`, `interleaved`, `lines`).
 
 use std::time::{Duration, Instant};
 
@@ -171,6 +173,23 @@ fn main() {
         println!("executor bench: run with `cargo bench` to measure");
         return;
     }
+    let parts: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = |part: &str| parts.is_empty() || parts.iter().any(|p| part.contains(p.as_str()));
+    if run("spawn") {
+        spawn_part();
+    }
+    if run("interleaved") {
+        interleaved_part();
+    }
+    if run("lines") {
+        lines_part();
+    }
+}
+
+fn spawn_part() {
     let (mut bare_s, mut ours_s, mut bare_c, mut ours_c) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
@@ -202,7 +221,9 @@ fn main() {
         omin.as_secs_f64() * 1e3,
         omin.as_secs_f64() / bmin.as_secs_f64()
     );
+}
 
+fn interleaved_part() {
     let (mut ib, mut io) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let (b, o) = interleaved_spawn();
@@ -217,7 +238,9 @@ fn main() {
         o.as_secs_f64() * 1e3,
         o.as_secs_f64() / b.as_secs_f64()
     );
+}
 
+fn lines_part() {
     let (mut bare_l, mut ours_l) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         bare_l.push(bare_lines());

@@ -1,7 +1,7 @@
 //! Observing processes this program did not start (or started in an earlier
 //! life): [`Attacher`], [`LocalAttacher`], [`AttachedHandle`].
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::ExecError;
 use crate::events::{EventStream, ExitCell, LogOffsets, Shared};
 use crate::proc::{self, ProcessIdentity};
-use crate::pump::{self, FileSource};
+use crate::pump::{ExitWatch, FileSource, Output, Pump, Watch};
 
 /// Where to start following a log file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -106,9 +106,6 @@ impl Attacher for LocalAttacher {
     }
 }
 
-/// How often `/proc` is looked at when no pidfd is available.
-const PROC_POLL: Duration = Duration::from_millis(100);
-
 fn open_pidfd(pid: u32) -> Option<OwnedFd> {
     let raw = i32::try_from(pid)
         .ok()
@@ -162,27 +159,35 @@ fn attach_local(target: AttachTarget) -> Result<(AttachedHandle, EventStream), E
         follow.push(FileSource::new(file, OutputStream::Stderr, 16 * 1024, pos));
     }
 
-    let shared = Shared::new(8192);
+    let pump = Pump::get().map_err(|source| ExecError::Watch {
+        pid: id.pid,
+        source,
+    })?;
+    let entry = pump.next_id();
+    let shared = if follow.is_empty() {
+        Shared::new(8192)
+    } else {
+        pump.files_queue(entry, 8192)
+    };
     let exit = ExitCell::new();
     let signal_fd = pidfd.as_ref().and_then(|fd| fd.try_clone().ok());
-    let watcher = {
-        let exit = exit.clone();
-        async move {
-            let status = watch_exit(id, pidfd).await;
-            exit.set(status);
-        }
+    let watch = match pidfd {
+        Some(fd) => ExitWatch::Peek(fd),
+        None => ExitWatch::Proc(id),
     };
-    let reader = pump::follow_files(shared.clone(), exit.clone(), follow);
-    std::thread::Builder::new()
-        .name(format!("harness-attach-{}", id.pid))
-        .stack_size(256 * 1024)
-        .spawn(move || {
-            futures_lite::future::block_on(futures_lite::future::zip(watcher, reader));
-        })
-        .map_err(|source| ExecError::Watch {
-            pid: id.pid,
-            source,
-        })?;
+    pump.register(
+        entry,
+        Watch {
+            shared: shared.clone(),
+            exit: exit.clone(),
+            watch,
+            output: Output::Files(follow),
+        },
+    )
+    .map_err(|source| ExecError::Watch {
+        pid: id.pid,
+        source,
+    })?;
 
     let handle = AttachedHandle {
         identity: id,
@@ -191,36 +196,6 @@ fn attach_local(target: AttachTarget) -> Result<(AttachedHandle, EventStream), E
         pidfd: signal_fd.map(Arc::new),
     };
     Ok((handle, EventStream::new(shared, id.pid, offsets)))
-}
-
-/// Completes when the process has ended (pidfd readable, or `/proc` shows it
-/// gone), with how it ended if that can be seen.
-async fn watch_exit(id: ProcessIdentity, pidfd: Option<OwnedFd>) -> ExitStatus {
-    if let Some(fd) = pidfd
-        && let Ok(fd) = async_io::Async::new(fd)
-        && fd.readable().await.is_ok()
-    {
-        return peek_status(fd.get_ref().as_fd());
-    }
-    while id.check().is_ok() {
-        async_io::Timer::after(PROC_POLL).await;
-    }
-    ExitStatus::Unknown
-}
-
-/// How an ended process ended, when we are its parent (e.g. a subreaper that
-/// adopted it); it is left unreaped for whoever reaps it. `Unknown` otherwise.
-fn peek_status(fd: BorrowedFd<'_>) -> ExitStatus {
-    use rustix::process::{WaitId, WaitIdOptions, waitid};
-    let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
-    match waitid(WaitId::PidFd(fd), opts) {
-        Ok(Some(st)) => match (st.exit_status(), st.terminating_signal()) {
-            (Some(code), _) if st.exited() => ExitStatus::Code(code),
-            (_, Some(sig)) => ExitStatus::Signal(sig),
-            _ => ExitStatus::Unknown,
-        },
-        _ => ExitStatus::Unknown,
-    }
 }
 
 /// Control over a process found running: signals, stop, wait. It has no
@@ -329,32 +304,5 @@ impl AttachedHandle {
     /// Waits until it ends.
     pub async fn wait(&self) -> Result<ExitStatus, ExecError> {
         Ok(self.exit.wait().await)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_is_seen_without_a_pidfd_too() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("300")
-            .spawn()
-            .unwrap();
-        let id = ProcessIdentity::of(child.id()).unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            async_io::block_on(watch_exit(id, None));
-            let _ = tx.send(());
-        });
-        assert!(
-            rx.recv_timeout(Duration::from_millis(300)).is_err(),
-            "exit seen while running"
-        );
-        child.kill().unwrap();
-        child.wait().unwrap();
-        rx.recv_timeout(Duration::from_secs(30))
-            .expect("exit seen through /proc");
     }
 }

@@ -1,9 +1,9 @@
 //! Events of a running process and the bounded queue that carries them.
 //!
-//! A background reader (see `pump`) fills a [`Shared`] queue; the
-//! [`EventStream`] empties it. The reader never waits for the consumer: when
-//! the queue is full, lines are dropped and counted (pipes), or left in the log
-//! file until there is room (files).
+//! The pump (see `pump`) fills a [`Shared`] queue; the [`EventStream`]
+//! empties it. The pump never waits for the consumer: when the queue is full,
+//! lines are dropped and counted (pipes), or left in the log file until there
+//! is room (files).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -61,18 +61,30 @@ struct QueueState {
     finished: Option<ExitStatus>,
     waker: Option<Waker>,
     consumer_gone: bool,
+    /// The producer waits for room (see [`Shared::wait_for_room`]).
+    producer_waiting: bool,
 }
 
-/// The queue between the background reader and the [`EventStream`].
+/// Called when the consumer makes room for a producer that waits for it.
+pub(crate) type SpaceWake = Box<dyn Fn() + Send + Sync>;
+
+/// The queue between the pump and the [`EventStream`].
 pub(crate) struct Shared {
     state: Mutex<QueueState>,
-    /// Notified when the consumer takes items out.
-    pub(crate) space: Event,
+    /// Wakes a producer that waits for room.
+    space_wake: Option<SpaceWake>,
     capacity: usize,
 }
 
 impl Shared {
+    /// A queue of `capacity` lines whose producer never waits for room.
     pub(crate) fn new(capacity: usize) -> Arc<Shared> {
+        Self::with_space_wake(capacity, None)
+    }
+
+    /// A queue whose producer may wait for room: `space_wake` is called when
+    /// the consumer takes items out after [`wait_for_room`](Self::wait_for_room).
+    pub(crate) fn with_space_wake(capacity: usize, space_wake: Option<SpaceWake>) -> Arc<Shared> {
         Arc::new(Shared {
             state: Mutex::new(QueueState {
                 items: VecDeque::new(),
@@ -81,10 +93,29 @@ impl Shared {
                 finished: None,
                 waker: None,
                 consumer_gone: false,
+                producer_waiting: false,
             }),
-            space: Event::new(),
+            space_wake,
             capacity: capacity.max(1),
         })
+    }
+
+    /// Called by a producer that found no room: true if it is now registered
+    /// to be woken when the consumer takes items out, false if there is room
+    /// already (or the consumer is gone) and it should look again now.
+    pub(crate) fn wait_for_room(&self) -> bool {
+        let mut st = self.lock();
+        if st.consumer_gone || (st.items.len() < self.capacity && st.bytes < QUEUE_BYTES) {
+            return false;
+        }
+        st.producer_waiting = true;
+        true
+    }
+
+    fn wake_producer(&self) {
+        if let Some(wake) = &self.space_wake {
+            wake();
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, QueueState> {
@@ -217,8 +248,11 @@ impl Stream for EventStream {
         if !st.items.is_empty() {
             std::mem::swap(&mut st.items, &mut this.local);
             st.bytes = 0;
+            let waiting = std::mem::take(&mut st.producer_waiting);
             drop(st);
-            this.shared.space.notify(1);
+            if waiting {
+                this.shared.wake_producer();
+            }
             let item = this
                 .local
                 .pop_front()
@@ -243,13 +277,16 @@ impl Stream for EventStream {
 
 impl Drop for EventStream {
     fn drop(&mut self) {
-        {
+        let waiting = {
             let mut st = self.shared.lock();
             st.consumer_gone = true;
             st.items.clear();
             st.bytes = 0;
+            std::mem::take(&mut st.producer_waiting)
+        };
+        if waiting {
+            self.shared.wake_producer();
         }
-        self.shared.space.notify(usize::MAX);
     }
 }
 

@@ -6,13 +6,16 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_process::ChildStdin;
+use std::process::ChildStdin;
+
+use async_io::Async;
 use futures_lite::AsyncWriteExt;
 use harness_core::{ExitStatus, OutputStream, Signal};
+use rustix::process::Pid;
 
 use crate::events::{EventStream, ExitCell, LogOffsets, Shared};
 use crate::proc::{self, ProcessIdentity};
-use crate::pump::{self, FileSource};
+use crate::pump::{self, ExitWatch, FileSource, Output, PipeSource, Pump, StartTime, Watch};
 use crate::{Command, ExecError, StdinMode};
 
 /// Where a launched process writes its stdout and stderr.
@@ -182,24 +185,49 @@ fn open_follow(path: &PathBuf) -> Result<File, ExecError> {
     })
 }
 
-fn exit_status(st: std::process::ExitStatus) -> ExitStatus {
-    use std::os::unix::process::ExitStatusExt;
-    match (st.code(), st.signal()) {
-        (Some(c), _) => ExitStatus::Code(c),
-        (None, Some(s)) => ExitStatus::Signal(s),
-        _ => ExitStatus::Unknown,
+/// Waits until child `pid` has ended, then reads its start time (if not yet
+/// known) and reaps it.
+fn reap(pid: Pid, start: &StartTime) -> ExitStatus {
+    use rustix::process::{WaitId, WaitIdOptions, waitid};
+    // Without reaping, and without holding `start` (the handle may want it meanwhile).
+    let ended = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT;
+    while let Err(rustix::io::Errno::INTR) | Ok(None) = waitid(WaitId::Pid(pid), ended) {}
+    let _known = start.before_reap();
+    loop {
+        match waitid(WaitId::Pid(pid), WaitIdOptions::EXITED) {
+            Err(rustix::io::Errno::INTR) => {}
+            Ok(Some(st)) => return pump::wait_status(st),
+            _ => return ExitStatus::Unknown,
+        }
     }
+}
+
+/// Kills the group of a child that could not be set up, and reaps it.
+fn abandon(pid: Pid, start: &StartTime) -> ExitStatus {
+    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    reap(pid, start)
 }
 
 fn launch_local(
     cmd: &Command,
     opts: LaunchOptions,
 ) -> Result<(ProcessHandle, EventStream), ExecError> {
+    launch_with(cmd, opts, true)
+}
+
+/// Launches; `use_pidfd: false` makes it wait for the exit on a thread as
+/// it does where pidfds are unavailable.
+fn launch_with(
+    cmd: &Command,
+    opts: LaunchOptions,
+    use_pidfd: bool,
+) -> Result<(ProcessHandle, EventStream), ExecError> {
     let spawn_err = |source| ExecError::Spawn {
         program: cmd.program().to_owned(),
         source,
     };
-    let mut command = async_process::Command::from(cmd.to_std());
+    let pump = Pump::get().map_err(spawn_err)?;
+    let mut command = cmd.to_std();
     command.stdin(match cmd.get_stdin() {
         StdinMode::Null => Stdio::null(),
         StdinMode::Piped => Stdio::piped(),
@@ -242,53 +270,86 @@ fn launch_local(
     }
     let mut child = command.spawn().map_err(spawn_err)?;
     let pid = child.id();
-    // The child exists (it may already be a zombie, which still has its stat).
-    let identity = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
+    let raw_pid = Pid::from_child(&child);
+    // Nothing but the pump (or `reap`) reaps the child: until then its pid is
+    // its own, its start time can be read when first needed, and a pidfd
+    // opened now surely refers to it.
+    let start = StartTime::new(pid);
     let offsets = LogOffsets {
         stdout: follow.first().map_or(0, |f| f.start()),
         stderr: follow.get(1).map_or(0, |f| f.start()),
     };
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let shared = Shared::new(opts.buffer_events);
-    let exit = ExitCell::new();
-
-    let waiter = {
-        let exit = exit.clone();
-        async move {
-            let status = match child.status().await {
-                Ok(st) => exit_status(st),
-                Err(_) => ExitStatus::Unknown,
-            };
-            exit.set(status);
+    let id = pump.next_id();
+    let set_up = (|| {
+        let stdin = child.stdin.take().map(Async::new).transpose()?;
+        let (shared, output) = match opts.output {
+            OutputMode::Pipes => {
+                let out = PipeSource::new(
+                    child.stdout.take().map(Into::into),
+                    OutputStream::Stdout,
+                    opts.max_line_bytes,
+                )?;
+                let err = PipeSource::new(
+                    child.stderr.take().map(Into::into),
+                    OutputStream::Stderr,
+                    opts.max_line_bytes,
+                )?;
+                (Shared::new(opts.buffer_events), Output::Pipes { out, err })
+            }
+            OutputMode::Files { .. } => (
+                pump.files_queue(id, opts.buffer_events),
+                Output::Files(follow),
+            ),
+        };
+        let pidfd = if use_pidfd {
+            rustix::process::pidfd_open(raw_pid, rustix::process::PidfdFlags::empty()).ok()
+        } else {
+            None
+        };
+        let exit = ExitCell::new();
+        let watch = match pidfd {
+            Some(pidfd) => ExitWatch::Reap {
+                pidfd,
+                start: start.clone(),
+            },
+            None => ExitWatch::Reported,
+        };
+        let reported = matches!(watch, ExitWatch::Reported);
+        pump.register(
+            id,
+            Watch {
+                shared: shared.clone(),
+                exit: exit.clone(),
+                watch,
+                output,
+            },
+        )?;
+        Ok((stdin, shared, exit, reported))
+    })();
+    let (stdin, shared, exit, reported) = match set_up {
+        Ok(parts) => parts,
+        Err(e) => {
+            // Not registered: nobody else reaps it.
+            abandon(raw_pid, &start);
+            return Err(spawn_err(e));
         }
     };
-    let reader: futures_lite::future::Boxed<()> = match opts.output {
-        OutputMode::Pipes => Box::pin(pump::pump_pipes(
-            shared.clone(),
-            exit.clone(),
-            stdout,
-            stderr,
-            opts.max_line_bytes,
-        )),
-        OutputMode::Files { .. } => {
-            Box::pin(pump::follow_files(shared.clone(), exit.clone(), follow))
+    if reported {
+        // No pidfd: a small thread waits for the exit.
+        let (to, known) = (pump.clone(), start.clone());
+        let waiter = std::thread::Builder::new()
+            .name(format!("harness-reap-{pid}"))
+            .stack_size(64 * 1024)
+            .spawn(move || to.report_exit(id, reap(raw_pid, &known)));
+        if let Err(e) = waiter {
+            pump.report_exit(id, abandon(raw_pid, &start));
+            return Err(spawn_err(e));
         }
-    };
-    let spawned = std::thread::Builder::new()
-        .name(format!("harness-exec-{pid}"))
-        .stack_size(256 * 1024)
-        .spawn(move || {
-            futures_lite::future::block_on(futures_lite::future::zip(waiter, reader));
-        });
-    if let Err(e) = spawned {
-        let _ = proc::signal_group(identity, Signal::KILL);
-        return Err(spawn_err(e));
     }
     let stream = EventStream::new(shared, pid, offsets);
     let handle = ProcessHandle {
-        identity,
+        pid,
+        start,
         exit,
         stdin: async_lock::Mutex::new(stdin),
     };
@@ -302,20 +363,27 @@ fn launch_local(
 /// Dropping the handle leaves the process running (and still reaped).
 #[derive(Debug)]
 pub struct ProcessHandle {
-    identity: ProcessIdentity,
+    pid: u32,
+    /// Read from `/proc` when first asked for (see [`StartTime`]).
+    start: Arc<StartTime>,
     exit: Arc<ExitCell>,
-    stdin: async_lock::Mutex<Option<ChildStdin>>,
+    stdin: async_lock::Mutex<Option<Async<ChildStdin>>>,
 }
 
 impl ProcessHandle {
     /// The process id (also the process group id).
     pub fn pid(&self) -> u32 {
-        self.identity.pid
+        self.pid
     }
 
-    /// The pid and start time, to persist and re-attach later.
+    /// The pid and start time, to persist and re-attach later. The start time
+    /// is read from `/proc` on the first call (the process is not reaped
+    /// before it is known, so it is this process's even after it ended).
     pub fn identity(&self) -> ProcessIdentity {
-        self.identity
+        ProcessIdentity {
+            pid: self.pid,
+            start_time: self.start.get(),
+        }
     }
 
     /// How it ended, if it has.
@@ -326,7 +394,7 @@ impl ProcessHandle {
     /// Sends `sig` to every process of the group.
     /// [`ExecError::NotRunning`] when none is left.
     pub fn signal(&self, sig: Signal) -> Result<(), ExecError> {
-        if proc::signal_group(self.identity, sig)? {
+        if proc::signal_group(self.identity(), sig)? {
             Ok(())
         } else {
             Err(ExecError::NotRunning { pid: self.pid() })
@@ -345,13 +413,13 @@ impl ProcessHandle {
     /// group to end, then SIGKILL. Returns once no process of the group remains,
     /// with how the process itself ended.
     pub async fn stop(&self, grace: Duration) -> Result<ExitStatus, ExecError> {
-        proc::stop_group(self.identity, grace).await?;
+        proc::stop_group(self.identity(), grace).await?;
         Ok(self.exit.wait().await)
     }
 
     /// SIGKILL to the whole group; returns once none of it remains.
     pub async fn kill(&self) -> Result<ExitStatus, ExecError> {
-        proc::kill_group(self.identity).await?;
+        proc::kill_group(self.identity()).await?;
         Ok(self.exit.wait().await)
     }
 
@@ -388,5 +456,50 @@ impl ProcessHandle {
             })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_lite::StreamExt;
+
+    use super::*;
+    use crate::ProcessEvent;
+
+    #[test]
+    fn without_a_pidfd_the_exit_is_reaped_on_a_thread() {
+        futures_lite::future::block_on(async {
+            let cmd = Command::new("sh").arg("-c").arg("echo hi; exit 4");
+            let (h, mut ev) = launch_with(&cmd, LaunchOptions::default(), false).unwrap();
+            let mut events = Vec::new();
+            while let Some(e) = ev.next().await {
+                events.push(e);
+            }
+            assert_eq!(
+                events.first(),
+                Some(&ProcessEvent::Started { pid: h.pid() })
+            );
+            assert!(matches!(&events[1], ProcessEvent::Output(l) if l.text() == "hi"));
+            assert_eq!(
+                events.last(),
+                Some(&ProcessEvent::Exited(ExitStatus::Code(4)))
+            );
+            assert_eq!(events.len(), 3);
+            assert_eq!(h.wait().await.unwrap(), ExitStatus::Code(4));
+            assert_ne!(h.identity().start_time, 0);
+        });
+
+        // A long runner: its start time is readable while it runs, and the
+        // waiting thread does not hold it.
+        let (h, _ev) = launch_with(
+            &Command::new("sleep").arg("300"),
+            LaunchOptions::default(),
+            false,
+        )
+        .unwrap();
+        let id = h.identity();
+        assert_eq!(ProcessIdentity::of(h.pid()).unwrap(), id);
+        let status = futures_lite::future::block_on(h.kill()).unwrap();
+        assert_eq!(status, ExitStatus::Signal(9));
     }
 }

@@ -17,9 +17,9 @@
 //!
 //! Linux only: process groups, pidfds and `/proc` are what it builds on.
 //!
-//! Runtime-agnostic: the crate spawns no tasks on any executor. Each process
-//! gets one small thread that reads its output and reaps it (ADR 006); every
-//! future here works under smol, tokio or any other executor.
+//! Runtime-agnostic: the crate spawns no tasks on any executor. One thread,
+//! shared by every process, reads their output and reaps them (ADR 016);
+//! every future here works under smol, tokio or any other executor.
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -5,7 +5,8 @@ mod common;
 use std::time::Duration;
 
 use command_executor::{
-    Command, ExecError, LaunchOptions, LocalLauncher, OutputMode, ProcessEvent, StdinMode,
+    Command, ExecError, LaunchOptions, LocalLauncher, OutputMode, ProcessEvent, ProcessIdentity,
+    StdinMode,
 };
 use common::*;
 use harness_core::{ExitStatus, OutputStream};
@@ -565,5 +566,62 @@ fn stop_empties_a_group_that_keeps_forking() {
             "left: {:?}",
             group_members(h.pid())
         );
+    });
+}
+
+#[test]
+fn identity_first_asked_after_the_exit_is_still_the_processs_own() {
+    smol::block_on(async {
+        let (h, mut ev) = LocalLauncher::new()
+            .spawn(&Command::new("sleep").arg("300"), LaunchOptions::default())
+            .unwrap();
+        // Read here, not through the handle: the handle is first asked below,
+        // after the process was reaped.
+        let seen = ProcessIdentity::of(h.pid()).unwrap();
+        let _g = GroupGuard(seen);
+        assert_ne!(seen.start_time, 0);
+        h.signal_leader(harness_core::Signal::KILL).unwrap();
+        let events = all_events(&mut ev, 30).await;
+        assert_well_formed(&events);
+        assert_eq!(
+            within(30, "wait", h.wait()).await.unwrap(),
+            ExitStatus::Signal(9)
+        );
+        assert_eq!(h.identity(), seen);
+        // Its group is gone: signals are refused, not sent to a stranger.
+        assert!(matches!(
+            h.signal(harness_core::Signal::TERM),
+            Err(ExecError::NotRunning { .. })
+        ));
+    });
+}
+
+#[test]
+fn many_processes_at_once_each_end_with_their_own_status() {
+    smol::block_on(async {
+        let launcher = LocalLauncher::new();
+        let mut running = Vec::new();
+        for i in 0..100 {
+            let (h, ev) = launcher
+                .spawn(
+                    &sh(&format!("echo {i}; echo e{i} >&2; exit {}", i % 7)),
+                    LaunchOptions::default(),
+                )
+                .unwrap();
+            let g = GroupGuard(h.identity());
+            running.push((i, h, ev, g));
+        }
+        for (i, h, mut ev, _g) in running {
+            let events = all_events(&mut ev, 60).await;
+            assert_well_formed(&events);
+            let mut got = lines(&events);
+            got.sort();
+            assert_eq!(got, [format!("{i}"), format!("e{i}")]);
+            assert_eq!(
+                events.last(),
+                Some(&ProcessEvent::Exited(ExitStatus::Code(i % 7)))
+            );
+            assert_eq!(h.try_status(), Some(ExitStatus::Code(i % 7)));
+        }
     });
 }
