@@ -29,17 +29,6 @@ const SSH_OPTIONS: [&str; 3] = [
     "LogLevel=ERROR",
 ];
 
-/// The docker CLI of this machine, to place on the node.
-fn docker_cli() -> Option<String> {
-    let out = Command::new("sh")
-        .args(["-c", "command -v docker"])
-        .stdin(Stdio::null())
-        .output()
-        .ok()?;
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (!path.is_empty()).then_some(path)
-}
-
 /// `docker ps -a` ids of the containers with these labels.
 fn containers(labels: &[(&str, &str)]) -> Vec<String> {
     let mut cmd = Command::new("docker");
@@ -153,20 +142,9 @@ fn docker_service_on_a_node_through_a_cut_off_and_a_daemon_kill_9() {
     if !nodes_available() {
         return;
     }
-    let Some(cli) = docker_cli() else {
-        eprintln!("skipping: no docker CLI to place on the node");
+    let Some(nodes) = Nodes::start_with_docker(1) else {
         return;
     };
-    let cli_mount = format!("{cli}:/usr/bin/docker:ro");
-    let nodes = Nodes::start_with(
-        1,
-        &[
-            "-v",
-            &cli_mount,
-            "-v",
-            "/var/run/docker.sock:/var/run/docker.sock",
-        ],
-    );
     let name = remote_support::project_name();
     let _cleanup = ProjectCleanup(name.clone());
     let mut args: Vec<&str> = Vec::new();

@@ -21,16 +21,6 @@ use service_orchestration::{
     ExecutorError, InstanceEvent, InstanceEvents, InstanceRecord, ServiceExecutor,
 };
 
-/// The docker CLI of this machine, to place on the node.
-fn docker_cli() -> Option<String> {
-    let out = Command::new("sh")
-        .args(["-c", "command -v docker"])
-        .output()
-        .ok()?;
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    (!path.is_empty()).then_some(path)
-}
-
 fn on_node(svc: &str, host: Option<&str>) -> ServiceSpec {
     let mut spec = ServiceSpec::process(name(svc), "unused", vec![]);
     spec.target = Target::Docker(DockerSpec {
@@ -86,20 +76,9 @@ fn a_container_on_a_node_is_placed_readopted_and_seen_through_an_outage() {
     if !nodes_available() {
         return;
     }
-    let Some(cli) = docker_cli() else {
-        eprintln!("skipping: no docker CLI to place on the node");
+    let Some(nodes) = Nodes::start_with_docker(1) else {
         return;
     };
-    let cli_mount = format!("{cli}:/usr/bin/docker:ro");
-    let nodes = Nodes::start_with(
-        1,
-        &[
-            "-v",
-            &cli_mount,
-            "-v",
-            "/var/run/docker.sock:/var/run/docker.sock",
-        ],
-    );
     let project = project_name();
     smol::block_on(async {
         let hosts = nodes.hosts(nodes.options());

@@ -17,25 +17,9 @@ fn docker_on_a_node_through_dial_stdio() {
     if !nodes_available() {
         return;
     }
-    let docker_cli = std::process::Command::new("sh")
-        .args(["-c", "command -v docker"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default();
-    if docker_cli.is_empty() {
-        eprintln!("skipping: no docker CLI to place on the node");
+    let Some(nodes) = Nodes::start_with_docker(1) else {
         return;
-    }
-    let cli_mount = format!("{docker_cli}:/usr/bin/docker:ro");
-    let nodes = Nodes::start_with(
-        1,
-        &[
-            "-v",
-            &cli_mount,
-            "-v",
-            "/var/run/docker.sock:/var/run/docker.sock",
-        ],
-    );
+    };
     smol::block_on(async {
         let hosts = nodes.hosts(nodes.options());
         nodes.wait_ready(&hosts).await;

@@ -86,6 +86,25 @@ impl Nodes {
         Nodes::start_with(n, &[])
     }
 
+    /// Like [`Nodes::start`], each node with a Docker engine: this machine's,
+    /// its socket mounted into the node with the docker CLI, so that the node
+    /// serves `docker system dial-stdio`. `None` (with the reason printed)
+    /// when there is no docker CLI here.
+    pub fn start_with_docker(n: usize) -> Option<Nodes> {
+        let out = Command::new("sh")
+            .args(["-c", "command -v docker"])
+            .output()
+            .ok()?;
+        let cli = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if cli.is_empty() {
+            eprintln!("skipping: no docker CLI to place on the nodes");
+            return None;
+        }
+        let cli_mount = format!("{cli}:/usr/bin/docker:ro");
+        let socket = "/var/run/docker.sock:/var/run/docker.sock";
+        Some(Nodes::start_with(n, &["-v", &cli_mount, "-v", socket]))
+    }
+
     /// Like [`Nodes::start`], with more `docker run` arguments for every node.
     pub fn start_with(n: usize, extra: &[&str]) -> Nodes {
         let prefix = format!("harness-rt-{:08x}", fastrand_u32());
