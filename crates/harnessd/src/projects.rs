@@ -595,12 +595,12 @@ impl Backend for ManagerBackend {
         let entry = self.projects.lock().await.remove(&name);
         if let Some(targets) = entry.map(|e| e.targets) {
             // Stopped containers are gone already; this removes the project
-            // network (and any container of the project left behind).
-            if let Some(d) = &targets.docker
-                && let Err(e) = d.remove_project(name.as_str()).await
-                && !e.is_not_found()
-            {
-                tracing::warn!(project = %name, error = %e, "removing the project's containers and network");
+            // network (and any container of the project left behind) from
+            // every engine the project used, this machine's and the nodes'.
+            if let Some(p) = &targets.docker_placement {
+                for e in p.remove_project(name.as_str()).await {
+                    tracing::warn!(project = %name, error = %e, "removing the project's containers and network");
+                }
             }
             if let Some(h) = &targets.hosts {
                 h.close_all().await;

@@ -269,5 +269,15 @@ fn docker_service_on_a_node_through_a_cut_off_and_a_daemon_kill_9() {
             containers(&[("harness.project", &name)]).is_empty(),
             "down removed the container"
         );
+        let network = Command::new("docker")
+            .args(["network", "inspect", &format!("harness-{name}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("docker network inspect");
+        assert!(
+            !network.success(),
+            "down removed the project network from the node's engine"
+        );
     });
 }

@@ -17,10 +17,12 @@
 //!
 //! **A node that drops off.** A container on a node is only observable
 //! through the ssh connection. When the connection breaks, the engine's event
-//! and log streams end; the instance then asks the node's engine about the
-//! container instead of reporting an exit:
+//! and log streams end at once (the executor on a node's engine is made with
+//! [`DockerExecutor::with_stream_loss_ending_events`]); the instance then asks
+//! the node (a command over ssh) and its engine about the container instead
+//! of reporting an exit:
 //!
-//! - the engine does not answer: [`InstanceEvent::Unreachable`] with a reason
+//! - no answer: [`InstanceEvent::Unreachable`] with a reason
 //!   naming the node (the manager shows the service as `unknown` and restarts
 //!   nothing), and it keeps asking (every 0.5 s, backing off to 3 s);
 //! - it answers and the container runs: [`InstanceEvent::Reachable`] (after an
@@ -29,9 +31,9 @@
 //! - it answers and the container ended (or is gone): `Reachable`, then
 //!   [`InstanceEvent::Exited`].
 //!
-//! A check that fails asks [`ServiceInstance::unreachable`], which pings the
-//! node's engine (and, when that fails, the node over ssh to name the cause),
-//! so a node that drops off shows as `unknown` as soon as a check notices.
+//! A check that fails asks [`ServiceInstance::unreachable`], which runs a
+//! command on the node over ssh and then pings its engine, so a node that
+//! drops off shows as `unknown` as soon as a check notices, with the cause.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
