@@ -13,7 +13,10 @@
 //!   needs it; status names the node as the host of its containers.
 //!
 //! [`ServiceExecutor::attach`] goes by the host of the persisted record, so a
-//! new daemon re-adopts each container on the engine that runs it.
+//! new daemon re-adopts each container on the engine that runs it. When that
+//! node does not answer over ssh, the container is adopted as it is recorded
+//! and reported unreachable at once; it is followed (or its exit reported)
+//! once the node answers, as below.
 //!
 //! **A node that drops off.** A container on a node is only observable
 //! through the ssh connection. When the connection breaks, the engine's event
@@ -71,8 +74,11 @@ const RETRY_MAX: Duration = Duration::from_secs(3);
 pub struct DockerPlacement {
     local: Result<DockerExecutor, String>,
     hosts: Result<SshHosts, String>,
-    nodes: Mutex<HashMap<String, NodeEngine>>,
+    nodes: Engines,
 }
+
+/// The executors on the engines of nodes connected so far, by node name.
+type Engines = Arc<Mutex<HashMap<String, DockerExecutor>>>;
 
 impl std::fmt::Debug for DockerPlacement {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,13 +88,6 @@ impl std::fmt::Debug for DockerPlacement {
             .field("nodes", &self.nodes().len())
             .finish()
     }
-}
-
-/// The engine of one node and the node it is reached through.
-#[derive(Clone)]
-struct NodeEngine {
-    host: Arc<SshHost>,
-    executor: DockerExecutor,
 }
 
 impl Default for DockerPlacement {
@@ -105,7 +104,7 @@ impl DockerPlacement {
         DockerPlacement {
             local: Err("no Docker engine of this machine is set up for the project".into()),
             hosts: Err("the project has no nodes".into()),
-            nodes: Mutex::new(HashMap::new()),
+            nodes: Engines::default(),
         }
     }
 
@@ -144,7 +143,7 @@ impl DockerPlacement {
     pub fn node_executors(&self) -> Vec<(String, DockerExecutor)> {
         self.nodes()
             .iter()
-            .map(|(n, e)| (n.clone(), e.executor.clone()))
+            .map(|(n, e)| (n.clone(), e.clone()))
             .collect()
     }
 
@@ -167,50 +166,54 @@ impl DockerPlacement {
         errors
     }
 
-    fn nodes(&self) -> std::sync::MutexGuard<'_, HashMap<String, NodeEngine>> {
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    fn nodes(&self) -> std::sync::MutexGuard<'_, HashMap<String, DockerExecutor>> {
+        lock(&self.nodes)
     }
 
-    /// The engine of the node named (or addressed) `host`, connecting on first use.
-    async fn node(&self, host: &str) -> Result<NodeEngine, String> {
+    /// The node named (or addressed) `host`.
+    fn host(&self, host: &str) -> Result<Arc<SshHost>, String> {
         let hosts = self
             .hosts
             .as_ref()
             .map_err(|why| format!("cannot reach node `{host}`: {why}"))?;
-        let node = hosts.get(host).map_err(|e| e.to_string())?;
-        if let Some(e) = self.nodes().get(node.name()) {
-            return Ok(e.clone());
-        }
-        let connect = async { Some(node.docker().await) };
-        let docker = match within(CONNECT_TIMEOUT, connect).await {
-            Some(Ok(d)) => d,
-            Some(Err(e)) => {
-                return Err(format!(
-                    "cannot reach the Docker engine on node `{}`: {e}",
-                    node.name()
-                ));
-            }
-            None => {
-                return Err(format!(
-                    "the Docker engine on node `{}` did not answer within {}s",
-                    node.name(),
-                    CONNECT_TIMEOUT.as_secs()
-                ));
-            }
-        };
-        let engine = NodeEngine {
-            executor: DockerExecutor::new(docker)
-                .with_host_name(node.name())
-                .with_stream_loss_ending_events(),
-            host: node.clone(),
-        };
-        // Connected concurrently for another service: keep the first.
-        Ok(self
-            .nodes()
-            .entry(node.name().to_owned())
-            .or_insert(engine)
-            .clone())
+        hosts.get(host).map_err(|e| e.to_string())
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The engine of `node`, connecting on first use.
+async fn engine_of(engines: &Engines, node: &Arc<SshHost>) -> Result<DockerExecutor, String> {
+    if let Some(e) = lock(engines).get(node.name()) {
+        return Ok(e.clone());
+    }
+    let connect = async { Some(node.docker().await) };
+    let docker = match within(CONNECT_TIMEOUT, connect).await {
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            return Err(format!(
+                "cannot reach the Docker engine on node `{}`: {e}",
+                node.name()
+            ));
+        }
+        None => {
+            return Err(format!(
+                "the Docker engine on node `{}` did not answer within {}s",
+                node.name(),
+                CONNECT_TIMEOUT.as_secs()
+            ));
+        }
+    };
+    let engine = DockerExecutor::new(docker)
+        .with_host_name(node.name())
+        .with_stream_loss_ending_events();
+    // Connected concurrently for another service: keep the first.
+    Ok(lock(engines)
+        .entry(node.name().to_owned())
+        .or_insert(engine)
+        .clone())
 }
 
 #[async_trait::async_trait]
@@ -234,9 +237,10 @@ impl ServiceExecutor for DockerPlacement {
                 Err(why) => Err(fail(why.clone())),
             },
             Some(host) => {
-                let engine = self.node(host).await.map_err(fail)?;
-                let launched = engine.executor.start(spec, ctx).await?;
-                Ok(engine.follow(launched, spec, ctx))
+                let node = self.host(host).map_err(fail)?;
+                let engine = engine_of(&self.nodes, &node).await.map_err(fail)?;
+                let launched = engine.start(spec, ctx).await?;
+                Ok(self.follow(&node, launched.instance, Ok(launched.events), spec, ctx))
             }
         }
     }
@@ -286,69 +290,140 @@ impl ServiceExecutor for DockerPlacement {
                 Err(why) => Err(fail(why.clone())),
             },
             Some(node) => {
-                let engine = self.node(&node).await.map_err(fail)?;
-                let launched = engine.executor.attach(spec, record, ctx).await?;
-                Ok(engine.follow(launched, spec, ctx))
+                let node = self.host(&node).map_err(fail)?;
+                let why = match engine_of(&self.nodes, &node).await {
+                    Ok(engine) => {
+                        let launched = engine.attach(spec, record, ctx).await?;
+                        let events = Ok(launched.events);
+                        return Ok(self.follow(&node, launched.instance, events, spec, ctx));
+                    }
+                    Err(why) => why,
+                };
+                // The node is cut off: the container may well run on. It is
+                // adopted as unreachable and followed once the node answers.
+                let Some(reason) = node_unreachable(&node).await else {
+                    return Err(fail(why));
+                };
+                if record.container_id.is_none() {
+                    return Err(fail("the record holds no container id".into()));
+                }
+                let unseen = Arc::new(Unseen {
+                    record: record.clone(),
+                    service: spec.name.to_string(),
+                    reason: reason.clone(),
+                });
+                Ok(self.follow(&node, unseen, Err(reason), spec, ctx))
             }
         }
     }
 }
 
-impl NodeEngine {
-    /// Wraps a container launched on this node's engine so that losing the
-    /// connection shows as unreachable, not as an exit (see the module docs).
-    fn follow(&self, launched: Launched, spec: &ServiceSpec, ctx: &StartContext) -> Launched {
-        let current = Arc::new(Mutex::new(launched.instance));
-        let instance = Arc::new(NodeInstance {
-            current: current.clone(),
-            host: self.host.clone(),
-            docker: self.executor.docker().clone(),
+impl DockerPlacement {
+    /// Wraps a container on `node`'s engine so that losing the connection
+    /// shows as unreachable, not as an exit (see the module docs). `events`:
+    /// its events, or why it cannot be seen yet.
+    fn follow(
+        &self,
+        node: &Arc<SshHost>,
+        instance: Arc<dyn ServiceInstance>,
+        events: Result<InstanceEvents, String>,
+        spec: &ServiceSpec,
+        ctx: &StartContext,
+    ) -> Launched {
+        let tracked = Arc::new(Tracked {
+            host: node.clone(),
+            engines: self.nodes.clone(),
+            current: Mutex::new(instance),
         });
         let (tx, rx) = async_channel::bounded(64);
         let follower = Follower {
-            engine: self.clone(),
+            tracked: tracked.clone(),
             spec: spec.clone(),
             ctx: ctx.clone(),
-            current,
             tx,
         };
-        ctx.spawner.spawn(Box::pin(follower.run(launched.events)));
+        ctx.spawner.spawn(Box::pin(follower.run(events)));
         Launched {
-            instance,
+            instance: Arc::new(NodeInstance { tracked }),
             events: Box::pin(rx),
         }
+    }
+}
+
+/// What the handle of a container on a node and its follower share.
+struct Tracked {
+    host: Arc<SshHost>,
+    engines: Engines,
+    /// The handle of the container, replaced when it is re-adopted.
+    current: Mutex<Arc<dyn ServiceInstance>>,
+}
+
+impl Tracked {
+    fn current(&self) -> Arc<dyn ServiceInstance> {
+        lock(&self.current).clone()
+    }
+
+    async fn engine(&self) -> Result<DockerExecutor, String> {
+        engine_of(&self.engines, &self.host).await
+    }
+}
+
+/// A container on a node that could not be reached when it was re-adopted:
+/// what its record says, until the node answers.
+struct Unseen {
+    record: InstanceRecord,
+    service: String,
+    reason: String,
+}
+
+#[async_trait::async_trait]
+impl ServiceInstance for Unseen {
+    fn pid(&self) -> Option<u32> {
+        self.record.pid
+    }
+
+    fn record(&self) -> InstanceRecord {
+        self.record.clone()
+    }
+
+    async fn stop(&self, _signal: Signal, _grace: Duration) -> Result<(), ExecutorError> {
+        Err(ExecutorError::Stop {
+            service: self.service.clone(),
+            source: self.reason.clone().into(),
+        })
+    }
+
+    async fn exec(
+        &self,
+        _command: &str,
+        _args: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecOutcome, ExecutorError> {
+        Err(ExecutorError::Probe {
+            service: self.service.clone(),
+            source: self.reason.clone().into(),
+        })
     }
 }
 
 /// A container on a node's engine; its handle is replaced when the
 /// container is re-adopted after the connection was lost.
 struct NodeInstance {
-    current: Arc<Mutex<Arc<dyn ServiceInstance>>>,
-    host: Arc<SshHost>,
-    docker: Docker,
-}
-
-impl NodeInstance {
-    fn current(&self) -> Arc<dyn ServiceInstance> {
-        self.current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
+    tracked: Arc<Tracked>,
 }
 
 #[async_trait::async_trait]
 impl ServiceInstance for NodeInstance {
     fn pid(&self) -> Option<u32> {
-        self.current().pid()
+        self.tracked.current().pid()
     }
 
     fn record(&self) -> InstanceRecord {
-        self.current().record()
+        self.tracked.current().record()
     }
 
     async fn stop(&self, signal: Signal, grace: Duration) -> Result<(), ExecutorError> {
-        self.current().stop(signal, grace).await
+        self.tracked.current().stop(signal, grace).await
     }
 
     async fn exec(
@@ -357,21 +432,22 @@ impl ServiceInstance for NodeInstance {
         args: &[String],
         timeout: Duration,
     ) -> Result<ExecOutcome, ExecutorError> {
-        self.current().exec(command, args, timeout).await
+        self.tracked.current().exec(command, args, timeout).await
     }
 
     async fn unreachable(&self) -> Option<String> {
-        why_unreachable(&self.host, &self.docker).await
+        if let Some(why) = node_unreachable(&self.tracked.host).await {
+            return Some(why);
+        }
+        match self.tracked.engine().await {
+            Ok(e) => engine_unreachable(&self.tracked.host, e.docker()).await,
+            Err(why) => Some(why),
+        }
     }
 }
 
-/// Why the engine on `host` cannot be asked about containers right now, or
-/// `None` if it answers: the node is unreachable over ssh, or it is reachable
-/// but its engine does not answer.
-async fn why_unreachable(host: &SshHost, docker: &Docker) -> Option<String> {
-    if let Some(why) = node_unreachable(host).await {
-        return Some(why);
-    }
+/// Why the engine on `host` (reachable over ssh) does not answer, or `None`.
+async fn engine_unreachable(host: &SshHost, docker: &Docker) -> Option<String> {
     match within(ASK_TIMEOUT, async { Some(docker.ping().await) }).await {
         Some(Ok(())) => None,
         Some(Err(e)) => Some(format!(
@@ -403,10 +479,9 @@ async fn node_unreachable(host: &SshHost) -> Option<String> {
 /// `Unreachable`/`Reachable` and re-adopting the container once it can be
 /// seen again.
 struct Follower {
-    engine: NodeEngine,
+    tracked: Arc<Tracked>,
     spec: ServiceSpec,
     ctx: StartContext,
-    current: Arc<Mutex<Arc<dyn ServiceInstance>>>,
     tx: async_channel::Sender<InstanceEvent>,
 }
 
@@ -431,9 +506,32 @@ enum Fate {
 }
 
 impl Follower {
-    async fn run(self, mut events: InstanceEvents) {
+    /// Forwards `events` (or, when the container cannot be seen yet, says so
+    /// and waits for the node) until the container ends.
+    async fn run(self, events: Result<InstanceEvents, String>) {
+        let (mut events, mut lost) = match events {
+            Ok(e) => (e, false),
+            Err(reason) => {
+                let pid = self.tracked.current().pid();
+                for ev in [
+                    InstanceEvent::Started { pid },
+                    InstanceEvent::Unreachable { reason },
+                ] {
+                    if self.tx.send(ev).await.is_err() {
+                        return;
+                    }
+                }
+                match self.fate(ExitStatus::Unknown, &mut true).await {
+                    Fate::Runs(e) => (e, false),
+                    Fate::Ended(status) => {
+                        let _ = self.tx.send(InstanceEvent::Exited(status)).await;
+                        return;
+                    }
+                    Fate::Abandoned => return,
+                }
+            }
+        };
         let mut started = false;
-        let mut lost = false;
         loop {
             let status = loop {
                 let ev = match events.next().await {
@@ -459,13 +557,6 @@ impl Follower {
         }
     }
 
-    fn current(&self) -> Arc<dyn ServiceInstance> {
-        self.current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
     /// Asks the node's engine what became of the container after its events
     /// ended with `status`, until it answers; reports losing and regaining
     /// sight of it on the way (`lost`: `Unreachable` was sent).
@@ -475,44 +566,18 @@ impl Follower {
             if self.tx.is_closed() {
                 return Fate::Abandoned;
             }
-            let record = self.current().record();
-            let id = record.container_id.clone().unwrap_or_default();
-            let docker = self.engine.executor.docker();
-            let asked = match node_unreachable(&self.engine.host).await {
-                Some(why) => Err(why),
-                None => Ok(within(ASK_TIMEOUT, async {
-                    Some(docker.inspect_container(&id).await)
-                })
-                .await),
-            };
-            let seen = match asked {
-                Err(why) => Seen::NoAnswer(why),
-                Ok(asked) => match asked {
-                    Some(Ok(i)) if i.state.running => Seen::Runs,
-                    Some(Ok(i)) => Seen::Ended(Some(i.state.exit_code)),
-                    Some(Err(e)) if e.is_not_found() => Seen::Ended(None),
-                    Some(Err(e)) => Seen::NoAnswer(format!(
-                        "the Docker engine on node `{}` does not answer: {e}",
-                        self.engine.host.name()
-                    )),
-                    None => Seen::NoAnswer(format!(
-                        "the Docker engine on node `{}` does not answer within {}s",
-                        self.engine.host.name(),
-                        ASK_TIMEOUT.as_secs()
-                    )),
-                },
-            };
+            let record = self.tracked.current().record();
+            let (seen, engine) = self.ask(&record).await;
             match seen {
                 Seen::Runs => {
                     // Re-adopt it; when that fails (lost again on the way, or it
                     // ended meanwhile) ask again.
-                    if let Ok(l) = self
-                        .engine
-                        .executor
-                        .attach(&self.spec, &record, &self.ctx)
-                        .await
-                    {
-                        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = l.instance;
+                    let attached = match &engine {
+                        Some(e) => e.attach(&self.spec, &record, &self.ctx).await.ok(),
+                        None => None,
+                    };
+                    if let Some(l) = attached {
+                        *lock(&self.tracked.current) = l.instance;
                         if std::mem::take(lost)
                             && self.tx.send(InstanceEvent::Reachable).await.is_err()
                         {
@@ -548,6 +613,40 @@ impl Follower {
             async_io::Timer::after(delay).await;
             delay = (delay * 2).min(RETRY_MAX);
         }
+    }
+
+    /// Asks the node (over ssh, then its engine) about the container of
+    /// `record`; gives the engine when it answered.
+    async fn ask(&self, record: &InstanceRecord) -> (Seen, Option<DockerExecutor>) {
+        let host = &self.tracked.host;
+        if let Some(why) = node_unreachable(host).await {
+            return (Seen::NoAnswer(why), None);
+        }
+        let engine = match self.tracked.engine().await {
+            Ok(e) => e,
+            Err(why) => return (Seen::NoAnswer(why), None),
+        };
+        let id = record.container_id.clone().unwrap_or_default();
+        let docker = engine.docker();
+        let asked = within(ASK_TIMEOUT, async {
+            Some(docker.inspect_container(&id).await)
+        })
+        .await;
+        let seen = match asked {
+            Some(Ok(i)) if i.state.running => Seen::Runs,
+            Some(Ok(i)) => Seen::Ended(Some(i.state.exit_code)),
+            Some(Err(e)) if e.is_not_found() => Seen::Ended(None),
+            Some(Err(e)) => Seen::NoAnswer(format!(
+                "the Docker engine on node `{}` does not answer: {e}",
+                host.name()
+            )),
+            None => Seen::NoAnswer(format!(
+                "the Docker engine on node `{}` does not answer within {}s",
+                host.name(),
+                ASK_TIMEOUT.as_secs()
+            )),
+        };
+        (seen, Some(engine))
     }
 }
 

@@ -2,7 +2,8 @@
 //! (through `ssh NODE docker system dial-stdio`), a new executor re-adopts it
 //! by the host in its record, and a container that dies while its node is cut
 //! off is reported as unreachable, then reachable and exited once the node is
-//! back. (The test node's engine is this machine's engine, mounted into the
+//! back; a new executor that re-adopts it while its node is cut off sees it
+//! as unreachable until the node is back. (The test node's engine is this machine's engine, mounted into the
 //! node with the docker CLI; the path to it is ssh.)
 
 #[path = "remote_support/mod.rs"]
@@ -134,6 +135,32 @@ fn a_container_on_a_node_is_placed_readopted_and_seen_through_an_outage() {
             assert_eq!(ev, Some(InstanceEvent::Reachable));
             let ev = next_state_event(&mut second.events, 90).await;
             assert_eq!(ev, Some(InstanceEvent::Exited(ExitStatus::Code(137))));
+
+            // A new daemon comes up while the node is cut off: the container
+            // is adopted as unreachable, and followed once the node is back.
+            let third = exec.start(&spec, &ctx).await?;
+            let record = third.instance.record();
+            let id = record.container_id.clone().expect("a container id");
+            drop(third);
+            nodes.disconnect("n1");
+            let later = DockerPlacement::new().with_nodes(nodes.hosts(nodes.options()));
+            let mut adopted = later.attach(&spec, &record, &ctx).await?;
+            let ev = next_state_event(&mut adopted.events, 90).await;
+            let Some(InstanceEvent::Unreachable { reason }) = &ev else {
+                panic!("expected unreachable, got {ev:?}");
+            };
+            assert!(reason.contains("`n1`"), "{reason}");
+            assert_eq!(adopted.instance.record().container_id.as_deref(), Some(id.as_str()));
+            nodes.connect("n1");
+            let ev = next_state_event(&mut adopted.events, 90).await;
+            assert_eq!(ev, Some(InstanceEvent::Reachable));
+            assert!(adopted.instance.unreachable().await.is_none());
+            adopted
+                .instance
+                .stop(harness_core::Signal::TERM, Duration::from_secs(5))
+                .await?;
+            let ev = next_state_event(&mut adopted.events, 90).await;
+            assert!(matches!(ev, Some(InstanceEvent::Exited(_))), "{ev:?}");
             Ok::<_, ExecutorError>(())
         }
         .await;
