@@ -125,17 +125,11 @@ async fn env(ctx: &Ctx, service: &str, json: bool) -> CliResult {
         },
         Err(_) => None,
     };
-    // The offline computation has everything the service gets (HARNESS_*, generated
-    // `<SVC>_HOST/IP/PORT`); the daemon's answer, when there is one, has the real endpoints
-    // of what runs, and wins for the variables it names.
-    let env = match (load::service_env(&project, service), from_daemon) {
-        (Ok(mut env), Some(real)) => {
-            env.extend(real);
-            env
-        }
-        (Ok(env), None) => env,
-        (Err(_), Some(real)) => real,
-        (Err(e), None) => return Err(e),
+    // The daemon's answer has the real endpoints of what runs; without a daemon
+    // running the project, every service is placed where its configuration puts it.
+    let env = match from_daemon {
+        Some(env) => env,
+        None => load::service_env(&project, service)?,
     };
     let mut out = anstream::stdout();
     if json {

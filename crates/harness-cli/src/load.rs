@@ -138,47 +138,27 @@ pub fn graph(files: &[PathBuf], project: Option<&str>, a: &GraphArgs) -> CliResu
 }
 
 /// The environment `service` gets, computed without a daemon: every service placed where its
-/// configuration puts it (processes on this host, remote services on their node, containers
-/// on the project's Docker network with their published ports), resolved from `service`'s
-/// point of view. Container addresses are only known once they run: a container reached
-/// from another container shows as `0.0.0.0` here (the daemon's answer has the real one).
+/// configuration puts it (processes on this host, services with `host:` on their node,
+/// containers on the project's Docker network with their published ports), resolved from
+/// `service`'s point of view by the same [`Placement`] the daemon uses. Container addresses are
+/// only known once they run: a container reached from another container shows as `0.0.0.0`
+/// here (the daemon's answer has the real one).
 pub fn service_env(p: &Project, service: &str) -> CliResult<BTreeMap<String, String>> {
-    use service_registry::{Location, RegistrySnapshot};
-    let spec = p.service(service).ok_or_else(|| {
-        CliError::Usage(format!("no service `{service}` in project `{}`", p.name))
-    })?;
-    let host = service_registry::HostNetwork::read()
-        .map_err(|e| CliError::Failed(format!("reading this host's addresses: {e}")))?;
-    let topology = service_registry::topology_from_config(&p.networks, host)
-        .map_err(|e| CliError::Config(format!("error: {e}")))?;
-    let place = |s: &harness_config::ServiceSpec| -> Option<Location> {
-        match &s.target {
-            harness_config::Target::Process { .. } => Some(Location::LocalHost),
-            harness_config::Target::Docker(_) => Some(Location::DockerNetwork {
-                network: format!("harness-{}", p.name),
-                container_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-                published: Vec::new(),
-            }),
-            _ => service_registry::remote_location(s, &topology).ok(),
-        }
-    };
-    let mut snapshot = RegistrySnapshot::default();
-    for s in p.services.values() {
-        if let Some(loc) = place(s) {
-            snapshot
-                .entries
-                .insert(s.name.clone(), service_registry::entry_from_spec(s, loc));
-        }
+    use service_orchestration::Placement;
+    if p.service(service).is_none() {
+        return Err(CliError::Usage(format!(
+            "no service `{service}` in project `{}`",
+            p.name
+        )));
     }
-    let me = snapshot.entries.get(&spec.name).cloned().ok_or_else(|| {
-        CliError::Config(format!(
-            "error: cannot place service `{service}`: {}",
-            service_registry::remote_location(spec, &topology)
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default()
-        ))
-    })?;
-    service_registry::service_environment(&p.name, &snapshot, &topology, &me, &spec.env)
+    let topology =
+        Placement::topology_of(p).map_err(|e| CliError::Config(format!("error: {e}")))?;
+    let placement = Placement::new(
+        std::sync::Arc::new(p.clone()),
+        service_registry::Registry::in_memory(),
+        topology,
+    );
+    placement
+        .environment(service, None)
         .map_err(|e| CliError::Failed(format!("service `{service}`: {e}")))
 }

@@ -18,8 +18,8 @@ use harness_protocol::{
 };
 use serde::{Deserialize, Serialize};
 use service_orchestration::{
-    EndpointResolver, LoopbackResolver, ManagerError, ManagerEvent, ManagerOptions, ServiceManager,
-    ServiceRecord, SharedExecutor, package::PackageExecutor,
+    ManagerError, ManagerEvent, ManagerOptions, Placement, ServiceManager, ServiceRecord,
+    SharedExecutor, package::PackageExecutor,
 };
 
 use crate::backend::{Backend, BackendResult, ItemSink};
@@ -86,6 +86,9 @@ pub struct ManagerBackend {
     services_gauge: Family<ServiceStateLabels, Gauge>,
     restarts_gauge: Family<ServiceLabels, Gauge>,
     names: std::sync::Mutex<Vec<ProjectName>>,
+    /// Each project's registry, opened once (one writer per file) and shared
+    /// by its successive managers.
+    registries: Mutex<BTreeMap<ProjectName, service_registry::Registry>>,
 }
 
 impl std::fmt::Debug for ManagerBackend {
@@ -187,6 +190,7 @@ impl ManagerBackend {
             services_gauge: Family::default(),
             restarts_gauge: Family::default(),
             names: std::sync::Mutex::new(Vec::new()),
+            registries: Mutex::new(BTreeMap::new()),
         });
         let path = state.state_file();
         let persisted: Option<PersistedState> = blocking::unblock(move || {
@@ -243,8 +247,9 @@ impl ManagerBackend {
     }
 
     /// A manager for `project` with the executors of its targets (Docker,
-    /// nodes) and their resolver. Running containers are discovered first, so
-    /// records adopted next resolve and attach to them.
+    /// nodes), recording where its services run in the project's registry.
+    /// Running containers are discovered and recorded first, so records
+    /// adopted next resolve and attach to them.
     async fn new_manager(
         &self,
         project: Arc<Project>,
@@ -252,12 +257,53 @@ impl ManagerBackend {
         let targets = self.targets.for_project(&project).await;
         let mut opts = ManagerOptions::new(self.spawner.clone());
         opts.log_dir = Some(self.state.log_dir().join(project.name.as_str()));
-        opts.resolver = Some(targets.resolver.clone());
-        let manager = ServiceManager::new(project, opts).map_err(manager_err)?;
+        opts.registry = Some(self.registry(&project.name).await?);
+        opts.topology = Some(topology(&project).await?);
+        let manager = ServiceManager::new(project.clone(), opts).map_err(manager_err)?;
         for (kind, executor) in targets.executors.iter().chain(&self.executors) {
             manager.register_executor(*kind, executor.clone());
         }
+        for (service, record) in &targets.containers {
+            let Some(spec) = project.services.get(service) else {
+                continue;
+            };
+            let placement = manager.placement();
+            if let Err(e) = placement
+                .record_launch(spec, record.location(), harness_core::ServiceState::Running)
+                .await
+            {
+                tracing::warn!(project = %project.name, %service, error = %e, "recording a running container");
+            }
+        }
         Ok((manager, targets))
+    }
+
+    /// The registry of `project`, persisted in the state directory; opened on
+    /// first use. A registry file that cannot be used is reported and the
+    /// project runs on a registry in memory (its services are unaffected).
+    async fn registry(
+        &self,
+        project: &ProjectName,
+    ) -> Result<service_registry::Registry, ErrorBody> {
+        let mut registries = self.registries.lock().await;
+        if let Some(r) = registries.get(project) {
+            return Ok(r.clone());
+        }
+        let path = registry_path(&self.state, project);
+        let registry = match service_registry::Registry::open(&path).await {
+            Ok((r, report)) => {
+                if report.source == service_registry::LoadSource::Backup {
+                    tracing::warn!(project = %project, file = %path.display(), "registry recovered from its backup");
+                }
+                r
+            }
+            Err(e) => {
+                tracing::warn!(project = %project, file = %path.display(), error = %e, "cannot open the registry; keeping it in memory");
+                service_registry::Registry::in_memory()
+            }
+        };
+        registries.insert(project.clone(), registry.clone());
+        Ok(registry)
     }
 
     async fn refresh_names(&self) {
@@ -681,25 +727,17 @@ impl Backend for ManagerBackend {
     }
 
     async fn env(&self, p: EnvParams) -> BackendResult<EnvResult> {
-        let (name, _, project) = self.resolve(&p.project, false).await?;
-        let resolver: Arc<dyn EndpointResolver> = match self.projects.lock().await.get(&name) {
-            Some(e) => e.targets.resolver.clone(),
-            None => Arc::new(LoopbackResolver::new(&project)),
-        };
-        let spec = project.services.get(&p.service).ok_or_else(|| {
-            err(
+        let (_, m, project) = self.resolve(&p.project, false).await?;
+        if !project.services.contains_key(&p.service) {
+            return Err(err(
                 ErrorCode::NotFound,
                 format!("no service {} in project {}", p.service, project.name),
-            )
-        })?;
-        let mut env = BTreeMap::new();
-        for (k, v) in &spec.env {
-            let value = harness_config::template::expand_with_endpoints(v, |svc| {
-                resolver.endpoint(&p.service, svc)
-            })
-            .map_err(|e| err(ErrorCode::ConfigInvalid, format!("{}: {k}: {e}", p.service)))?;
-            env.insert(k.clone(), value);
+            ));
         }
+        let env = m
+            .placement()
+            .environment(p.service.as_str(), None)
+            .map_err(|e| err(ErrorCode::ConfigInvalid, format!("{}: {e}", p.service)))?;
         Ok(EnvResult {
             service: p.service,
             env,
@@ -726,6 +764,34 @@ impl Backend for ManagerBackend {
             self.restarts_gauge.clone(),
         );
     }
+}
+
+/// Where a project's registry is persisted.
+pub fn registry_path(state: &StateDir, project: &ProjectName) -> PathBuf {
+    state
+        .root()
+        .join("registry")
+        .join(format!("{}.json", project.as_str()))
+}
+
+/// The topology of `project` (its networks and this host's addresses), with
+/// the nodes known by DNS name resolved.
+async fn topology(project: &Project) -> Result<service_registry::NetworkTopology, ErrorBody> {
+    let mut topology = Placement::topology_of(project)
+        .map_err(|e| err(ErrorCode::ConfigInvalid, e.to_string()))?;
+    let name = project.name.clone();
+    let topology = blocking::unblock(move || {
+        let unresolved = topology.resolve_node_names(|host| {
+            use std::net::ToSocketAddrs;
+            (host, 22).to_socket_addrs().ok()?.next().map(|a| a.ip())
+        });
+        for host in unresolved {
+            tracing::warn!(project = %name, %host, "a node's name does not resolve to an address in its network");
+        }
+        topology
+    })
+    .await;
+    Ok(topology)
 }
 
 /// Where a project's service logs live.

@@ -2,8 +2,9 @@
 //! containers and services on nodes over ssh (`remote`, `package`).
 //!
 //! [`Targets`] is shared by every project of a daemon. For each project it
-//! gives the executors to register and the resolver of `${svc.ip|port|host}`
-//! ([`Targets::for_project`]):
+//! gives the executors to register ([`Targets::for_project`]); where their
+//! services run is recorded in the project's registry, which answers
+//! `${svc.ip|port|host}` (ADR 016):
 //!
 //! - **Docker.** One engine client (`DOCKER_HOST`, else the local socket),
 //!   connected the first time a project with docker services on this machine
@@ -11,14 +12,12 @@
 //!   works on a machine without Docker; when the engine cannot be reached, the
 //!   docker services of a project fail to start with an error that says so.
 //!   Before a manager re-adopts records, the running containers of the project
-//!   are discovered, so endpoints resolve to them and nothing is started twice.
+//!   are discovered ([`ProjectTargets::containers`]) and recorded in the
+//!   registry, so endpoints resolve to them and nothing is started twice.
 //!   Docker services with `host:` run on their node's engine over ssh, one
 //!   client per node connected on first use ([`DockerPlacement`]).
 //! - **Nodes.** The nodes of the project's networks, with their ssh master
-//!   connections in a short control directory of the daemon. The remote
-//!   resolver asks each node for its address and for this machine's address
-//!   as the node sees it; when a node does not answer, endpoints fall back to
-//!   the Docker/loopback view and a warning is logged.
+//!   connections in a short control directory of the daemon.
 //!
 //! The output of containers and of services on nodes arrives as events, not
 //! in files; the daemon reads logs from files (ADR 007), so these executors
@@ -28,31 +27,28 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_lock::Mutex;
 use futures_lite::StreamExt;
 use harness_config::ServiceSpec;
+use harness_core::ServiceName;
 use harness_core::{OutputLine, OutputStream, ServiceKind};
-use service_orchestration::docker::DockerExecutor;
+use service_orchestration::docker::{DockerExecutor, DockerRecord};
 use service_orchestration::docker_hosts::DockerPlacement;
 use service_orchestration::package::{PackageExecutor, project_dir};
-use service_orchestration::remote::{RemoteExecutor, RemoteResolver};
+use service_orchestration::remote::RemoteExecutor;
 use service_orchestration::ssh::{MAX_CONTROL_DIR_LEN, SshHosts, SshOptions};
 use service_orchestration::{
-    EndpointResolver, ExecutorError, InstanceEvent, InstanceRecord, Launched, LoopbackResolver,
-    ServiceExecutor, SharedExecutor, StartContext,
+    ExecutorError, InstanceEvent, InstanceRecord, Launched, ServiceExecutor, SharedExecutor,
+    StartContext,
 };
 
-/// How long asking the nodes for their addresses may take in all.
-const DISCOVER_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// The executors and resolver of one project.
+/// The executors of one project, and what runs of it already.
 pub struct ProjectTargets {
     /// Executors to register (they replace the manager's default of their kind).
     pub executors: Vec<(ServiceKind, SharedExecutor)>,
-    /// Resolves `${svc.ip|port|host}` for the project's manager (and `harness env`).
-    pub resolver: Arc<dyn EndpointResolver>,
+    /// The project's containers found running on the engine, with where they are.
+    pub containers: Vec<(ServiceName, DockerRecord)>,
     /// The Docker executor, when the project has docker services and the engine answered.
     pub docker: Option<DockerExecutor>,
     /// The project's nodes, when it has services on nodes.
@@ -126,14 +122,14 @@ impl Targets {
         }
     }
 
-    /// The executors and resolver of `project`. Never fails: what cannot be
+    /// The executors of `project`. Never fails: what cannot be
     /// set up is registered as an executor that refuses with the reason, so
     /// the other services of the project still run.
     pub async fn for_project(&self, project: &harness_config::Project) -> ProjectTargets {
         let name = project.name.as_str();
         let kinds: Vec<ServiceKind> = project.services.values().map(ServiceSpec::kind).collect();
         let mut executors: Vec<(ServiceKind, SharedExecutor)> = Vec::new();
-        let mut resolver: Arc<dyn EndpointResolver> = Arc::new(LoopbackResolver::new(project));
+        let mut containers = Vec::new();
         let mut docker = None;
         // Docker services go to this machine's engine or to their node's
         // (`host:`); the local engine is only needed for the former.
@@ -146,19 +142,20 @@ impl Targets {
             match self.docker().await {
                 Ok(d) => {
                     match d.discover(project).await {
-                        Ok(n) if n > 0 => {
-                            tracing::info!(
-                                project = name,
-                                containers = n,
-                                "found running containers"
-                            );
+                        Ok(found) => {
+                            if !found.is_empty() {
+                                tracing::info!(
+                                    project = name,
+                                    containers = found.len(),
+                                    "found running containers"
+                                );
+                            }
+                            containers = found;
                         }
-                        Ok(_) => {}
                         Err(e) => {
                             tracing::warn!(project = name, error = %e, "listing the project's containers");
                         }
                     }
-                    resolver = Arc::new(d.resolver(project, resolver));
                     placement = placement.with_local(d.clone());
                     docker = Some(d);
                 }
@@ -173,28 +170,6 @@ impl Targets {
         if project.services.values().any(|s| s.host().is_some()) {
             match SshHosts::for_project(project, &self.ssh, &self.control_dir) {
                 Ok(h) => {
-                    let discovered = futures_lite::future::or(
-                        async {
-                            Some(RemoteResolver::discover(project, &h, resolver.clone()).await)
-                        },
-                        async {
-                            async_io::Timer::after(DISCOVER_TIMEOUT).await;
-                            None
-                        },
-                    )
-                    .await;
-                    match discovered {
-                        Some(Ok(r)) => resolver = Arc::new(r),
-                        Some(Err(e)) => {
-                            tracing::warn!(project = name, error = %e, "cannot learn the nodes' addresses; endpoints of services on nodes may be wrong");
-                        }
-                        None => {
-                            tracing::warn!(
-                                project = name,
-                                "the nodes did not tell their addresses in time; endpoints of services on nodes may be wrong"
-                            );
-                        }
-                    }
                     executors.push((
                         ServiceKind::Remote,
                         ToLogFiles::wrap(RemoteExecutor::new(h.clone())),
@@ -236,7 +211,7 @@ impl Targets {
         }
         ProjectTargets {
             executors,
-            resolver,
+            containers,
             docker,
             hosts,
             docker_placement,

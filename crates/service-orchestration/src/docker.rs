@@ -21,7 +21,7 @@
 //!   created on demand) with its service name as DNS alias, so containers reach
 //!   each other by name and by IP ([`DockerRecord::ip`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -35,12 +35,12 @@ use harness_core::{
     Endpoint, ExitStatus, OutputLine, OutputStream, ServiceKind, ServiceName, Signal,
 };
 use serde::{Deserialize, Serialize};
+use service_registry::{Location, PublishedPort};
 
 use crate::executor::{
     BoxError, ExecOutcome, ExecutorError, InstanceEvent, InstanceRecord, Launched, ServiceExecutor,
     ServiceInstance, StartContext,
 };
-use crate::resolve::EndpointResolver;
 
 /// Label naming the project a container belongs to.
 pub const LABEL_PROJECT: &str = "harness.project";
@@ -101,6 +101,25 @@ impl DockerRecord {
         })
     }
 
+    /// Where the container is: on its network at its address, with its
+    /// published ports (`None` while it has no address).
+    pub fn location(&self) -> Option<Location> {
+        Some(Location::DockerNetwork {
+            network: self.network.clone(),
+            container_ip: self.ip?,
+            published: self
+                .ports
+                .iter()
+                .filter_map(|(container, host)| {
+                    host.map(|host| PublishedPort {
+                        host,
+                        container: *container,
+                    })
+                })
+                .collect(),
+        })
+    }
+
     /// The host port that `container_port` is published on.
     pub fn published(&self, container_port: u16) -> Option<u16> {
         self.ports
@@ -114,17 +133,9 @@ impl DockerRecord {
 #[derive(Debug, Clone)]
 pub struct DockerExecutor {
     docker: Docker,
-    launched: Launches,
     host: String,
     /// End an instance's events at once when the engine's streams break.
     stream_loss_ends: bool,
-}
-
-/// Records of running containers by (project, service), shared with resolvers.
-type Launches = Arc<Mutex<HashMap<(String, String), DockerRecord>>>;
-
-fn lock(k: &Launches) -> std::sync::MutexGuard<'_, HashMap<(String, String), DockerRecord>> {
-    k.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl DockerExecutor {
@@ -136,7 +147,6 @@ impl DockerExecutor {
         };
         DockerExecutor {
             docker,
-            launched: Launches::default(),
             host,
             stream_loss_ends: false,
         }
@@ -159,30 +169,6 @@ impl DockerExecutor {
     pub fn with_stream_loss_ending_events(mut self) -> DockerExecutor {
         self.stream_loss_ends = true;
         self
-    }
-
-    /// A resolver of `${svc.ip|port|host}` that knows where this executor's
-    /// containers of `project` are: a container reached from this host (a local
-    /// process, a health check, the container's own checks) is at loopback and
-    /// its published port; reached from another container of the project, at its
-    /// IP on the project network and its container port. Other services are
-    /// resolved by `fallback`.
-    pub fn resolver(
-        &self,
-        project: &Project,
-        fallback: Arc<dyn EndpointResolver>,
-    ) -> DockerResolver {
-        DockerResolver {
-            project: project.name.to_string(),
-            specs: project
-                .services
-                .iter()
-                .filter(|(_, s)| s.kind() == ServiceKind::Docker)
-                .map(|(n, s)| (n.to_string(), s.clone()))
-                .collect(),
-            launched: self.launched.clone(),
-            fallback,
-        }
     }
 
     /// An executor on the engine `DOCKER_HOST` names (default: the local unix socket).
@@ -221,12 +207,16 @@ impl DockerExecutor {
         }
     }
 
-    /// Learns where the running containers of `project` are (their records and
-    /// published ports), so that endpoints resolve to them before they are
-    /// re-adopted. A new daemon calls this before `ServiceManager::adopt`.
-    pub async fn discover(&self, project: &Project) -> Result<usize, DockerError> {
+    /// The running containers of `project`, by service, with where they are
+    /// (their records and published ports), so that a new daemon can record
+    /// them in its registry before it re-adopts them: endpoints then resolve
+    /// to them, and nothing is started twice.
+    pub async fn discover(
+        &self,
+        project: &Project,
+    ) -> Result<Vec<(ServiceName, DockerRecord)>, DockerError> {
         let network = Self::network_name(project.name.as_str());
-        let mut n = 0;
+        let mut found = Vec::new();
         for c in self
             .docker
             .list_containers(&[(LABEL_PROJECT, project.name.as_str())])
@@ -247,16 +237,36 @@ impl DockerExecutor {
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e),
             };
-            let record = record_of(spec, &i, &network);
-            remember(
-                &self.launched,
-                project.name.as_str(),
-                spec.name.as_str(),
-                &record,
-            );
-            n += 1;
+            found.push((spec.name.clone(), record_of(spec, &i, &network)));
         }
-        Ok(n)
+        Ok(found)
+    }
+
+    /// True when the engine is this machine's (a unix socket): its containers
+    /// are on this host's networks.
+    fn is_local(&self) -> bool {
+        self.host == "local"
+    }
+
+    /// Where a container of `project` is placed before it starts: on the
+    /// project network, seen at its gateway (see [`ServiceExecutor::place`]).
+    async fn planned_location(&self, project: &str) -> Result<Option<Location>, DockerError> {
+        if !self.is_local() {
+            return Ok(None);
+        }
+        let network = self.ensure_network(project).await?;
+        let inspect = self.docker.inspect_network(&network).await?;
+        let gateway = inspect
+            .ipam
+            .config
+            .iter()
+            .flatten()
+            .find_map(|c| c.gateway.parse::<IpAddr>().ok());
+        Ok(gateway.map(|container_ip| Location::DockerNetwork {
+            network,
+            container_ip,
+            published: Vec::new(),
+        }))
     }
 
     /// Removes every container and the network of `project` (what `down` leaves behind).
@@ -353,7 +363,6 @@ impl DockerExecutor {
             let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             format_timestamp(d)
         });
-        remember(&self.launched, project, service, &record);
         let pid = u32::try_from(inspect.state.pid).ok().filter(|p| *p > 0);
         let instance = Arc::new(DockerInstance {
             docker: self.docker.clone(),
@@ -414,53 +423,6 @@ impl DockerExecutor {
             }
         }
         Ok(())
-    }
-}
-
-/// Keeps a container's record for the resolvers.
-fn remember(known: &Launches, project: &str, service: &str, record: &DockerRecord) {
-    lock(known).insert((project.to_owned(), service.to_owned()), record.clone());
-}
-
-/// Resolves endpoints of docker services from where their containers run
-/// (see [`DockerExecutor::resolver`]).
-pub struct DockerResolver {
-    project: String,
-    /// The docker services of the project.
-    specs: HashMap<String, ServiceSpec>,
-    launched: Launches,
-    fallback: Arc<dyn EndpointResolver>,
-}
-
-impl std::fmt::Debug for DockerResolver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DockerResolver")
-            .field("project", &self.project)
-            .finish_non_exhaustive()
-    }
-}
-
-impl EndpointResolver for DockerResolver {
-    fn endpoint(&self, consumer: &ServiceName, service: &ServiceName) -> Option<Endpoint> {
-        let Some(spec) = self.specs.get(service.as_str()) else {
-            return self.fallback.endpoint(consumer, service);
-        };
-        let record = lock(&self.launched)
-            .get(&(self.project.clone(), service.to_string()))
-            .cloned();
-        let consumer_is_container = consumer != service
-            && self.specs.get(consumer.as_str()).map(|s| s.kind()) == Some(ServiceKind::Docker);
-        if consumer_is_container {
-            return record
-                .and_then(|r| r.network_endpoint())
-                .or_else(|| self.fallback.endpoint(consumer, service));
-        }
-        if let Some(r) = record {
-            return Some(r.host_endpoint());
-        }
-        // Not started yet: where it will be published.
-        let port = spec.ports.first().map(|p| p.host.unwrap_or(p.container));
-        Some(Endpoint::loopback(port))
     }
 }
 
@@ -741,6 +703,19 @@ impl ServiceExecutor for DockerExecutor {
         ServiceKind::Docker
     }
 
+    async fn place(
+        &self,
+        spec: &ServiceSpec,
+        ctx: &StartContext,
+    ) -> Result<Option<Location>, ExecutorError> {
+        self.planned_location(ctx.project.as_str())
+            .await
+            .map_err(|e| ExecutorError::Start {
+                service: spec.name.to_string(),
+                source: Box::new(e),
+            })
+    }
+
     async fn start(
         &self,
         spec: &ServiceSpec,
@@ -873,6 +848,14 @@ struct DockerInstance {
 impl ServiceInstance for DockerInstance {
     fn pid(&self) -> Option<u32> {
         *self.pid.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn location(&self) -> Option<Location> {
+        // A container on a node's engine is where its node is: the configuration says.
+        if self.host != "local" {
+            return None;
+        }
+        self.record.location()
     }
 
     fn record(&self) -> InstanceRecord {
@@ -1644,17 +1627,13 @@ mod tests {
         };
 
         use crate::manager::{ManagerOptions, ServiceManager};
-        use crate::resolve::LoopbackResolver;
 
         fn manager(project: &Arc<Project>, docker: &Docker) -> ServiceManager {
             manager_with(project, DockerExecutor::new(docker.clone()))
         }
 
         fn manager_with(project: &Arc<Project>, exec: DockerExecutor) -> ServiceManager {
-            let mut opts = ManagerOptions::new(Arc::new(ThreadSpawner));
-            opts.resolver = Some(Arc::new(
-                exec.resolver(project, Arc::new(LoopbackResolver::new(project))),
-            ));
+            let opts = ManagerOptions::new(Arc::new(ThreadSpawner));
             let m = ServiceManager::new(project.clone(), opts).unwrap();
             m.register_executor(ServiceKind::Docker, Arc::new(exec));
             m
@@ -1910,12 +1889,22 @@ mod tests {
 
                 // The new daemon learns where the containers are, then adopts them.
                 let exec = DockerExecutor::from_env().await.unwrap();
-                assert_eq!(exec.discover(&project).await.unwrap(), 1);
+                let found = exec.discover(&project).await.unwrap();
+                assert_eq!(found.len(), 1);
+                assert_eq!(
+                    (found[0].0.as_str(), found[0].1.id.as_str()),
+                    ("db", id.as_str())
+                );
                 let second = manager_with(&project, exec);
                 let errors = second.adopt(records).await;
                 assert!(errors.is_empty(), "{errors:?}");
                 second.wait_ready(&[name("db")], LONG).await.unwrap();
                 assert_eq!(container_of(&second, "db").as_deref(), Some(id.as_str()));
+                // The adopted container is in the registry, where it runs.
+                assert_eq!(
+                    second.placement().registry().get("db").map(|e| e.location),
+                    found[0].1.location()
+                );
                 let listed = docker
                     .list_containers(&[(LABEL_PROJECT, project.name.as_str())])
                     .await

@@ -222,6 +222,19 @@ impl ServiceExecutor for DockerPlacement {
         ServiceKind::Docker
     }
 
+    /// A container of this machine's engine is placed on its project network;
+    /// one on a node is where its node is (the configuration says).
+    async fn place(
+        &self,
+        spec: &ServiceSpec,
+        ctx: &StartContext,
+    ) -> Result<Option<service_registry::Location>, ExecutorError> {
+        match (spec.host(), &self.local) {
+            (None, Ok(l)) => l.place(spec, ctx).await,
+            _ => Ok(None),
+        }
+    }
+
     async fn start(
         &self,
         spec: &ServiceSpec,

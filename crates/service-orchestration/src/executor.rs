@@ -186,6 +186,13 @@ pub trait ServiceInstance: Send + Sync + 'static {
         timeout: Duration,
     ) -> Result<ExecOutcome, ExecutorError>;
 
+    /// Where it runs, for the registry, when the executor knows better than
+    /// the configuration (a container's network and address). The default,
+    /// `None`, places it where its configuration says.
+    fn location(&self) -> Option<service_registry::Location> {
+        None
+    }
+
     /// Why it cannot be observed right now (its host does not answer), if it
     /// cannot. The manager asks when a check of the instance fails, to tell a
     /// service that fails its check from one it cannot see: then the service
@@ -229,6 +236,20 @@ pub trait ServiceExecutor: Send + Sync + 'static {
         spec: &ServiceSpec,
         ctx: &StartContext,
     ) -> Result<Launched, ExecutorError>;
+
+    /// Where a service of `spec` will run, known before it starts, when the
+    /// executor knows better than the configuration: the references in its
+    /// environment are resolved from there. A container is on a network of
+    /// its engine whose address it does not have yet, so it is placed at the
+    /// network's gateway, an address in the same subnet. The default, `None`,
+    /// places it where its configuration says.
+    async fn place(
+        &self,
+        _spec: &ServiceSpec,
+        _ctx: &StartContext,
+    ) -> Result<Option<service_registry::Location>, ExecutorError> {
+        Ok(None)
+    }
 
     /// Re-adopts an instance a previous daemon started, from its persisted record.
     /// Must fail (not adopt a stranger) when the record no longer matches what

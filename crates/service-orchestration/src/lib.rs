@@ -5,14 +5,13 @@
 //! - [`executor`]: the [`ServiceExecutor`] trait, one implementation per target kind;
 //!   [`ProcessExecutor`] ([`process`]) runs local processes.
 //! - [`docker`]: the executor of Docker services (containers on the local engine or
-//!   on a node's engine reached over ssh) and the addresses they resolve to.
+//!   on a node's engine reached over ssh).
 //! - [`docker_hosts`]: the docker executor that places each container on this
 //!   machine's engine or on its node's, and shows a node that drops off as unreachable.
 //! - [`ssh`]: connections to remote nodes: the system `ssh`, one multiplexed master
 //!   connection per node, and whether each node answers.
 //! - [`remote`]: the executor of `remote` services, detached on their node under a
-//!   small wrapper (they outlive the connection and the daemon), and the resolver
-//!   that gives each consumer the right address of a service on a node.
+//!   small wrapper (they outlive the connection and the daemon).
 //! - [`package`]: `package` services: deploy a versioned package to a node (sha256
 //!   checked there, `current` switched atomically, rollback), then run it there.
 //! - [`health`]: exec, HTTP(S), TCP and log-line checks.
@@ -21,7 +20,8 @@
 //!   A service whose instance cannot be seen (its node is unreachable) shows as
 //!   `unknown` with the reason, its failing checks restart nothing, and it returns
 //!   to its state (or is restarted per its policy, if it ended) once it can be seen.
-//! - [`resolve`]: what `${svc.ip|port|host}` expand to.
+//! - [`placement`]: where services run, kept in the service registry, and what
+//!   `${svc.ip|port|host}` expand to, from each consumer's point of view.
 #![forbid(unsafe_code)]
 
 pub mod docker;
@@ -31,9 +31,9 @@ pub mod health;
 pub mod lifecycle;
 pub mod manager;
 pub mod package;
+pub mod placement;
 pub mod process;
 pub mod remote;
-pub mod resolve;
 pub mod ssh;
 
 pub use executor::{
@@ -48,5 +48,5 @@ pub use lifecycle::{
 pub use manager::{
     ManagerError, ManagerEvent, ManagerOptions, ServiceManager, ServiceRecord, Subscription,
 };
+pub use placement::{Placement, PlacementError};
 pub use process::{ProcessExecutor, ProcessRecord};
-pub use resolve::{EndpointResolver, LoopbackResolver};

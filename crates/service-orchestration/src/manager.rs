@@ -34,8 +34,9 @@ use crate::health::{CheckEnv, ProbeRunner, ProbeTls, TlsClient, TlsSetupError, V
 use crate::lifecycle::{
     AfterStop, Effect, Event, LifecyclePolicy, Phase, ServiceLifecycle, reduce,
 };
+use crate::placement::Placement;
 use crate::process::ProcessExecutor;
-use crate::resolve::{EndpointResolver, LoopbackResolver};
+use service_registry::Location;
 
 /// How a [`ServiceManager`] runs.
 #[derive(Clone)]
@@ -49,8 +50,13 @@ pub struct ManagerOptions {
     /// Events kept for slow subscribers before the oldest are dropped (they get
     /// [`ManagerEvent::Lagged`]).
     pub event_capacity: usize,
-    /// Resolves `${svc.ip|port|host}`; default: [`LoopbackResolver`].
-    pub resolver: Option<Arc<dyn EndpointResolver>>,
+    /// Where the services are recorded as they run, and resolved from
+    /// (`${svc.ip|port|host}`, `harness env`); default: a registry in memory.
+    pub registry: Option<service_registry::Registry>,
+    /// The networks the services are placed in; default: the project's
+    /// configured networks joined with this host's addresses
+    /// ([`Placement::topology_of`]).
+    pub topology: Option<service_registry::NetworkTopology>,
     /// How HTTPS checks verify servers.
     pub probe_tls: ProbeTls,
     /// Seeds restart jitter (default: from the clock).
@@ -64,7 +70,8 @@ impl ManagerOptions {
             spawner,
             log_dir: None,
             event_capacity: 4096,
-            resolver: None,
+            registry: None,
+            topology: None,
             probe_tls: ProbeTls::default(),
             jitter_seed: None,
         }
@@ -108,6 +115,14 @@ pub enum ManagerEvent {
         line: OutputLine,
         /// When it was read.
         timestamp: SystemTime,
+    },
+    /// Something went wrong that does not affect the service itself (e.g.
+    /// the registry could not persist a change).
+    Warning {
+        /// The service it concerns.
+        service: ServiceName,
+        /// What went wrong.
+        message: String,
     },
     /// This subscriber was too slow: this many events were dropped for it.
     Lagged {
@@ -154,6 +169,12 @@ pub enum ManagerError {
     /// The HTTPS settings are unusable.
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
+    /// The project's networks cannot be placed (a bad subnet).
+    #[error("cannot place the services: {reason}")]
+    Placement {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A stream of [`ManagerEvent`]s. A subscriber that falls behind loses the
@@ -206,7 +227,7 @@ struct Inner {
     project: Arc<Project>,
     spawner: SharedSpawner,
     log_dir: Option<PathBuf>,
-    resolver: Arc<dyn EndpointResolver>,
+    placement: Placement,
     tls: TlsClient,
     executors: RwLock<HashMap<ServiceKind, SharedExecutor>>,
     slots: BTreeMap<ServiceName, Arc<Slot>>,
@@ -230,6 +251,55 @@ struct Slot {
     spec: Arc<ServiceSpec>,
     dependents: Vec<Edge>,
     view: Mutex<View>,
+    /// What to record of this service in the registry, in order.
+    registry: async_channel::Sender<RegistryOp>,
+}
+
+/// A change to record in the registry.
+enum RegistryOp {
+    /// The service runs there now; the sender is told once it is recorded.
+    Launched {
+        spec: Arc<ServiceSpec>,
+        location: Option<service_registry::Location>,
+        done: async_channel::Sender<()>,
+    },
+    /// The service changed state.
+    State(ServiceState),
+}
+
+/// Records one service's changes in the registry, in the order they happened
+/// (one writer per service: different services write concurrently, and a
+/// persisted registry commits their writes together).
+async fn record_in_registry(
+    placement: Placement,
+    service: ServiceName,
+    events: async_broadcast::Sender<ManagerEvent>,
+    queue: async_channel::Receiver<RegistryOp>,
+) {
+    while let Ok(op) = queue.recv().await {
+        let result = match op {
+            RegistryOp::Launched {
+                spec,
+                location,
+                done,
+            } => {
+                let r = placement
+                    .record_launch(&spec, location, ServiceState::Starting)
+                    .await;
+                let _ = done.try_send(());
+                r
+            }
+            RegistryOp::State(state) => placement.record_state(&service, state).await,
+        };
+        if let Err(e) = result {
+            // The registry keeps its previous (persisted) state; the service
+            // itself is unaffected.
+            let _ = events.try_broadcast(ManagerEvent::Warning {
+                service: service.clone(),
+                message: format!("the registry did not record a change: {e}"),
+            });
+        }
+    }
 }
 
 struct View {
@@ -312,10 +382,19 @@ impl ServiceManager {
         tx.set_overflow(true);
         tx.set_await_active(false);
         let keep_open = rx.deactivate();
-        let resolver = opts
-            .resolver
-            .clone()
-            .unwrap_or_else(|| Arc::new(LoopbackResolver::new(&project)));
+        let topology = match opts.topology.clone() {
+            Some(t) => t,
+            None => Placement::topology_of(&project).map_err(|e| ManagerError::Placement {
+                reason: e.to_string(),
+            })?,
+        };
+        let placement = Placement::new(
+            project.clone(),
+            opts.registry
+                .clone()
+                .unwrap_or_else(service_registry::Registry::in_memory),
+            topology,
+        );
         let mut seed = opts.jitter_seed.unwrap_or_else(|| {
             SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -327,6 +406,7 @@ impl ServiceManager {
         let mut control = BTreeMap::new();
         let mut data = BTreeMap::new();
         let mut receivers = Vec::new();
+        let mut registry_queues = Vec::new();
         for (name, spec) in &project.services {
             let policy = Arc::new(LifecyclePolicy::from_spec(spec, &project.settings));
             let dependents: Vec<Edge> = graph
@@ -355,11 +435,14 @@ impl ServiceManager {
                 requests_done: 0,
                 log_matched: vec![false; dependents.len()],
             };
+            let (rtx, rrx) = async_channel::unbounded();
+            registry_queues.push((name.clone(), rrx));
             let slot = Arc::new(Slot {
                 name: name.clone(),
                 spec: Arc::new(spec.clone()),
                 dependents,
                 view: Mutex::new(view),
+                registry: rtx,
             });
             let (ctx, crx) = async_channel::unbounded();
             let (dtx, drx) = async_channel::bounded(DATA_CAPACITY);
@@ -374,7 +457,7 @@ impl ServiceManager {
             project,
             spawner: opts.spawner,
             log_dir: opts.log_dir,
-            resolver,
+            placement: placement.clone(),
             tls,
             executors: RwLock::new(executors),
             slots,
@@ -384,6 +467,14 @@ impl ServiceManager {
             _keep_open: keep_open,
             changed: event_listener::Event::new(),
         });
+        for (service, queue) in registry_queues {
+            inner.spawner.spawn(Box::pin(record_in_registry(
+                placement.clone(),
+                service,
+                inner.events.clone(),
+                queue,
+            )));
+        }
         for (slot, crx, drx) in receivers {
             let actor = Actor {
                 inner: Arc::downgrade(&inner),
@@ -399,6 +490,12 @@ impl ServiceManager {
     /// The project.
     pub fn project(&self) -> &Arc<Project> {
         &self.inner.project
+    }
+
+    /// Where the services run (the registry the manager keeps) and how they
+    /// reach each other: `${svc.ip}` answers and `harness env`.
+    pub fn placement(&self) -> &Placement {
+        &self.inner.placement
     }
 
     /// Registers (or replaces) the executor of a target kind.
@@ -663,9 +760,9 @@ impl ServiceManager {
             let attached = match executor {
                 None => Err(format!("no executor for kind {}", rec.instance.kind)),
                 Some(ex) => {
-                    let spec = expand_spec(&self.inner, &slot.spec)
-                        .unwrap_or_else(|_| (*slot.spec).clone());
-                    let ctx = self.inner.start_context(&slot, &spec, 0);
+                    let (spec, ctx) = self.inner.prepare(&slot, None, 0).unwrap_or_else(|_| {
+                        ((*slot.spec).clone(), self.inner.start_context(&slot, 0))
+                    });
                     ex.attach(&spec, &rec.instance, &ctx)
                         .await
                         .map_err(|e| e.to_string())
@@ -730,8 +827,37 @@ impl Inner {
         let _ = self.events.try_broadcast(ev);
     }
 
-    fn start_context(&self, slot: &Slot, spec: &ServiceSpec, generation: u64) -> StartContext {
-        let mut env = spec.env.clone();
+    /// Where `slot`'s service runs when its executor does not say: where the
+    /// registry has it, else where its configuration puts it.
+    fn location_of(&self, slot: &Slot) -> Location {
+        self.placement
+            .entry(slot.name.as_str())
+            .map(|e| e.location)
+            .unwrap_or(Location::LocalHost)
+    }
+
+    /// The expanded spec and the start context of a run of `slot`'s service at `at`.
+    fn prepare(
+        &self,
+        slot: &Slot,
+        at: Option<Location>,
+        generation: u64,
+    ) -> Result<(ServiceSpec, StartContext), String> {
+        let at = at.unwrap_or_else(|| self.location_of(slot));
+        let spec = expand_spec(&self.placement, &slot.spec, &at)?;
+        let env = self
+            .placement
+            .environment(slot.name.as_str(), Some(at))
+            .map_err(|e| format!("cannot work out the environment: {e}"))?;
+        let mut ctx = self.start_context(slot, generation);
+        ctx.env = env;
+        Ok((spec, ctx))
+    }
+
+    /// A start context whose environment is the declared one, unexpanded
+    /// (see [`Inner::prepare`] for the real one).
+    fn start_context(&self, slot: &Slot, generation: u64) -> StartContext {
+        let mut env = slot.spec.env.clone();
         env.insert("HARNESS_PROJECT".into(), self.project.name.to_string());
         env.insert("HARNESS_SERVICE".into(), slot.name.to_string());
         StartContext {
@@ -750,17 +876,44 @@ impl Inner {
     }
 }
 
-/// The spec with every reference template expanded for this consumer.
-fn expand_spec(inner: &Inner, spec: &ServiceSpec) -> Result<ServiceSpec, String> {
+/// Expands the reference templates of `t` as seen by service `me` running at
+/// `at` (a service referring to itself is seen from this host, where its
+/// checks run from). A reference that cannot be answered fails with the reason.
+fn expand_at(
+    placement: &Placement,
+    me: &ServiceName,
+    at: &Location,
+    t: &str,
+) -> Result<String, String> {
+    let mut why = None;
+    harness_config::template::expand_with_endpoints(t, |svc| {
+        let from = if svc == me { &Location::LocalHost } else { at };
+        placement
+            .endpoint(from, svc.as_str())
+            .map_err(|e| why = Some(e.to_string()))
+            .ok()
+    })
+    .map_err(|e| {
+        format!(
+            "cannot expand `{t}`: {}",
+            why.unwrap_or_else(|| e.to_string())
+        )
+    })
+}
+
+/// The spec with every reference template expanded for service `spec` running
+/// at `at`: its command and exec checks from there, its HTTP and TCP checks
+/// from this host (where they run). Its environment is
+/// [`Placement::environment`], not `spec.env`.
+fn expand_spec(
+    placement: &Placement,
+    spec: &ServiceSpec,
+    at: &Location,
+) -> Result<ServiceSpec, String> {
     let me = spec.name.clone();
-    let expand = |t: &str| {
-        harness_config::template::expand_with_endpoints(t, |svc| inner.resolver.endpoint(&me, svc))
-            .map_err(|e| format!("cannot expand `{t}`: {e}"))
-    };
+    let expand = |t: &str| expand_at(placement, &me, at, t);
+    let from_here = |t: &str| expand_at(placement, &me, &Location::LocalHost, t);
     let mut out = spec.clone();
-    for v in out.env.values_mut() {
-        *v = expand(v)?;
-    }
     match &mut out.target {
         Target::Process { args, .. } | Target::Remote { args, .. } => {
             for a in args.iter_mut() {
@@ -790,8 +943,8 @@ fn expand_spec(inner: &Inner, spec: &ServiceSpec) -> Result<ServiceSpec, String>
                     *a = expand(a)?;
                 }
             }
-            Check::Http { url, .. } => *url = expand(url)?,
-            Check::Tcp { host: Some(h), .. } => *h = expand(h)?,
+            Check::Http { url, .. } => *url = from_here(url)?,
+            Check::Tcp { host: Some(h), .. } => *h = from_here(h)?,
             Check::Tcp { host: None, .. } | Check::LogLine { .. } => {}
         }
     }
@@ -907,9 +1060,15 @@ impl Actor {
                     self.request_done(inner);
                     return;
                 }
-                let spec = expand_spec(inner, &self.slot.spec)
-                    .map(Arc::new)
-                    .unwrap_or_else(|_| self.slot.spec.clone());
+                let at = launched.instance.location();
+                let spec = expand_spec(
+                    &inner.placement,
+                    &self.slot.spec,
+                    &at.clone().unwrap_or_else(|| inner.location_of(&self.slot)),
+                )
+                .map(Arc::new)
+                .unwrap_or_else(|_| self.slot.spec.clone());
+                self.record_launch(at).await;
                 self.run_spec = Some(spec);
                 {
                     let mut v = self.slot.view();
@@ -1194,6 +1353,10 @@ impl Actor {
                 v.health = Health::Unknown;
             }
         }
+        let _ = self
+            .slot
+            .registry
+            .try_send(RegistryOp::State(state.clone()));
         inner.publish(ManagerEvent::State {
             service: self.slot.name.clone(),
             state,
@@ -1223,12 +1386,21 @@ impl Actor {
         let executor = inner
             .executor(kind)
             .ok_or_else(|| format!("no executor registered for {kind} services"))?;
-        let spec = Arc::new(expand_spec(inner, &self.slot.spec)?);
-        let ctx = inner.start_context(&self.slot, &spec, generation);
+        let at = executor
+            .place(
+                &self.slot.spec,
+                &inner.start_context(&self.slot, generation),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let (spec, ctx) = inner.prepare(&self.slot, at, generation)?;
+        let spec = Arc::new(spec);
         let launched = executor
             .start(&spec, &ctx)
             .await
             .map_err(|e| e.to_string())?;
+        // Recorded before anyone hears it runs: a dependent resolves it from the registry.
+        self.record_launch(launched.instance.location()).await;
         self.run_spec = Some(spec);
         {
             let mut v = self.slot.view();
@@ -1239,6 +1411,19 @@ impl Actor {
         }
         self.watch(inner, generation, launched.events);
         Ok(())
+    }
+
+    /// Records in the registry where the service now runs, and waits until it is.
+    async fn record_launch(&self, location: Option<Location>) {
+        let (done, recorded) = async_channel::bounded(1);
+        let op = RegistryOp::Launched {
+            spec: self.slot.spec.clone(),
+            location,
+            done,
+        };
+        if self.slot.registry.try_send(op).is_ok() {
+            let _ = recorded.recv().await;
+        }
     }
 
     /// Forwards an instance's events to this actor, tagged with its run.
@@ -1289,10 +1474,10 @@ impl Actor {
             return;
         };
         let default_host = inner
-            .resolver
-            .endpoint(&self.slot.name, &self.slot.name)
+            .placement
+            .endpoint(&Location::LocalHost, self.slot.name.as_str())
             .map(|e| e.ip.to_string())
-            .unwrap_or_else(|| "127.0.0.1".to_owned());
+            .unwrap_or_else(|_| "127.0.0.1".to_owned());
         let env = CheckEnv {
             instance: instance.clone(),
             default_host,

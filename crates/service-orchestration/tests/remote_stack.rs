@@ -17,8 +17,8 @@ use harness_config::{
 use harness_core::{ProjectName, ServiceKind, ServiceName};
 use remote_support::*;
 use service_orchestration::docker::DockerExecutor;
-use service_orchestration::remote::{RemoteExecutor, RemoteResolver};
-use service_orchestration::{LoopbackResolver, ManagerEvent, ManagerOptions, ServiceManager};
+use service_orchestration::remote::RemoteExecutor;
+use service_orchestration::{ManagerEvent, ManagerOptions, ServiceManager};
 
 fn depends(spec: &mut ServiceSpec, on: &str, condition: Condition) {
     spec.dependencies.push(Dependency {
@@ -152,14 +152,7 @@ fn stack_across_local_process_container_and_two_nodes() {
         );
 
         let docker = DockerExecutor::from_env().await.unwrap();
-        let loopback: Arc<dyn service_orchestration::EndpointResolver> =
-            Arc::new(LoopbackResolver::new(&project));
-        let docker_resolver = Arc::new(docker.resolver(&project, loopback));
-        let resolver = RemoteResolver::discover(&project, &hosts, docker_resolver)
-            .await
-            .unwrap();
-        let mut opts = ManagerOptions::new(smol_spawner());
-        opts.resolver = Some(Arc::new(resolver));
+        let opts = ManagerOptions::new(smol_spawner());
         let manager = ServiceManager::new(project.clone(), opts).unwrap();
         manager.register_executor(ServiceKind::Docker, Arc::new(docker.clone()));
         manager.register_executor(

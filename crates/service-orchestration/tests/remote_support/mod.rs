@@ -383,8 +383,8 @@ pub async fn unreachable_node_through_manager(spawner: SharedSpawner) {
     use futures_lite::StreamExt;
     use harness_config::{Check, Network, Probe, Project, RestartMode, Settings};
     use harness_core::{ProjectName, ServiceKind, ServiceName, ServiceState};
-    use service_orchestration::remote::{RemoteExecutor, RemoteResolver};
-    use service_orchestration::{LoopbackResolver, ManagerEvent, ManagerOptions, ServiceManager};
+    use service_orchestration::remote::RemoteExecutor;
+    use service_orchestration::{ManagerEvent, ManagerOptions, ServiceManager};
 
     let nodes = Nodes::start(2);
     let hosts = nodes.hosts(nodes.options());
@@ -446,13 +446,7 @@ pub async fn unreachable_node_through_manager(spawner: SharedSpawner) {
         )
         .unwrap(),
     );
-    let loopback: Arc<dyn service_orchestration::EndpointResolver> =
-        Arc::new(LoopbackResolver::new(&project));
-    let resolver = RemoteResolver::discover(&project, &hosts, loopback)
-        .await
-        .unwrap();
-    let mut opts = ManagerOptions::new(spawner);
-    opts.resolver = Some(Arc::new(resolver));
+    let opts = ManagerOptions::new(spawner);
     let manager = ServiceManager::new(project.clone(), opts).unwrap();
     manager.register_executor(
         ServiceKind::Remote,

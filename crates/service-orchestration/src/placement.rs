@@ -1,0 +1,281 @@
+//! Where a manager's services run and how they reach each other.
+//!
+//! A [`Placement`] joins the project with a service [`Registry`] and the
+//! [`NetworkTopology`] (the configured networks plus this host's real
+//! addresses). The manager records in the registry where each service runs
+//! once it is launched (the location its instance reports, else the one the
+//! configuration gives) and its state as it changes. Every `${svc.ip}`,
+//! `${svc.port}` and `${svc.host}` is then answered by one function,
+//! [`service_registry::resolve`], from the consumer's point of view (ADR 016).
+//!
+//! A service that has not run yet is placed from the configuration: a process
+//! on this host, a service with `host:` on its node, a container of this
+//! host's engine on the project network at its published ports (its address
+//! is known once it runs; its host name, the container name, is known now).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, RwLock};
+
+use harness_config::{Project, ServiceSpec, Target};
+use harness_core::{Endpoint, ServiceName, ServiceState};
+use service_registry::{
+    ConfigError, EnvError, HostNetwork, Location, NetworkTopology, Registry, RegistryError,
+    RegistrySnapshot, ResolveError, ServiceEntry, entry_from_spec, planned_location, resolve,
+    service_environment, topology_from_config,
+};
+
+use crate::docker::DockerExecutor;
+
+/// The project's services in a registry, resolved through a topology.
+/// Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Placement {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    project: Arc<Project>,
+    registry: Registry,
+    topology: RwLock<Arc<NetworkTopology>>,
+}
+
+impl std::fmt::Debug for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Placement")
+            .field("project", &self.inner.project.name)
+            .field("registry", &self.inner.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a reference to a service cannot be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    /// The project has no such service.
+    #[error("no service `{0}` in the project")]
+    UnknownService(String),
+    /// The service cannot be placed from the configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The consumer cannot reach the provider.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+}
+
+impl Placement {
+    /// A placement of `project`'s services in `registry`, resolved through `topology`.
+    pub fn new(project: Arc<Project>, registry: Registry, topology: NetworkTopology) -> Placement {
+        Placement {
+            inner: Arc::new(Inner {
+                project,
+                registry,
+                topology: RwLock::new(Arc::new(topology)),
+            }),
+        }
+    }
+
+    /// The topology of `project`: its configured networks joined with this
+    /// host's addresses as the system reports them (none if they cannot be read).
+    /// Nodes whose `host` is a DNS name get no address here; see
+    /// [`NetworkTopology::resolve_node_names`].
+    pub fn topology_of(project: &Project) -> Result<NetworkTopology, ConfigError> {
+        let host = HostNetwork::read().unwrap_or_default();
+        topology_from_config(&project.networks, host)
+    }
+
+    /// The registry the services are recorded in.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The topology in use.
+    pub fn topology(&self) -> Arc<NetworkTopology> {
+        self.inner
+            .topology
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Reads this host's addresses again when none of them faces `peer` (a
+    /// Docker bridge created after the topology was read, for instance).
+    pub fn refresh_host_toward(&self, peer: IpAddr) {
+        if self.topology().host_address_toward(peer).is_some() {
+            return;
+        }
+        if let Ok(host) = HostNetwork::read() {
+            let mut slot = self
+                .inner
+                .topology
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            let mut t = (**slot).clone();
+            t.host = host;
+            *slot = Arc::new(t);
+        }
+    }
+
+    fn spec(&self, service: &str) -> Result<&ServiceSpec, PlacementError> {
+        self.inner
+            .project
+            .services
+            .get(service)
+            .ok_or_else(|| PlacementError::UnknownService(service.to_owned()))
+    }
+
+    /// The entry of `service`: the registry's, else the one its configuration plans.
+    pub fn entry(&self, service: &str) -> Result<ServiceEntry, PlacementError> {
+        if let Some(e) = self.inner.registry.get(service) {
+            return Ok(e);
+        }
+        self.planned(self.spec(service)?)
+    }
+
+    fn planned(&self, spec: &ServiceSpec) -> Result<ServiceEntry, PlacementError> {
+        match planned_location(spec, &self.topology()) {
+            Ok(location) => Ok(entry_from_spec(spec, location)),
+            Err(ConfigError::NotPlaced { .. }) => {
+                let project = self.inner.project.name.as_str();
+                let mut entry = entry_from_spec(
+                    spec,
+                    Location::DockerNetwork {
+                        network: DockerExecutor::network_name(project),
+                        container_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                        published: Vec::new(),
+                    },
+                );
+                entry.hostname = Some(DockerExecutor::container_name(project, spec.name.as_str()));
+                Ok(entry)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every service of the project: the registered ones as registered, the
+    /// others as planned (those that cannot be placed are left out).
+    pub fn snapshot(&self) -> RegistrySnapshot {
+        let mut snapshot = self.inner.registry.snapshot();
+        for spec in self.inner.project.services.values() {
+            if !snapshot.entries.contains_key(&spec.name)
+                && let Ok(e) = self.planned(spec)
+            {
+                snapshot.entries.insert(spec.name.clone(), e);
+            }
+        }
+        snapshot
+    }
+
+    /// Where a consumer at `consumer` reaches `provider`.
+    pub fn endpoint(
+        &self,
+        consumer: &Location,
+        provider: &str,
+    ) -> Result<Endpoint, PlacementError> {
+        let entry = self.entry(provider)?;
+        if let Some(peer) = consumer.address() {
+            self.refresh_host_toward(peer);
+        }
+        Ok(resolve(&self.topology(), &entry, consumer)?)
+    }
+
+    /// Where `consumer` (a service of the project, placed as registered or
+    /// planned) reaches `provider`. A service asking about itself is seen
+    /// from this host: that is where its checks run from.
+    pub fn endpoint_between(
+        &self,
+        consumer: &ServiceName,
+        provider: &ServiceName,
+    ) -> Result<Endpoint, PlacementError> {
+        let at = if consumer == provider {
+            Location::LocalHost
+        } else {
+            self.entry(consumer.as_str())?.location
+        };
+        self.endpoint(&at, provider.as_str())
+    }
+
+    /// The environment `service` gets when it runs at `at`: its declared
+    /// `env` with references resolved from there, the generated variables
+    /// (see [`service_environment`]) and `HARNESS_PROJECT`/`HARNESS_SERVICE`.
+    /// What `harness env SERVICE` prints.
+    pub fn environment(
+        &self,
+        service: &str,
+        at: Option<Location>,
+    ) -> Result<BTreeMap<String, String>, EnvError> {
+        let spec = self.spec(service).map_err(|_| EnvError::UnknownService {
+            service: service.to_owned(),
+            reference: None,
+        })?;
+        let mut entry = match self.entry(service) {
+            Ok(e) => e,
+            Err(PlacementError::Config(e)) => return Err(EnvError::Placement(e)),
+            Err(_) => {
+                return Err(EnvError::UnknownService {
+                    service: service.to_owned(),
+                    reference: None,
+                });
+            }
+        };
+        if let Some(at) = at {
+            if let Some(peer) = at.address() {
+                self.refresh_host_toward(peer);
+            }
+            entry.location = at;
+        }
+        service_environment(
+            &self.inner.project.name,
+            &self.snapshot(),
+            &self.topology(),
+            &entry,
+            &spec.env,
+        )
+    }
+
+    /// Records that `spec` now runs at `location` (or where its configuration
+    /// puts it), in state `state`.
+    pub async fn record_launch(
+        &self,
+        spec: &ServiceSpec,
+        location: Option<Location>,
+        state: ServiceState,
+    ) -> Result<(), RegistryError> {
+        let mut entry = match location {
+            Some(l) => entry_from_spec(spec, l),
+            None => match self.planned(spec) {
+                Ok(e) => e,
+                // Nowhere to put it: references to it fail with the reason.
+                Err(_) => return Ok(()),
+            },
+        };
+        if matches!(spec.target, Target::Docker(_))
+            && matches!(entry.location, Location::DockerNetwork { .. })
+            && entry.hostname.is_none()
+        {
+            entry.hostname = Some(DockerExecutor::container_name(
+                self.inner.project.name.as_str(),
+                spec.name.as_str(),
+            ));
+        }
+        entry.state = state;
+        self.inner.registry.upsert(entry).await
+    }
+
+    /// Records a state change of a registered service (nothing if it is not registered).
+    pub async fn record_state(
+        &self,
+        service: &ServiceName,
+        state: ServiceState,
+    ) -> Result<(), RegistryError> {
+        match self
+            .inner
+            .registry
+            .update(service.as_str(), move |e| e.state = state)
+            .await
+        {
+            Err(RegistryError::NotFound(_)) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+}
