@@ -232,7 +232,8 @@ fn docker_service_through_the_daemon_survives_kill_9_and_down_removes_it() {
     assert_eq!(
         rows["db"]["container_id"].as_str(),
         Some(container.as_str()),
-        "the same container is adopted: {:?}",
+        "the same container is adopted: {:?}\ndaemon log:\n{}",
+        std::fs::read_to_string(env.state.path().join("harnessd.log")).unwrap_or_default(),
         rows["db"]
     );
     assert_eq!(

@@ -3,7 +3,7 @@
 //! what must survive the daemon persisted atomically in `state.json`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -290,6 +290,10 @@ impl ManagerBackend {
             return Ok(r.clone());
         }
         let path = registry_path(&self.state, project);
+        if let Some(dir) = path.parent().map(Path::to_path_buf) {
+            // Opening reports a missing directory; making it here is enough.
+            let _ = blocking::unblock(move || std::fs::create_dir_all(dir)).await;
+        }
         let registry = match service_registry::Registry::open(&path).await {
             Ok((r, report)) => {
                 if report.source == service_registry::LoadSource::Backup {

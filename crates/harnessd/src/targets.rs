@@ -4,7 +4,7 @@
 //! [`Targets`] is shared by every project of a daemon. For each project it
 //! gives the executors to register ([`Targets::for_project`]); where their
 //! services run is recorded in the project's registry, which answers
-//! `${svc.ip|port|host}` (ADR 016):
+//! `${svc.ip|port|host}` (ADR 017):
 //!
 //! - **Docker.** One engine client (`DOCKER_HOST`, else the local socket),
 //!   connected the first time a project with docker services on this machine
@@ -359,6 +359,14 @@ fn write_lines(dir: &Path, rx: &async_channel::Receiver<OutputLine>) -> std::io:
 impl ServiceExecutor for ToLogFiles {
     fn kind(&self) -> ServiceKind {
         self.inner.kind()
+    }
+
+    async fn place(
+        &self,
+        spec: &ServiceSpec,
+        ctx: &StartContext,
+    ) -> Result<Option<service_registry::Location>, ExecutorError> {
+        self.inner.place(spec, ctx).await
     }
 
     async fn start(

@@ -6,7 +6,7 @@
 //! once it is launched (the location its instance reports, else the one the
 //! configuration gives) and its state as it changes. Every `${svc.ip}`,
 //! `${svc.port}` and `${svc.host}` is then answered by one function,
-//! [`service_registry::resolve`], from the consumer's point of view (ADR 016).
+//! [`service_registry::resolve`], from the consumer's point of view (ADR 017).
 //!
 //! A service that has not run yet is placed from the configuration: a process
 //! on this host, a service with `host:` on its node, a container of this

@@ -174,16 +174,17 @@ impl NetworkTopology {
             .max_by_key(|n| n.subnet().map(|s| s.prefix()))
     }
 
-    /// The address at which `peer` reaches this host: this host's address in
-    /// the configured network holding `peer`, or else the address of the
-    /// interface directly connected to `peer` (e.g. a Docker bridge gateway).
+    /// The address at which `peer` reaches this host: the address of the
+    /// interface directly connected to `peer` (e.g. a Docker bridge gateway),
+    /// or else this host's address in the configured network holding `peer`
+    /// (a routed peer). The directly connected one comes first: a configured
+    /// subnet may be wide enough to hold several of this host's networks.
     pub fn host_address_toward(&self, peer: IpAddr) -> Option<IpAddr> {
-        if let Some(subnet) = self.network_containing(peer).and_then(Network::subnet)
-            && let Some(a) = self.host.address_in(subnet)
-        {
+        if let Some(a) = self.host.address_facing(peer) {
             return Some(a.ip);
         }
-        self.host.address_facing(peer).map(|a| a.ip)
+        let subnet = self.network_containing(peer).and_then(Network::subnet)?;
+        self.host.address_in(subnet).map(|a| a.ip)
     }
 
     /// The address node `node` has in the network that holds `peer`, if the

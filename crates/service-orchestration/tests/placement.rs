@@ -1,0 +1,216 @@
+//! The manager keeps the service registry: where each service runs, its state,
+//! and every `${svc.ip|port|host}` resolved through it from the consumer's side.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use harness_config::{Check, Condition, DockerSpec, Resources, Security, Target};
+use harness_core::{ServiceKind, ServiceState};
+use service_orchestration::docker::DockerExecutor;
+use service_orchestration::{ManagerEvent, ManagerOptions, ServiceManager};
+use service_registry::{Location, Registry, RegistryEvent, StateFile};
+
+const LONG: Duration = Duration::from_secs(60);
+
+#[test]
+fn running_services_are_registered_with_their_place_and_state_persisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("registry.json");
+    let [port] = free_ports::<1>();
+    let mut db = sh("db", dir.path(), "exec sleep 600");
+    db.readiness = Some(probe(
+        Check::Exec {
+            command: "true".into(),
+            args: vec![],
+        },
+        3,
+    ));
+    db.ports = vec![harness_config::PortMapping {
+        host: None,
+        container: port,
+        protocol: harness_config::Protocol::Tcp,
+    }];
+    let mut api = sh(
+        "api",
+        dir.path(),
+        "echo \"db at ${db.ip}:${db.port} env $DB_IP:$DB_PORT\"; exec sleep 600",
+    );
+    api.env
+        .insert("DB_URL".into(), "tcp://${db.host}:${db.port}".into());
+    depends(&mut api, "db", Condition::Healthy);
+    let project = project(vec![db, api]);
+
+    smol::block_on(async {
+        let (registry, _) = Registry::open(&file).await.unwrap();
+        let mut changes = registry.subscribe();
+        let mut opts = ManagerOptions::new(smol_spawner());
+        opts.registry = Some(registry.clone());
+        let m = ServiceManager::new(project.clone(), opts).unwrap();
+        let mut events = m.subscribe();
+        m.start_all().unwrap();
+        m.wait_ready(&[name("api")], LONG).await.unwrap();
+
+        // Where each runs, as the registry has it.
+        let db = registry.get("db").expect("db is registered");
+        assert_eq!(db.location, Location::LocalHost);
+        assert_eq!(db.kind, ServiceKind::Process);
+        assert_eq!(db.ports, vec![port]);
+        eventually("db healthy in the registry", LONG, || {
+            registry.get("db").map(|e| e.state) == Some(ServiceState::Healthy)
+        })
+        .await;
+
+        // api got db's endpoint, in its command and in its environment.
+        let line = loop {
+            match futures_lite::StreamExt::next(&mut events).await {
+                Some(ManagerEvent::Output { service, line, .. }) if service.as_str() == "api" => {
+                    break line.text().into_owned();
+                }
+                Some(_) => {}
+                None => panic!("events ended"),
+            }
+        };
+        assert_eq!(line, format!("db at 127.0.0.1:{port} env 127.0.0.1:{port}"));
+        let env = m.placement().environment("api", None).unwrap();
+        assert_eq!(env["DB_URL"], format!("tcp://localhost:{port}"));
+        assert_eq!(env["HARNESS_SERVICE"], "api");
+        assert_eq!(env["DB_PORT"], port.to_string());
+
+        // Every change reached the subscribers, in order: db was registered
+        // before api (which depends on it) started.
+        let mut order = Vec::new();
+        while let Some(ev) = changes.try_recv() {
+            if let RegistryEvent::Upserted {
+                entry,
+                previous: None,
+            } = ev
+            {
+                order.push(entry.name.to_string());
+            }
+        }
+        assert_eq!(order, ["db", "api"]);
+
+        m.stop_all().await;
+        eventually("stopped in the registry", LONG, || {
+            registry.get("api").map(|e| e.state) == Some(ServiceState::Stopped)
+                && registry.get("db").map(|e| e.state) == Some(ServiceState::Stopped)
+        })
+        .await;
+    });
+    // What the registry wrote survives it: a new reader finds both, stopped.
+    let snapshot: service_registry::RegistrySnapshot = StateFile::new(&file)
+        .load()
+        .unwrap()
+        .0
+        .expect("the registry was persisted");
+    assert_eq!(snapshot.entries.len(), 2);
+    assert!(
+        snapshot
+            .entries
+            .values()
+            .all(|e| e.state == ServiceState::Stopped && e.location == Location::LocalHost)
+    );
+}
+
+/// A container reaching a process of this host gets this host's address on
+/// the container's network, not `127.0.0.1` (its own loopback), and reaches it.
+#[test]
+fn a_container_reaches_a_local_process_at_the_host_bridge_address() {
+    smol::block_on(async {
+        let Some(_docker) = docker_engine::testing::engine_or_skip("container_to_process").await
+        else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("data.txt"), "from-the-host\n").unwrap();
+        let [port] = free_ports::<1>();
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect("busybox is installed by the test command");
+        let mut web = sh(
+            "web",
+            dir.path(),
+            &format!("exec {busybox} httpd -f -p 0.0.0.0:{port} -h ."),
+        );
+        web.readiness = Some(probe(Check::Tcp { host: None, port }, 100));
+        web.ports = vec![harness_config::PortMapping {
+            host: None,
+            container: port,
+            protocol: harness_config::Protocol::Tcp,
+        }];
+        let mut client = sh("client", dir.path(), "unused");
+        client.target = Target::Docker(DockerSpec {
+            image: "harness-test/busybox:latest".into(),
+            build: None,
+            command: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                "echo \"got $(wget -q -O - http://${web.ip}:${web.port}/data.txt) from ${web.ip} ($WEB_IP)\"; sleep 600"
+                    .into(),
+            ]),
+            entrypoint: None,
+            volumes: Vec::new(),
+            networks: Vec::new(),
+            security: Security::default(),
+            resources: Resources::default(),
+            host: None,
+        });
+        depends(&mut client, "web", Condition::Healthy);
+        let mut project = (*project(vec![web, client])).clone();
+        project.name =
+            harness_core::ProjectName::new(docker_engine::testing::unique_name("place")).unwrap();
+        let project = Arc::new(project);
+        let cleanup = docker_engine::testing::Cleanup::new();
+        cleanup.label(format!("harness.project={}", project.name));
+        cleanup.network(DockerExecutor::network_name(project.name.as_str()));
+
+        let m = ServiceManager::new(project.clone(), ManagerOptions::new(smol_spawner())).unwrap();
+        m.register_executor(
+            ServiceKind::Docker,
+            Arc::new(DockerExecutor::from_env().await.unwrap()),
+        );
+        let mut events = m.subscribe();
+        m.start_all().unwrap();
+        m.wait_ready(&[name("client")], LONG).await.unwrap();
+        let line = loop {
+            match futures_lite::StreamExt::next(&mut events).await {
+                Some(ManagerEvent::Output { service, line, .. })
+                    if service.as_str() == "client" =>
+                {
+                    break line.text().into_owned();
+                }
+                Some(_) => {}
+                None => panic!("events ended"),
+            }
+        };
+        let client = m.placement().registry().get("client").unwrap();
+        let Location::DockerNetwork {
+            network,
+            container_ip,
+            ..
+        } = &client.location
+        else {
+            panic!("the container is registered on its network: {client:?}");
+        };
+        assert_eq!(
+            network,
+            &DockerExecutor::network_name(project.name.as_str())
+        );
+        let host_ip = m
+            .placement()
+            .topology()
+            .host_address_toward(*container_ip)
+            .expect("this host has an address on the project network");
+        assert!(!host_ip.is_loopback());
+        assert_eq!(
+            line,
+            format!("got from-the-host from {host_ip} ({host_ip})"),
+            "the container reached the local process at this host's bridge address"
+        );
+        m.stop_all().await;
+    });
+}
