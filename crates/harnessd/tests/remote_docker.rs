@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use harness_core::{ServiceKind, ServiceState, ServiceStatus};
 use harness_protocol::{Client, ProjectRef, ServicesParams, UpParams};
-use remote_support::{Nodes, nodes_available};
+use remote_support::{Nodes, ProjectCleanup, containers, nodes_available};
 use support::{DEADLINE, TestDaemon};
 
 const SSH_OPTIONS: [&str; 3] = [
@@ -28,40 +28,6 @@ const SSH_OPTIONS: [&str; 3] = [
     "UserKnownHostsFile=/dev/null",
     "LogLevel=ERROR",
 ];
-
-/// `docker ps -a` ids of the containers with these labels.
-fn containers(labels: &[(&str, &str)]) -> Vec<String> {
-    let mut cmd = Command::new("docker");
-    cmd.args(["ps", "-a", "-q", "--no-trunc"]);
-    for (k, v) in labels {
-        cmd.args(["--filter", &format!("label={k}={v}")]);
-    }
-    let out = cmd.stdin(Stdio::null()).output().expect("docker ps");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Removes what the project left on the engine, whatever the test's outcome.
-struct ProjectCleanup(String);
-
-impl Drop for ProjectCleanup {
-    fn drop(&mut self) {
-        for id in containers(&[("harness.project", &self.0)]) {
-            let _ = Command::new("docker")
-                .args(["rm", "-f", &id])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        let _ = Command::new("docker")
-            .args(["network", "rm", &format!("harness-{}", self.0)])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
 
 fn project(dir: &std::path::Path, name: &str, nodes: &Nodes) -> ProjectRef {
     let n1 = &nodes.nodes[0];

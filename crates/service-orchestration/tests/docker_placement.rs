@@ -16,7 +16,7 @@ use futures_lite::StreamExt;
 use harness_config::{DockerSpec, Resources, Security, ServiceSpec, Target};
 use harness_core::{ExitStatus, ServiceKind};
 use remote_support::*;
-use service_orchestration::docker::{DockerExecutor, LABEL_NODE, LABEL_PROJECT};
+use service_orchestration::docker::LABEL_NODE;
 use service_orchestration::docker_hosts::DockerPlacement;
 use service_orchestration::{
     ExecutorError, InstanceEvent, InstanceEvents, InstanceRecord, ServiceExecutor,
@@ -81,6 +81,7 @@ fn a_container_on_a_node_is_placed_readopted_and_seen_through_an_outage() {
         return;
     };
     let project = project_name();
+    let _cleanup = ProjectCleanup(project.clone());
     smol::block_on(async {
         let hosts = nodes.hosts(nodes.options());
         nodes.wait_ready(&hosts).await;
@@ -164,19 +165,9 @@ fn a_container_on_a_node_is_placed_readopted_and_seen_through_an_outage() {
             Ok::<_, ExecutorError>(())
         }
         .await;
-        let _ = DockerExecutor::new(hosts.get("n1").unwrap().docker().await.unwrap())
-            .remove_project(&project)
-            .await;
         hosts.close_all().await;
         result.unwrap();
     });
-    docker_quiet(&["network", "rm", &format!("harness-{project}")]);
-    let left = Command::new("docker")
-        .args(["ps", "-aq", "--filter"])
-        .arg(format!("label={LABEL_PROJECT}={project}"))
-        .output()
-        .unwrap();
-    assert!(left.stdout.is_empty(), "containers left behind");
 }
 
 /// A record of a container on this machine's engine is not routed to a node.

@@ -275,6 +275,41 @@ impl Drop for Nodes {
     }
 }
 
+/// `docker ps -a` ids of the containers with these labels.
+pub fn containers(labels: &[(&str, &str)]) -> Vec<String> {
+    let mut cmd = Command::new("docker");
+    cmd.args(["ps", "-a", "-q", "--no-trunc"]);
+    for (k, v) in labels {
+        cmd.args(["--filter", &format!("label={k}={v}")]);
+    }
+    let out = cmd.stdin(Stdio::null()).output().expect("docker ps");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Removes the containers and the network a project left on this machine's
+/// engine (the nodes' engine in the docker tests), whatever the test's outcome.
+pub struct ProjectCleanup(pub String);
+
+impl Drop for ProjectCleanup {
+    fn drop(&mut self) {
+        for id in containers(&[("harness.project", &self.0)]) {
+            let _ = Command::new("docker")
+                .args(["rm", "-f", &id])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &format!("harness-{}", self.0)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 fn fastrand_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
