@@ -1,10 +1,11 @@
 //! A docker service placed on a node (`host:`) through the real daemon: its
 //! container runs on the node's engine, reached through `ssh NODE docker
-//! system dial-stdio`, and a local process waits for it to be healthy. When
-//! the node is cut off its network, the service shows `unknown` with a reason
-//! naming the node; when the node is back, the same container runs on and is
-//! followed again: no second container, no restart. A daemon killed with
-//! SIGKILL is replaced by one that re-adopts the same container.
+//! system dial-stdio`, and a local process waits for it to be healthy and
+//! sees it at the node's address. When the node is cut off its network, the
+//! service shows `unknown` with a reason naming the node; when the node is
+//! back, the same container runs on and is followed again: no second
+//! container, no restart. A daemon killed with SIGKILL is replaced by one
+//! that re-adopts the same container.
 //!
 //! The test node's engine is this machine's engine, mounted into the node
 //! with the docker CLI; the only way the daemon reaches it for the service is
@@ -54,7 +55,9 @@ services:
     restart: always
   app:
     binary: sh
-    args: ["-c", "echo app up; exec sleep 1000"]
+    args: ["-c", "echo \"app sees web at $$WEB\"; exec sleep 1000"]
+    env:
+      WEB: "${{web.ip}}"
     dependencies:
       web: {{ condition: healthy }}
 "#,
@@ -140,6 +143,19 @@ fn docker_service_on_a_node_through_a_cut_off_and_a_daemon_kill_9() {
         assert_eq!(web.state, ServiceState::Healthy, "{web:?}");
         let app = service(std::slice::from_ref(&st), "app");
         assert!(app.state.is_alive(), "{app:?}");
+        // A local process sees the container at its node's address.
+        let app_log = d.state.join(format!("logs/{name}/app/stdout.log"));
+        let deadline = Instant::now() + DEADLINE;
+        let want = format!("app sees web at {}", nodes.nodes[0].host);
+        while !std::fs::read_to_string(&app_log).is_ok_and(|t| t.contains(&want)) {
+            assert!(
+                Instant::now() < deadline,
+                "{want:?} not in {}: {:?}",
+                app_log.display(),
+                std::fs::read_to_string(&app_log)
+            );
+            async_io::Timer::after(Duration::from_millis(100)).await;
+        }
         let id = web.container_id.clone().expect("a container id");
         let on_node = containers(&[
             ("harness.project", &name),
