@@ -18,18 +18,21 @@ const SPAWNS: usize = 500;
 const LINES: u64 = 1_000_000;
 const ROUNDS: usize = 7;
 
-/// CPU time (user + system) of this process and its threads so far, from
-/// `/proc/self/stat` (clock ticks, 100 per second on Linux).
+/// CPU time of this process's threads so far (the spawning thread and any
+/// thread of the launcher), in nanoseconds from `/proc/self/task/*/schedstat`.
 fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = rest
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0))
-        .collect();
-    // fields 14 and 15 (utime, stime) are at 11 and 12 after the state field
-    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-    Duration::from_millis(ticks * 10)
+    let mut ns = 0u64;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            ns += stat
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Duration::from_nanos(ns)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -207,15 +210,15 @@ fn spawn_part() {
     let (b, o) = (median(bare_s), median(ours_s));
     let (bc, oc) = (median(bare_c), median(ours_c));
     println!(
-        "spawn {SPAWNS} sleep: bare {:.1} ms ({:.0} us each, cpu {} ms), LocalLauncher until Started {:.1} ms \
-         ({:.0} us each, cpu {} ms), wall ratio {:.2}x (medians of {ROUNDS}); best rounds {:.1} ms vs {:.1} ms, \
+        "spawn {SPAWNS} sleep: bare {:.1} ms ({:.0} us each, cpu {:.0} us each), LocalLauncher until Started {:.1} ms \
+         ({:.0} us each, cpu {:.0} us each), wall ratio {:.2}x (medians of {ROUNDS}); best rounds {:.1} ms vs {:.1} ms, \
          ratio {:.2}x",
         b.as_secs_f64() * 1e3,
         b.as_secs_f64() * 1e6 / SPAWNS as f64,
-        bc.as_millis(),
+        bc.as_secs_f64() * 1e6 / SPAWNS as f64,
         o.as_secs_f64() * 1e3,
         o.as_secs_f64() * 1e6 / SPAWNS as f64,
-        oc.as_millis(),
+        oc.as_secs_f64() * 1e6 / SPAWNS as f64,
         o.as_secs_f64() / b.as_secs_f64(),
         bmin.as_secs_f64() * 1e3,
         omin.as_secs_f64() * 1e3,
