@@ -306,11 +306,14 @@ fn remote_service_through_the_daemon_survives_kill_9() {
     });
     let pid = before.pid.expect("the remote pid");
 
-    // Let the state be persisted, then kill -9 the daemon: the service stays.
+    // Let the state be persisted with the output delivered so far (the
+    // daemon persists every half second: what was delivered after the last
+    // write comes again after a kill -9), then kill -9 the daemon: the
+    // service stays.
     smol::block_on(async {
         let deadline = Instant::now() + DEADLINE;
         let state_file = StateDirOf(&d.state).file();
-        while !std::fs::read_to_string(&state_file).is_ok_and(|t| t.contains("ticker")) {
+        while persisted_stdout_offset(&state_file, "ticker") < "remote hello\n".len() as u64 {
             assert!(Instant::now() < deadline, "state never persisted");
             async_io::Timer::after(Duration::from_millis(100)).await;
         }
@@ -365,4 +368,30 @@ impl StateDirOf<'_> {
     fn file(&self) -> std::path::PathBuf {
         harness_protocol::StateDir::new(self.0).state_file()
     }
+}
+
+/// The stdout offset of `service`'s record in the daemon's state file (0 if none yet).
+fn persisted_stdout_offset(state_file: &std::path::Path, service: &str) -> u64 {
+    fn find(v: &serde_json::Value, service: &str) -> Option<u64> {
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.get("service").and_then(|s| s.as_str()) == Some(service) {
+                    return m
+                        .get("instance")?
+                        .get("data")?
+                        .get("offsets")?
+                        .get("stdout")?
+                        .as_u64();
+                }
+                m.values().find_map(|v| find(v, service))
+            }
+            serde_json::Value::Array(a) => a.iter().find_map(|v| find(v, service)),
+            _ => None,
+        }
+    }
+    std::fs::read_to_string(state_file)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| find(&v, service))
+        .unwrap_or(0)
 }

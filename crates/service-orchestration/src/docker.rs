@@ -1901,10 +1901,12 @@ mod tests {
                 second.wait_ready(&[name("db")], LONG).await.unwrap();
                 assert_eq!(container_of(&second, "db").as_deref(), Some(id.as_str()));
                 // The adopted container is in the registry, where it runs.
-                assert_eq!(
-                    second.placement().registry().get("db").map(|e| e.location),
-                    found[0].1.location()
-                );
+                let registered = || second.placement().registry().get("db").map(|e| e.location);
+                let until = std::time::Instant::now() + LONG;
+                while registered() != found[0].1.location() && std::time::Instant::now() < until {
+                    async_io::Timer::after(Duration::from_millis(20)).await;
+                }
+                assert_eq!(registered(), found[0].1.location());
                 let listed = docker
                     .list_containers(&[(LABEL_PROJECT, project.name.as_str())])
                     .await

@@ -1068,7 +1068,14 @@ impl Actor {
                 )
                 .map(Arc::new)
                 .unwrap_or_else(|_| self.slot.spec.clone());
-                self.record_launch(at).await;
+                // Recorded in order but not waited for: a re-adopted service
+                // shows as running at once (its entry is usually there already).
+                let (done, _) = async_channel::bounded(1);
+                let _ = self.slot.registry.try_send(RegistryOp::Launched {
+                    spec: self.slot.spec.clone(),
+                    location: at,
+                    done,
+                });
                 self.run_spec = Some(spec);
                 {
                     let mut v = self.slot.view();

@@ -6,7 +6,7 @@
 //! once it is launched (the location its instance reports, else the one the
 //! configuration gives) and its state as it changes. Every `${svc.ip}`,
 //! `${svc.port}` and `${svc.host}` is then answered by one function,
-//! [`service_registry::resolve`], from the consumer's point of view (ADR 017).
+//! [`service_registry::resolve()`], from the consumer's point of view (ADR 017).
 //!
 //! A service that has not run yet is placed from the configuration: a process
 //! on this host, a service with `host:` on its node, a container of this
@@ -196,8 +196,9 @@ impl Placement {
     }
 
     /// The environment `service` gets when it runs at `at`: its declared
-    /// `env` with references resolved from there, the generated variables
-    /// (see [`service_environment`]) and `HARNESS_PROJECT`/`HARNESS_SERVICE`.
+    /// `env` with references resolved from there, the generated
+    /// `<SVC>_HOST/_IP/_PORT` (see [`service_environment`]) of the services
+    /// it depends on or refers to, and `HARNESS_PROJECT`/`HARNESS_SERVICE`.
     /// What `harness env SERVICE` prints.
     pub fn environment(
         &self,
@@ -224,9 +225,23 @@ impl Placement {
             }
             entry.location = at;
         }
+        // Generated variables for what it depends on and what its `env`
+        // refers to: those are placed before it starts, so what it gets does
+        // not depend on which other services happen to run.
+        let mut relevant: Vec<&ServiceName> =
+            spec.dependencies.iter().map(|d| &d.service).collect();
+        let refs: Vec<ServiceName> = spec
+            .env
+            .values()
+            .flat_map(|v| harness_config::template::references(v))
+            .map(|r| r.service)
+            .collect();
+        relevant.extend(refs.iter());
+        let mut snapshot = self.snapshot();
+        snapshot.entries.retain(|name, _| relevant.contains(&name));
         service_environment(
             &self.inner.project.name,
-            &self.snapshot(),
+            &snapshot,
             &self.topology(),
             &entry,
             &spec.env,
