@@ -195,25 +195,11 @@ services:
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
-    let file = dir.join("services.yaml");
-    std::fs::write(&file, yaml).expect("write project");
-    ProjectRef {
-        files: vec![file],
-        working_dir: Some(dir.to_owned()),
-        ..ProjectRef::default()
-    }
-}
-
-fn service(st: &[harness_protocol::ProjectStatus], name: &str) -> ServiceStatus {
-    st.iter()
-        .flat_map(|p| p.services.iter())
-        .find(|s| s.name.as_str() == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("{name} in status"))
+    project_file(dir, &yaml)
 }
 
 fn ticker(st: &[harness_protocol::ProjectStatus]) -> ServiceStatus {
-    service(st, "ticker")
+    service_status(st, "ticker")
 }
 
 async fn log_lines(c: &Client) -> Vec<String> {
@@ -265,7 +251,7 @@ fn remote_service_through_the_daemon_survives_kill_9() {
         assert_eq!(t.kind, ServiceKind::Remote);
         assert_eq!(t.host, "n1", "the node is the host: {t:?}");
         assert!(t.state.is_alive(), "{t:?}");
-        let a = service(std::slice::from_ref(&st), "agent");
+        let a = service_status(std::slice::from_ref(&st), "agent");
         assert_eq!(a.kind, ServiceKind::Package);
         assert_eq!(a.host, "n1", "{a:?}");
         assert_eq!(
@@ -333,7 +319,7 @@ fn remote_service_through_the_daemon_survives_kill_9() {
             if t.state.is_alive() {
                 assert_eq!(t.pid, Some(pid), "re-adopted, not restarted: {t:?}");
                 assert_eq!(t.host, "n1");
-                let a = service(
+                let a = service_status(
                     &c.status(ServicesParams::default()).await.expect("status"),
                     "agent",
                 );

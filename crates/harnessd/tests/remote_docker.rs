@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use harness_core::{ServiceKind, ServiceState, ServiceStatus};
 use harness_protocol::{Client, ProjectRef, ServicesParams, UpParams};
 use remote_support::{Nodes, ProjectCleanup, containers, nodes_available};
-use support::{DEADLINE, TestDaemon};
+use support::{DEADLINE, TestDaemon, project_file, service_status};
 
 const SSH_OPTIONS: [&str; 3] = [
     "StrictHostKeyChecking=no",
@@ -64,21 +64,7 @@ services:
         ip = n1.host,
         key = nodes.key.display()
     );
-    let file = dir.join("services.yaml");
-    std::fs::write(&file, yaml).expect("write project");
-    ProjectRef {
-        files: vec![file],
-        working_dir: Some(dir.to_owned()),
-        ..ProjectRef::default()
-    }
-}
-
-fn service(st: &[harness_protocol::ProjectStatus], name: &str) -> ServiceStatus {
-    st.iter()
-        .flat_map(|p| p.services.iter())
-        .find(|s| s.name.as_str() == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("{name} in status: {st:?}"))
+    project_file(dir, &yaml)
 }
 
 async fn status_until(
@@ -90,7 +76,7 @@ async fn status_until(
     let t0 = Instant::now();
     let deadline = t0 + DEADLINE * 2;
     loop {
-        let web = service(
+        let web = service_status(
             &c.status(ServicesParams::default()).await.expect("status"),
             "web",
         );
@@ -137,11 +123,11 @@ fn docker_service_on_a_node_through_a_cut_off_and_a_daemon_kill_9() {
             })
             .await
             .expect("up");
-        let web = service(std::slice::from_ref(&st), "web");
+        let web = service_status(std::slice::from_ref(&st), "web");
         assert_eq!(web.kind, ServiceKind::Docker);
         assert_eq!(web.host, "n1", "the node is the host: {web:?}");
         assert_eq!(web.state, ServiceState::Healthy, "{web:?}");
-        let app = service(std::slice::from_ref(&st), "app");
+        let app = service_status(std::slice::from_ref(&st), "app");
         assert!(app.state.is_alive(), "{app:?}");
         // A local process sees the container at its node's address.
         let app_log = d.state.join(format!("logs/{name}/app/stdout.log"));
@@ -201,7 +187,7 @@ fn docker_service_on_a_node_through_a_cut_off_and_a_daemon_kill_9() {
             std::slice::from_ref(&id),
             "no second container"
         );
-        let app = service(
+        let app = service_status(
             &c.status(ServicesParams::default()).await.expect("status"),
             "app",
         );

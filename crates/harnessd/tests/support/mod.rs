@@ -266,3 +266,26 @@ pub fn write_project(
         ..harness_protocol::ProjectRef::default()
     }
 }
+
+/// Writes `yaml` as `services.yaml` in `dir`; the project reference to it.
+pub fn project_file(dir: &Path, yaml: &str) -> harness_protocol::ProjectRef {
+    let file = dir.join("services.yaml");
+    std::fs::write(&file, yaml).expect("write project");
+    harness_protocol::ProjectRef {
+        files: vec![file],
+        working_dir: Some(dir.to_owned()),
+        ..harness_protocol::ProjectRef::default()
+    }
+}
+
+/// The status of service `name` among the projects' statuses.
+pub fn service_status(
+    st: &[harness_protocol::ProjectStatus],
+    name: &str,
+) -> harness_core::ServiceStatus {
+    st.iter()
+        .flat_map(|p| p.services.iter())
+        .find(|s| s.name.as_str() == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} in status: {st:?}"))
+}
