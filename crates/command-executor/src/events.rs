@@ -450,6 +450,61 @@ mod tests {
         assert_eq!(out, vec![(b"abc".to_vec(), true, 7)]);
     }
 
+    #[test]
+    fn a_producer_waiting_for_room_is_woken_once_the_consumer_takes_items() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let woken = Arc::new(AtomicUsize::new(0));
+        let counter = woken.clone();
+        let shared = Shared::with_space_wake(
+            2,
+            Some(Box::new(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+            })),
+        );
+        let line = |n: u64| {
+            Item::Line(
+                OutputLine {
+                    stream: OutputStream::Stdout,
+                    bytes: b"x".to_vec(),
+                    truncated: false,
+                },
+                n,
+            )
+        };
+        // Room left: no waiting.
+        assert!(!shared.wait_for_room());
+        shared.push(vec![line(2), line(4)], 2, 0);
+        assert_eq!(shared.room(), Some((0, QUEUE_BYTES - 2)));
+        assert!(shared.wait_for_room());
+        let mut stream = EventStream::new(shared.clone(), 1, LogOffsets::default());
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut next = || Pin::new(&mut stream).poll_next(&mut cx);
+        assert!(matches!(
+            next(),
+            Poll::Ready(Some(ProcessEvent::Started { .. }))
+        ));
+        assert_eq!(woken.load(Ordering::SeqCst), 0);
+        assert!(matches!(next(), Poll::Ready(Some(ProcessEvent::Output(_)))));
+        assert_eq!(
+            woken.load(Ordering::SeqCst),
+            1,
+            "taking items wakes the producer"
+        );
+        assert!(matches!(next(), Poll::Ready(Some(ProcessEvent::Output(_)))));
+        assert!(next().is_pending());
+        // Not waiting: taking items does not call it again.
+        shared.push(vec![line(6)], 1, 0);
+        assert!(matches!(next(), Poll::Ready(Some(ProcessEvent::Output(_)))));
+        assert_eq!(woken.load(Ordering::SeqCst), 1);
+        // A stream dropped while the producer waits wakes it too.
+        shared.push(vec![line(8), line(10)], 2, 0);
+        assert!(shared.wait_for_room());
+        drop(stream);
+        assert_eq!(woken.load(Ordering::SeqCst), 2);
+        // The consumer is gone: nothing to wait for.
+        assert!(!shared.wait_for_room());
+    }
+
     proptest::proptest! {
         /// Any chunking of any bytes gives the lines a plain split gives, each
         /// cut to `max`, with the offset just past each line.
