@@ -2,11 +2,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{ChildStdin, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::process::ChildStdin;
 
 use async_io::Async;
 use futures_lite::AsyncWriteExt;

@@ -647,7 +647,7 @@ impl Pump {
             id,
             w,
             status: None,
-            follow_now: true,
+            follow_now: false,
         };
         let mut added: Vec<BorrowedFd<'_>> = Vec::new();
         let key = |slot: usize| (id << 2) | slot;
@@ -674,11 +674,13 @@ impl Pump {
         drop(added);
         // Events of its descriptors may come before the pump takes the entry
         // from the inbox: level triggering reports them again.
+        // Log files are read from the start, without waiting for the tick.
         let ticks = entry.ticks();
         entry.follow_now = ticks;
         self.inbox().new.push(entry);
         if ticks {
-            self.poller.notify()?;
+            // Writing to the eventfd fails only with 2^64 - 1 wake-ups pending.
+            let _ = self.poller.notify();
         }
         Ok(())
     }
