@@ -269,7 +269,12 @@ impl ManagerBackend {
             };
             let placement = manager.placement();
             if let Err(e) = placement
-                .record_launch(spec, record.location(), harness_core::ServiceState::Running)
+                .record_launch(
+                    spec,
+                    record.location(),
+                    None,
+                    harness_core::ServiceState::Running,
+                )
                 .await
             {
                 tracing::warn!(project = %project.name, %service, error = %e, "recording a running container");

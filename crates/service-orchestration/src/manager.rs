@@ -260,7 +260,7 @@ enum RegistryOp {
     /// The service runs there now; the sender is told once it is recorded.
     Launched {
         spec: Arc<ServiceSpec>,
-        location: Option<service_registry::Location>,
+        instance: Arc<dyn ServiceInstance>,
         done: async_channel::Sender<()>,
     },
     /// The service changed state.
@@ -280,11 +280,13 @@ async fn record_in_registry(
         let result = match op {
             RegistryOp::Launched {
                 spec,
-                location,
+                instance,
                 done,
             } => {
+                // Where it runs, and the version a package service really runs.
+                let version = crate::package::PackageExecutor::version_of(&instance.record());
                 let r = placement
-                    .record_launch(&spec, location, ServiceState::Starting)
+                    .record_launch(&spec, instance.location(), version, ServiceState::Starting)
                     .await;
                 let _ = done.try_send(());
                 r
@@ -1073,7 +1075,7 @@ impl Actor {
                 let (done, _) = async_channel::bounded(1);
                 let _ = self.slot.registry.try_send(RegistryOp::Launched {
                     spec: self.slot.spec.clone(),
-                    location: at,
+                    instance: launched.instance.clone(),
                     done,
                 });
                 self.run_spec = Some(spec);
@@ -1407,7 +1409,7 @@ impl Actor {
             .await
             .map_err(|e| e.to_string())?;
         // Recorded before anyone hears it runs: a dependent resolves it from the registry.
-        self.record_launch(launched.instance.location()).await;
+        self.record_launch(launched.instance.clone()).await;
         self.run_spec = Some(spec);
         {
             let mut v = self.slot.view();
@@ -1421,11 +1423,11 @@ impl Actor {
     }
 
     /// Records in the registry where the service now runs, and waits until it is.
-    async fn record_launch(&self, location: Option<Location>) {
+    async fn record_launch(&self, instance: Arc<dyn ServiceInstance>) {
         let (done, recorded) = async_channel::bounded(1);
         let op = RegistryOp::Launched {
             spec: self.slot.spec.clone(),
-            location,
+            instance,
             done,
         };
         if self.slot.registry.try_send(op).is_ok() {

@@ -249,11 +249,13 @@ impl Placement {
     }
 
     /// Records that `spec` now runs at `location` (or where its configuration
-    /// puts it), in state `state`.
+    /// puts it), in state `state`, with the version it runs (a package
+    /// service's deployed version; else the configured one).
     pub async fn record_launch(
         &self,
         spec: &ServiceSpec,
         location: Option<Location>,
+        version: Option<String>,
         state: ServiceState,
     ) -> Result<(), RegistryError> {
         let mut entry = match location {
@@ -274,6 +276,9 @@ impl Placement {
             ));
         }
         entry.state = state;
+        if version.is_some() {
+            entry.version = version;
+        }
         self.inner.registry.upsert(entry).await
     }
 

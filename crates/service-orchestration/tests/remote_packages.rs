@@ -245,3 +245,69 @@ fn a_package_damaged_on_the_way_is_refused_by_its_checksum() {
         hosts.close_all().await;
     });
 }
+
+/// Through the manager, the registry has a package service on its node, at
+/// the node's address, with the version it really runs.
+#[test]
+fn the_registry_has_a_package_service_on_its_node_with_its_version() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use harness_config::{Network, Project, Settings};
+    use harness_core::{ProjectName, ServiceKind, ServiceName};
+    use service_orchestration::{ManagerOptions, ServiceManager};
+    use service_registry::Location;
+
+    if !nodes_available() {
+        return;
+    }
+    let nodes = Nodes::start(1);
+    let work = tempfile::tempdir().unwrap();
+    smol::block_on(async {
+        let hosts = nodes.hosts(nodes.options());
+        nodes.wait_ready(&hosts).await;
+        let v1 = package_dir(work.path(), "v1", "one");
+        let app = package_spec("app", "n1", &v1, Some("1.0"));
+        let mut networks = BTreeMap::new();
+        networks.insert(
+            "lan".to_owned(),
+            Network::Lan {
+                subnet: "10.0.0.0/8".into(),
+                nodes: nodes.nodes.clone(),
+            },
+        );
+        let services: BTreeMap<ServiceName, ServiceSpec> =
+            BTreeMap::from([(app.name.clone(), app)]);
+        let project = Arc::new(
+            Project::new(
+                ProjectName::new(project_name()).unwrap(),
+                Settings::default(),
+                networks,
+                services,
+            )
+            .unwrap(),
+        );
+        let m = ServiceManager::new(project.clone(), ManagerOptions::new(smol_spawner())).unwrap();
+        m.register_executor(
+            ServiceKind::Package,
+            Arc::new(PackageExecutor::new(hosts.clone())),
+        );
+        m.start_all().unwrap();
+        m.wait_ready(&[name("app")], Duration::from_secs(60))
+            .await
+            .unwrap();
+        let entry = m.placement().registry().get("app").expect("registered");
+        let node = &nodes.nodes[0];
+        assert_eq!(
+            entry.location,
+            Location::LanNode {
+                node: "n1".into(),
+                address: node.host.parse().unwrap(),
+            }
+        );
+        assert_eq!(entry.version.as_deref(), Some("1.0"));
+        assert_eq!(entry.kind, ServiceKind::Package);
+        m.stop_all().await;
+        hosts.close_all().await;
+    });
+}
