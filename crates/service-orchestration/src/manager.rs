@@ -750,9 +750,11 @@ impl ServiceManager {
     /// Re-adopts services a previous manager started, from their records.
     /// A service that cannot be re-adopted (it ended meanwhile, its pid was
     /// reused) is restarted if its restart policy says so, else marked failed;
-    /// the errors are returned.
+    /// the errors are returned. Returns once every adopted service shows as
+    /// it runs (its state and pid), so a status read next sees them.
     pub async fn adopt(&self, records: Vec<ServiceRecord>) -> Vec<ManagerError> {
         let mut errors = Vec::new();
+        let mut adopted = Vec::new();
         for rec in records {
             let Some(slot) = self.inner.slots.get(&rec.service).cloned() else {
                 errors.push(ManagerError::UnknownService(rec.service.to_string()));
@@ -771,14 +773,17 @@ impl ServiceManager {
                 }
             };
             match attached {
-                Ok(launched) => self.send(
-                    &rec.service,
-                    Msg::Adopt {
-                        launched,
-                        restarts: rec.restarts,
-                        started_at_ms: rec.started_at_ms,
-                    },
-                ),
+                Ok(launched) => {
+                    self.send(
+                        &rec.service,
+                        Msg::Adopt {
+                            launched,
+                            restarts: rec.restarts,
+                            started_at_ms: rec.started_at_ms,
+                        },
+                    );
+                    adopted.push(slot);
+                }
                 Err(reason) => {
                     let restart = slot.view().lc.policy.restart != harness_config::RestartMode::No;
                     if restart {
@@ -795,6 +800,18 @@ impl ServiceManager {
                     });
                 }
             }
+        }
+        // Each actor handles its adoption at once (nothing in it waits long).
+        loop {
+            let listener = self.inner.changed.listen();
+            let settled = adopted.iter().all(|slot| {
+                let v = slot.view();
+                v.requests_done == v.requests_sent
+            });
+            if settled {
+                break;
+            }
+            listener.await;
         }
         errors
     }
