@@ -342,7 +342,21 @@ impl DockerExecutor {
             })
             .await?;
         let (inspect, adopted) = match existing {
-            Some(i) => (i, true),
+            // Looked at again now that the events are subscribed: a container
+            // that died since it was first inspected is not followed forever.
+            Some(i) => {
+                let now = self.docker.inspect_container(&i.id).await?;
+                if !now.state.running {
+                    return Err(DockerError::NotFound {
+                        what: format!("running container {}", i.id),
+                        message: format!(
+                            "it ended (exit code {}) while being re-attached",
+                            now.state.exit_code
+                        ),
+                    });
+                }
+                (now, true)
+            }
             None => {
                 let (create, _) = container_spec(spec, ctx, &network)?;
                 let id = self.docker.create_container(&create).await?;
