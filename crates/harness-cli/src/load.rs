@@ -140,7 +140,7 @@ pub fn graph(files: &[PathBuf], project: Option<&str>, a: &GraphArgs) -> CliResu
 /// The environment `service` gets, computed without a daemon: every service placed where its
 /// configuration puts it (processes on this host, services with `host:` on their node,
 /// containers on the project's Docker network with their published ports), resolved from
-/// `service`'s point of view by the same [`Placement`] the daemon uses. Container addresses are
+/// `service`'s point of view by the same [`Placement`](service_orchestration::Placement) the daemon uses. Container addresses are
 /// only known once they run: a container reached from another container shows as `0.0.0.0`
 /// here (the daemon's answer has the real one).
 pub fn service_env(p: &Project, service: &str) -> CliResult<BTreeMap<String, String>> {

@@ -3,7 +3,7 @@
 //! `harnessd` keeps a project's services up between CLI calls. It owns a
 //! state directory (one daemon per directory, see [`lock`]), listens on
 //! loopback for clients speaking the `harness-protocol` over mutual TLS
-//! ([`server`]), and serves project operations through a [`Backend`].
+//! (the `server` module), and serves project operations through a [`Backend`].
 //! The real backend ([`ManagerBackend`]) runs each project's services as
 //! local processes, Docker containers and processes on nodes over ssh
 //! ([`targets`]).

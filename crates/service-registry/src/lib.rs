@@ -8,7 +8,7 @@
 //!   ([`store`]), with change events to any number of [`Subscription`]s;
 //! - the [`NetworkTopology`]: configured networks joined with this host's real
 //!   addresses ([`HostNetwork::read`]);
-//! - [`resolve`]: the [`Endpoint`](harness_core::Endpoint) at which a consumer
+//! - [`resolve()`]: the [`Endpoint`](harness_core::Endpoint) at which a consumer
 //!   reaches a provider, from the consumer's point of view;
 //! - [`IpPool`]: address allocation inside a subnet ([`IpNet`]);
 //! - [`service_environment`]: the resolved environment a service gets;
