@@ -138,6 +138,8 @@ pub struct ContainerSpec {
     pub network: Option<String>,
     /// DNS aliases on that network.
     pub aliases: Vec<String>,
+    /// A fixed IPv4 address on that network (which must have a configured subnet).
+    pub ipv4_address: Option<std::net::Ipv4Addr>,
     /// The signal `stop` sends (default: the image's, usually SIGTERM).
     pub stop_signal: Option<Signal>,
     /// Seconds `stop` waits before SIGKILL.
@@ -277,6 +279,9 @@ impl ContainerSpec {
             let mut ep = json!({});
             if !self.aliases.is_empty() {
                 ep["Aliases"] = json!(self.aliases);
+            }
+            if let Some(ip) = self.ipv4_address {
+                ep["IPAMConfig"] = json!({"IPv4Address": ip.to_string()});
             }
             config.insert(
                 "NetworkingConfig".into(),
@@ -807,8 +812,13 @@ mod tests {
         }];
         s.network = Some("net1".into());
         s.aliases = vec!["db".into()];
+        s.ipv4_address = Some("10.9.8.7".parse().unwrap());
         s.entrypoint = Some(vec![]);
         let j = s.to_json();
+        assert_eq!(
+            j["NetworkingConfig"]["EndpointsConfig"]["net1"]["IPAMConfig"]["IPv4Address"],
+            "10.9.8.7"
+        );
         assert_eq!(j["HostConfig"]["ReadonlyRootfs"], true);
         assert_eq!(j["HostConfig"]["CapDrop"], json!(["ALL"]));
         assert_eq!(

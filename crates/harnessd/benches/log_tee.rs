@@ -97,6 +97,7 @@ fn ctx(log_dir: Option<std::path::PathBuf>) -> StartContext {
         log_dir,
         generation: 1,
         spawner: Arc::new(|t: BoxTask| smol::spawn(t).detach()),
+        address: None,
     }
 }
 

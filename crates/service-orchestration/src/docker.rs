@@ -38,8 +38,8 @@ use serde::{Deserialize, Serialize};
 use service_registry::{Location, PublishedPort};
 
 use crate::executor::{
-    BoxError, ExecOutcome, ExecutorError, InstanceEvent, InstanceRecord, Launched, ServiceExecutor,
-    ServiceInstance, StartContext,
+    BoxError, ExecOutcome, ExecutorError, InstanceEvent, InstanceRecord, Launched, ReservedAddress,
+    ServiceExecutor, ServiceInstance, StartContext,
 };
 
 /// Label naming the project a container belongs to.
@@ -191,8 +191,13 @@ impl DockerExecutor {
         format!("{project}-{service}")
     }
 
-    /// Creates the project network unless it exists.
-    async fn ensure_network(&self, project: &str) -> Result<String, DockerError> {
+    /// Creates the project network unless it exists, with `subnet` when the
+    /// configuration gives one (then containers get fixed addresses in it).
+    async fn ensure_network(
+        &self,
+        project: &str,
+        subnet: Option<service_registry::IpNet>,
+    ) -> Result<String, DockerError> {
         let name = Self::network_name(project);
         match self.docker.inspect_network(&name).await {
             Ok(_) => return Ok(name),
@@ -200,7 +205,12 @@ impl DockerExecutor {
             Err(e) => return Err(e),
         }
         let labels = BTreeMap::from([(LABEL_PROJECT.to_owned(), project.to_owned())]);
-        match self.docker.create_network(&name, &labels, None).await {
+        let subnet = subnet.map(|s| s.to_string());
+        match self
+            .docker
+            .create_network(&name, &labels, subnet.as_deref())
+            .await
+        {
             // Created concurrently by another service's start: fine.
             Ok(_) | Err(DockerError::NameConflict { .. }) => Ok(name),
             Err(e) => Err(e),
@@ -249,12 +259,26 @@ impl DockerExecutor {
     }
 
     /// Where a container of `project` is placed before it starts: on the
-    /// project network, seen at its gateway (see [`ServiceExecutor::place`]).
-    async fn planned_location(&self, project: &str) -> Result<Option<Location>, DockerError> {
+    /// project network, at the address kept for it, else seen at the
+    /// network's gateway (see [`ServiceExecutor::place`]).
+    async fn planned_location(
+        &self,
+        project: &str,
+        address: Option<ReservedAddress>,
+    ) -> Result<Option<Location>, DockerError> {
         if !self.is_local() {
             return Ok(None);
         }
-        let network = self.ensure_network(project).await?;
+        let network = self
+            .ensure_network(project, address.map(|a| a.subnet))
+            .await?;
+        if let Some(a) = address {
+            return Ok(Some(Location::DockerNetwork {
+                network,
+                container_ip: a.ip,
+                published: Vec::new(),
+            }));
+        }
         let inspect = self.docker.inspect_network(&network).await?;
         let gateway = inspect
             .ipam
@@ -678,6 +702,10 @@ pub fn container_spec(
     c.memory = d.resources.memory.map(|m| m as i64);
     c.network = Some(network.to_owned());
     c.aliases = vec![service.to_owned()];
+    c.ipv4_address = ctx.address.and_then(|a| match a.ip {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(_) => None,
+    });
     c.stop_signal = Some(spec.shutdown.signal);
     c.stop_timeout = Some(spec.shutdown.timeout.as_secs().min(u64::from(u32::MAX)) as u32);
     let hash = config_hash(&c);
@@ -722,7 +750,7 @@ impl ServiceExecutor for DockerExecutor {
         spec: &ServiceSpec,
         ctx: &StartContext,
     ) -> Result<Option<Location>, ExecutorError> {
-        self.planned_location(ctx.project.as_str())
+        self.planned_location(ctx.project.as_str(), ctx.address)
             .await
             .map_err(|e| ExecutorError::Start {
                 service: spec.name.to_string(),
@@ -745,7 +773,7 @@ impl ServiceExecutor for DockerExecutor {
             .await
             .map_err(err)?;
         let network = self
-            .ensure_network(ctx.project.as_str())
+            .ensure_network(ctx.project.as_str(), ctx.address.map(|a| a.subnet))
             .await
             .map_err(err)?;
         let (_, hash) = container_spec(spec, ctx, &network).map_err(err)?;
@@ -1051,6 +1079,7 @@ mod tests {
             log_dir: None,
             generation: 1,
             spawner: Arc::new(ThreadSpawner),
+            address: None,
         };
         let (c, hash) = container_spec(&spec, &ctx, "harness-p").unwrap();
         let j = c.to_json();
@@ -1115,6 +1144,7 @@ mod tests {
             log_dir: None,
             generation: 1,
             spawner: Arc::new(ThreadSpawner),
+            address: None,
         }
     }
 

@@ -87,6 +87,20 @@ pub struct StartContext {
     pub generation: u64,
     /// Runs background work on the embedder's executor.
     pub spawner: SharedSpawner,
+    /// The address the registry keeps for this service in its network's
+    /// configured subnet, for executors that place services at a fixed
+    /// address (containers on the project network); `None`: the runtime picks.
+    pub address: Option<ReservedAddress>,
+}
+
+/// An address kept for a service in a configured subnet: the same on every
+/// start, so what refers to the service keeps reaching it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReservedAddress {
+    /// The address.
+    pub ip: std::net::IpAddr,
+    /// The subnet of the network it is in.
+    pub subnet: service_registry::IpNet,
 }
 
 impl std::fmt::Debug for StartContext {
@@ -96,6 +110,7 @@ impl std::fmt::Debug for StartContext {
             .field("env", &self.env)
             .field("log_dir", &self.log_dir)
             .field("generation", &self.generation)
+            .field("address", &self.address)
             .finish_non_exhaustive()
     }
 }

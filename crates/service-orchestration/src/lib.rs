@@ -38,7 +38,7 @@ pub mod ssh;
 
 pub use executor::{
     BoxError, ExecOutcome, ExecutorError, InstanceEvent, InstanceEvents, InstanceRecord, Launched,
-    ServiceExecutor, ServiceInstance, SharedExecutor, StartContext,
+    ReservedAddress, ServiceExecutor, ServiceInstance, SharedExecutor, StartContext,
 };
 pub use health::ProbeTls;
 pub use lifecycle::{

@@ -764,9 +764,19 @@ impl ServiceManager {
             let attached = match executor {
                 None => Err(format!("no executor for kind {}", rec.instance.kind)),
                 Some(ex) => {
-                    let (spec, ctx) = self.inner.prepare(&slot, None, 0).unwrap_or_else(|_| {
-                        ((*slot.spec).clone(), self.inner.start_context(&slot, 0))
-                    });
+                    // The same address as before, so the container is recognised.
+                    let address = self
+                        .inner
+                        .placement
+                        .reserve_address(&slot.spec)
+                        .await
+                        .unwrap_or(None);
+                    let (spec, ctx) =
+                        self.inner
+                            .prepare(&slot, None, address, 0)
+                            .unwrap_or_else(|_| {
+                                ((*slot.spec).clone(), self.inner.start_context(&slot, 0))
+                            });
                     ex.attach(&spec, &rec.instance, &ctx)
                         .await
                         .map_err(|e| e.to_string())
@@ -860,6 +870,7 @@ impl Inner {
         &self,
         slot: &Slot,
         at: Option<Location>,
+        address: Option<crate::executor::ReservedAddress>,
         generation: u64,
     ) -> Result<(ServiceSpec, StartContext), String> {
         let at = at.unwrap_or_else(|| self.location_of(slot));
@@ -870,6 +881,7 @@ impl Inner {
             .map_err(|e| format!("cannot work out the environment: {e}"))?;
         let mut ctx = self.start_context(slot, generation);
         ctx.env = env;
+        ctx.address = address;
         Ok((spec, ctx))
     }
 
@@ -885,6 +897,7 @@ impl Inner {
             log_dir: self.log_dir.as_ref().map(|d| d.join(slot.name.as_str())),
             generation,
             spawner: self.spawner.clone(),
+            address: None,
         }
     }
 
@@ -1412,14 +1425,14 @@ impl Actor {
         let executor = inner
             .executor(kind)
             .ok_or_else(|| format!("no executor registered for {kind} services"))?;
+        let address = inner.placement.reserve_address(&self.slot.spec).await?;
+        let mut ctx = inner.start_context(&self.slot, generation);
+        ctx.address = address;
         let at = executor
-            .place(
-                &self.slot.spec,
-                &inner.start_context(&self.slot, generation),
-            )
+            .place(&self.slot.spec, &ctx)
             .await
             .map_err(|e| e.to_string())?;
-        let (spec, ctx) = inner.prepare(&self.slot, at, generation)?;
+        let (spec, ctx) = inner.prepare(&self.slot, at, address, generation)?;
         let spec = Arc::new(spec);
         let launched = executor
             .start(&spec, &ctx)

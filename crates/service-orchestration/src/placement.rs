@@ -20,12 +20,13 @@ use std::sync::{Arc, RwLock};
 use harness_config::{Project, ServiceSpec, Target};
 use harness_core::{Endpoint, ServiceName, ServiceState};
 use service_registry::{
-    ConfigError, EnvError, HostNetwork, Location, NetworkTopology, Registry, RegistryError,
-    RegistrySnapshot, ResolveError, ServiceEntry, entry_from_spec, planned_location, resolve,
-    service_environment, topology_from_config,
+    ConfigError, EnvError, HostNetwork, IpNet, IpPool, Location, NetworkTopology, Registry,
+    RegistryError, RegistrySnapshot, ResolveError, ServiceEntry, entry_from_spec, planned_location,
+    resolve, service_environment, topology_from_config,
 };
 
 use crate::docker::DockerExecutor;
+use crate::executor::ReservedAddress;
 
 /// The project's services in a registry, resolved through a topology.
 /// Cheap to clone (shared).
@@ -246,6 +247,48 @@ impl Placement {
             &entry,
             &spec.env,
         )
+    }
+
+    /// The address kept for container `spec` on the project network, when
+    /// the project configures a subnet for it (the first `local` network
+    /// with a `subnet`): the one it held before, else a free one. Addresses
+    /// are stable across restarts (the registry persists them) and never
+    /// the network's gateway; a full subnet is an error naming it.
+    pub async fn reserve_address(
+        &self,
+        spec: &ServiceSpec,
+    ) -> Result<Option<ReservedAddress>, String> {
+        if !matches!(spec.target, Target::Docker(_)) || spec.host().is_some() {
+            return Ok(None);
+        }
+        let Some((name, subnet)) =
+            self.inner
+                .project
+                .networks
+                .iter()
+                .find_map(|(name, n)| match n {
+                    harness_config::Network::Local { subnet: Some(s) } => Some((name, s)),
+                    _ => None,
+                })
+        else {
+            return Ok(None);
+        };
+        let subnet: IpNet = subnet
+            .parse()
+            .map_err(|e| format!("network `{name}`: {e}"))?;
+        let pool_name = DockerExecutor::network_name(self.inner.project.name.as_str());
+        let pool = IpPool::new(pool_name.clone(), subnet, None)
+            .map_err(|e| format!("network `{name}`: {e}"))?;
+        let registry = &self.inner.registry;
+        registry
+            .define_pool(pool)
+            .await
+            .map_err(|e| format!("network `{name}`: {e}"))?;
+        let ip = registry
+            .allocate(&pool_name, &spec.name)
+            .await
+            .map_err(|e| format!("network `{name}`: {e}"))?;
+        Ok(Some(ReservedAddress { ip, subnet }))
     }
 
     /// Records that `spec` now runs at `location` (or where its configuration

@@ -72,6 +72,7 @@ async fn instance(dir: &std::path::Path) -> Arc<dyn service_orchestration::Servi
         log_dir: None,
         generation: 1,
         spawner: common::smol_spawner(),
+        address: None,
     };
     let ex = ProcessExecutor::new();
     assert_eq!(ex.kind(), ServiceKind::Process);
@@ -225,6 +226,7 @@ fn unsupported_target_is_an_error_naming_the_service() {
             log_dir: None,
             generation: 1,
             spawner: common::smol_spawner(),
+            address: None,
         };
         let err = ProcessExecutor::new().start(&spec, &ctx).await.unwrap_err();
         assert!(err.to_string().contains("`remote1`"), "{err}");

@@ -214,3 +214,86 @@ fn a_container_reaches_a_local_process_at_the_host_bridge_address() {
         m.stop_all().await;
     });
 }
+
+/// With a subnet configured for the project's containers, each container gets
+/// an address the registry keeps for it: the same after a restart, never the
+/// gateway, and what consumers resolve.
+#[test]
+fn containers_keep_their_address_from_a_configured_subnet() {
+    smol::block_on(async {
+        let Some(docker) = docker_engine::testing::engine_or_skip("kept_address").await else {
+            return;
+        };
+        let seed = std::process::id() as u64
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64;
+        let subnet = format!("10.{}.{}.0/24", 230 + seed % 20, (seed / 20) % 250);
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = sh("db", dir.path(), "unused");
+        db.target = Target::Docker(DockerSpec {
+            image: "harness-test/busybox:latest".into(),
+            build: None,
+            command: Some(vec!["sleep".into(), "600".into()]),
+            entrypoint: None,
+            volumes: Vec::new(),
+            networks: Vec::new(),
+            security: Security::default(),
+            resources: Resources::default(),
+            host: None,
+        });
+        db.restart.mode = harness_config::RestartMode::No;
+        let mut project = (*project(vec![db])).clone();
+        project.name =
+            harness_core::ProjectName::new(docker_engine::testing::unique_name("kept")).unwrap();
+        project.networks.insert(
+            "local".into(),
+            harness_config::Network::Local {
+                subnet: Some(subnet.clone()),
+            },
+        );
+        let project = Arc::new(project);
+        let cleanup = docker_engine::testing::Cleanup::new();
+        cleanup.label(format!("harness.project={}", project.name));
+        let network = DockerExecutor::network_name(project.name.as_str());
+        cleanup.network(network.clone());
+
+        let m = ServiceManager::new(project.clone(), ManagerOptions::new(smol_spawner())).unwrap();
+        m.register_executor(
+            ServiceKind::Docker,
+            Arc::new(DockerExecutor::from_env().await.unwrap()),
+        );
+        let address_of = |m: &ServiceManager| match m.placement().registry().get("db") {
+            Some(service_registry::ServiceEntry {
+                location: Location::DockerNetwork { container_ip, .. },
+                ..
+            }) => Some(container_ip),
+            _ => None,
+        };
+        m.start_all().unwrap();
+        m.wait_ready(&[name("db")], LONG).await.unwrap();
+        let first = address_of(&m).expect("db is registered on the project network");
+        let subnet_net: service_registry::IpNet = subnet.parse().unwrap();
+        assert!(subnet_net.contains(first), "{first} in {subnet}");
+        assert_ne!(Some(first), subnet_net.nth(1), "never the gateway");
+        let kept = m
+            .placement()
+            .registry()
+            .pool(&network)
+            .and_then(|p| p.get("db"));
+        assert_eq!(kept, Some(first), "the registry keeps it");
+        // What the engine gave the container is that address.
+        let id = m.status()[0].container_id.clone().unwrap();
+        let inspect = docker.inspect_container(&id).await.unwrap();
+        assert_eq!(inspect.ip(Some(&network)), Some(first));
+
+        m.restart(&[name("db")]).await.unwrap();
+        m.wait_ready(&[name("db")], LONG).await.unwrap();
+        let id2 = m.status()[0].container_id.clone().unwrap();
+        assert_ne!(id, id2, "a new container");
+        let inspect = docker.inspect_container(&id2).await.unwrap();
+        assert_eq!(inspect.ip(Some(&network)), Some(first), "the same address");
+        m.stop_all().await;
+    });
+}

@@ -351,6 +351,7 @@ pub fn ctx(project: &str, spawner: SharedSpawner) -> StartContext {
         log_dir: None,
         generation: 1,
         spawner,
+        address: None,
     }
 }
 
