@@ -7,15 +7,17 @@
 //! Skipped with a printed reason without Docker, the sshd image or ssh; a failure under
 //! `HARNESS_REQUIRE_DOCKER=1` or `HARNESS_REQUIRE_SSH=1`.
 
+#[path = "../../service-orchestration/tests/remote_support/mod.rs"]
+mod remote_support;
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use remote_support::{Nodes, docker, nodes_available, project_name, required};
 use support::Env;
 
-const IMAGE: &str = "harness-test/sshd:latest";
 /// No host key prompts for the throwaway nodes.
 const SSH_OPTIONS: &str = "StrictHostKeyChecking=no UserKnownHostsFile=/dev/null LogLevel=ERROR";
 
@@ -40,12 +42,6 @@ fn ssh_wrapper(dir: &Path) -> String {
     format!("{}:{path}", bin.display())
 }
 
-fn required() -> bool {
-    ["HARNESS_REQUIRE_SSH", "HARNESS_REQUIRE_DOCKER"]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|x| x == "1" || x == "true"))
-}
-
 fn succeeds(cmd: &mut Command) -> bool {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -54,150 +50,35 @@ fn succeeds(cmd: &mut Command) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Why the node test cannot run here, if it cannot.
-fn missing() -> Option<&'static str> {
-    if !succeeds(Command::new("docker").arg("info")) {
-        Some("the Docker engine is not reachable")
-    } else if !succeeds(Command::new("docker").args(["image", "inspect", IMAGE])) {
-        Some("the image harness-test/sshd:latest is missing (run docker-test-env/build.sh)")
-    } else if !succeeds(Command::new("ssh").arg("-V"))
-        || !succeeds(Command::new("sh").args(["-c", "command -v ssh-keygen"]))
-    {
-        Some("ssh or ssh-keygen is not installed")
-    } else {
-        None
-    }
-}
-
-fn available() -> bool {
-    match missing() {
-        None => true,
-        Some(why) if required() => {
-            panic!("{why}, and HARNESS_REQUIRE_DOCKER/HARNESS_REQUIRE_SSH is set")
-        }
-        Some(why) => {
-            eprintln!("skipping: {why}");
-            false
-        }
-    }
-}
-
-fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
-}
-
-fn unique() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    format!("{:08x}", h.finish() as u32)
-}
-
-/// One sshd node on a network of its own; removed (container, network) on drop, so also
-/// when an assertion fails.
+/// One sshd node on a network of its own (the shared test nodes), with the `PATH` that puts
+/// the test's `ssh` first; removed on drop, so also when an assertion fails.
 struct Node {
-    network: String,
     container: String,
     ip: String,
     subnet: String,
     key: PathBuf,
     /// `PATH` with the test's `ssh` first.
     path: String,
-    _keys: tempfile::TempDir,
+    _wrapper: tempfile::TempDir,
+    _nodes: Nodes,
 }
 
 impl Node {
     fn start() -> Node {
-        let prefix = format!("harness-dep-{}", unique());
-        let keys = tempfile::Builder::new()
+        let nodes = Nodes::start(1);
+        nodes.wait_answering();
+        let wrapper = tempfile::Builder::new()
             .prefix("hd")
             .tempdir_in("/tmp")
             .expect("temp dir");
-        let key = keys.path().join("id");
-        assert!(
-            Command::new("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", "harness-test", "-f"])
-                .arg(&key)
-                .status()
-                .is_ok_and(|s| s.success()),
-            "ssh-keygen failed"
-        );
-        let auth = keys.path().join("authorized_keys");
-        std::fs::copy(key.with_extension("pub"), &auth).expect("copy the public key");
-        let mut node = Node {
-            network: prefix.clone(),
-            container: format!("{prefix}-n1"),
-            ip: String::new(),
-            subnet: String::new(),
-            key,
-            path: ssh_wrapper(keys.path()),
-            _keys: keys,
-        };
-        docker(&["network", "create", &node.network]).expect("create a docker network");
-        let mount = format!("{}:/root/.ssh/authorized_keys:ro", auth.display());
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            &node.container,
-            "--hostname",
-            "n1",
-            "--network",
-            &node.network,
-            "-v",
-            &mount,
-            "--label",
-            "harness-test=deploy",
-            IMAGE,
-        ])
-        .expect("start the sshd node");
-        node.ip = docker(&[
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            &node.container,
-        ])
-        .expect("the node's address");
-        node.subnet = docker(&[
-            "network",
-            "inspect",
-            "-f",
-            "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
-            &node.network,
-        ])
-        .expect("the network's subnet");
-        node.wait_ready();
-        node
-    }
-
-    /// Waits (up to 30 s) until the node answers over ssh.
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut cmd = Command::new("ssh");
-            cmd.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=3"])
-                .args(SSH_OPTIONS.split(' ').flat_map(|o| ["-o", o]))
-                .arg("-i")
-                .arg(&self.key)
-                .arg(format!("root@{}", self.ip))
-                .arg("true");
-            if succeeds(&mut cmd) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the node never answered over ssh"
-            );
-            std::thread::sleep(Duration::from_millis(200));
+        Node {
+            container: nodes.container("n1"),
+            ip: nodes.nodes[0].host.clone(),
+            subnet: nodes.subnet.clone(),
+            key: nodes.key.clone(),
+            path: ssh_wrapper(wrapper.path()),
+            _wrapper: wrapper,
+            _nodes: nodes,
         }
     }
 
@@ -232,13 +113,6 @@ impl Node {
     /// `readlink` of a path on the node.
     fn readlink(&self, path: &str) -> String {
         docker(&["exec", &self.container, "readlink", path]).unwrap_or_default()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = docker(&["rm", "-f", &self.container]);
-        let _ = docker(&["network", "rm", &self.network]);
     }
 }
 
@@ -320,12 +194,12 @@ fn services_yaml(
 
 #[test]
 fn deploy_upgrade_no_op_rollback_and_refusals_on_a_real_node() {
-    if !available() {
+    if !nodes_available() {
         return;
     }
     let node = Node::start();
     let env = Env::new();
-    let project = format!("dep{}", unique());
+    let project = format!("dep{}", project_name());
     write_package(&env.dir.path().join("pkg"), "one");
     env.write(
         "services.yaml",
@@ -428,7 +302,7 @@ fn an_unreachable_node_is_a_failure_naming_it() {
     env.write(
         "services.yaml",
         &services_yaml(
-            &format!("unr{}", unique()),
+            &format!("unr{}", project_name()),
             "127.0.0.0/8",
             "127.0.0.1",
             Some(port),
@@ -447,12 +321,12 @@ fn an_unreachable_node_is_a_failure_naming_it() {
 
 #[test]
 fn a_daemon_running_the_project_restarts_the_service_on_the_new_version() {
-    if !available() {
+    if !nodes_available() {
         return;
     }
     let node = Node::start();
     let env = Env::with_daemon();
-    let project = format!("dpd{}", unique());
+    let project = format!("dpd{}", project_name());
     write_package(&env.dir.path().join("pkg"), "one");
     env.write(
         "services.yaml",

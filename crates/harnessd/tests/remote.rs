@@ -8,6 +8,8 @@
 //! Skipped with a printed reason when Docker, the image or ssh is missing; a
 //! failure under `HARNESS_REQUIRE_SSH=1` or `HARNESS_REQUIRE_DOCKER=1`.
 
+#[path = "../../service-orchestration/tests/remote_support/mod.rs"]
+mod remote_support;
 mod support;
 
 use std::path::Path;
@@ -17,20 +19,14 @@ use std::time::{Duration, Instant};
 use futures_lite::StreamExt;
 use harness_core::{ServiceKind, ServiceName, ServiceStatus};
 use harness_protocol::{Client, LogsParams, ProjectRef, ServicesParams, StreamItem, UpParams};
+use remote_support::{Nodes, nodes_available};
 use support::*;
 
-const IMAGE: &str = "harness-test/sshd:latest";
 const SSH_OPTIONS: [&str; 3] = [
     "StrictHostKeyChecking=no",
     "UserKnownHostsFile=/dev/null",
     "LogLevel=ERROR",
 ];
-
-fn required() -> bool {
-    ["HARNESS_REQUIRE_SSH", "HARNESS_REQUIRE_DOCKER"]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|v| v == "1" || v == "true"))
-}
 
 fn succeeds(cmd: &mut Command) -> bool {
     cmd.stdin(Stdio::null())
@@ -40,124 +36,7 @@ fn succeeds(cmd: &mut Command) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
-}
-
-fn node_or_skip(test: &str) -> bool {
-    let why = if !succeeds(Command::new("docker").arg("info")) {
-        Some("the Docker engine (which runs the sshd node) is unreachable")
-    } else if !succeeds(Command::new("docker").args(["image", "inspect", IMAGE])) {
-        Some("the image harness-test/sshd:latest is missing (run docker-test-env/build.sh)")
-    } else if !succeeds(Command::new("ssh").arg("-V"))
-        || !succeeds(Command::new("ssh-keygen").arg("-?").stderr(Stdio::null()))
-            && !succeeds(Command::new("sh").args(["-c", "command -v ssh-keygen"]))
-    {
-        Some("ssh or ssh-keygen is not installed")
-    } else {
-        None
-    };
-    match why {
-        None => true,
-        Some(why) if required() => panic!("{test}: {why}, and HARNESS_REQUIRE_SSH/DOCKER is set"),
-        Some(why) => {
-            eprintln!("skipping {test}: {why}");
-            false
-        }
-    }
-}
-
-/// An sshd container with a key made for the test; removed on drop.
-struct Node {
-    container: String,
-    ip: String,
-    key: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Node {
-    fn start() -> Node {
-        let dir = tempfile::Builder::new()
-            .prefix("hn")
-            .tempdir_in("/tmp")
-            .expect("temp dir");
-        let key = dir.path().join("id");
-        assert!(
-            succeeds(
-                Command::new("ssh-keygen")
-                    .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-                    .arg(&key)
-            ),
-            "ssh-keygen failed"
-        );
-        let auth = dir.path().join("authorized_keys");
-        std::fs::copy(key.with_extension("pub"), &auth).expect("copy key");
-        let container = format!(
-            "harnessd-node-{}-{}",
-            std::process::id(),
-            dir.path().file_name().unwrap().to_string_lossy()
-        )
-        .to_lowercase()
-        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "");
-        let mount = format!("{}:/root/.ssh/authorized_keys:ro", auth.display());
-        let mut node = Node {
-            container: container.clone(),
-            ip: String::new(),
-            key,
-            _dir: dir,
-        };
-        docker(&["run", "-d", "--name", &container, "-v", &mount, IMAGE])
-            .unwrap_or_else(|e| panic!("cannot start the node: {e}"));
-        node.ip = docker(&[
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-            &container,
-        ])
-        .expect("node address");
-        node
-    }
-
-    fn ssh(&self, script: &str) -> Command {
-        let mut c = Command::new("ssh");
-        c.arg("-i").arg(&self.key);
-        for o in SSH_OPTIONS {
-            c.args(["-o", o]);
-        }
-        c.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
-            .arg(format!("root@{}", self.ip))
-            .arg(script);
-        c
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !succeeds(&mut self.ssh("true")) {
-            assert!(
-                Instant::now() < deadline,
-                "the node never answered over ssh"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = docker(&["rm", "-f", &self.container]);
-    }
-}
-
-fn project(dir: &Path, node: &Node) -> ProjectRef {
+fn project(dir: &Path, nodes: &Nodes) -> ProjectRef {
     let yaml = format!(
         r#"name: rmt
 networks:
@@ -184,8 +63,8 @@ services:
     binary: sh
     args: ["-c", "echo remote hello; exec sleep 300"]
 "#,
-        ip = node.ip,
-        key = node.key.display()
+        ip = nodes.nodes[0].host,
+        key = nodes.key.display()
     );
     let pkg = dir.join("pkg");
     std::fs::create_dir_all(&pkg).expect("package dir");
@@ -224,17 +103,17 @@ async fn log_lines_of(c: &Client, service: &str) -> Vec<String> {
 
 #[test]
 fn remote_service_through_the_daemon_survives_kill_9() {
-    if !node_or_skip("remote_service_through_the_daemon_survives_kill_9") {
+    if !nodes_available() {
         return;
     }
-    let node = Node::start();
-    node.wait_ready();
+    let nodes = Nodes::start(1);
+    nodes.wait_answering();
     let mut args: Vec<&str> = Vec::new();
     for o in SSH_OPTIONS {
         args.extend(["--ssh-option", o]);
     }
     let mut d = TestDaemon::start_with(&args);
-    let p = project(d.dir.path(), &node);
+    let p = project(d.dir.path(), &nodes);
 
     let before = smol::block_on(async {
         let c = Client::connect(&d.state).await.expect("connect");
@@ -307,7 +186,7 @@ fn remote_service_through_the_daemon_survives_kill_9() {
     d.signal(rustix::process::Signal::KILL);
     d.wait_exit();
     assert!(
-        succeeds(&mut node.ssh(&format!("kill -0 {pid}"))),
+        succeeds(&mut nodes.ssh("n1", &format!("kill -0 {pid}"))),
         "the remote process died with the daemon"
     );
     d.spawn(&args);
@@ -338,7 +217,7 @@ fn remote_service_through_the_daemon_survives_kill_9() {
         c.down(ServicesParams::default()).await.expect("down");
     });
     let deadline = Instant::now() + DEADLINE;
-    while succeeds(&mut node.ssh(&format!("kill -0 {pid}"))) {
+    while succeeds(&mut nodes.ssh("n1", &format!("kill -0 {pid}"))) {
         assert!(
             Instant::now() < deadline,
             "the remote process outlived down"

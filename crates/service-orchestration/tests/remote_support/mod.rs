@@ -17,7 +17,8 @@ use service_orchestration::{InstanceEvent, InstanceEvents, StartContext};
 
 pub const IMAGE: &str = "harness-test/sshd:latest";
 
-fn required() -> bool {
+/// True when the Docker and SSH tests must run (CI), not skip.
+pub fn required() -> bool {
     ["HARNESS_REQUIRE_SSH", "HARNESS_REQUIRE_DOCKER"]
         .iter()
         .any(|v| std::env::var(v).as_deref() == Ok("1"))
@@ -57,7 +58,8 @@ pub fn nodes_available() -> bool {
     }
 }
 
-fn docker(args: &[&str]) -> Result<String, String> {
+/// Runs the docker CLI; its trimmed stdout, or its stderr as the error.
+pub fn docker(args: &[&str]) -> Result<String, String> {
     let out = Command::new("docker")
         .args(args)
         .stdin(Stdio::null())
@@ -74,6 +76,8 @@ fn docker(args: &[&str]) -> Result<String, String> {
 pub struct Nodes {
     pub prefix: String,
     pub network: String,
+    /// The subnet of the nodes' network.
+    pub subnet: String,
     pub containers: Vec<String>,
     pub nodes: Vec<Node>,
     pub key: PathBuf,
@@ -123,6 +127,7 @@ impl Nodes {
         std::fs::copy(key.with_extension("pub"), &auth).unwrap();
         let mut nodes = Nodes {
             network: prefix.clone(),
+            subnet: String::new(),
             prefix: prefix.clone(),
             containers: Vec::new(),
             nodes: Vec::new(),
@@ -138,6 +143,7 @@ impl Nodes {
                 fastrand_u32() % 250
             );
             if docker(&["network", "create", "--subnet", &subnet, &nodes.network]).is_ok() {
+                nodes.subnet = subnet;
                 created = true;
                 break;
             }
@@ -220,6 +226,46 @@ impl Nodes {
                     Err(e) if Instant::now() > deadline => panic!("node never answered: {e}"),
                     Err(_) => async_io::Timer::after(Duration::from_millis(200)).await,
                 };
+            }
+        }
+    }
+
+    /// An `ssh` command that runs `script` as root on node `node` (`n1`, ...).
+    pub fn ssh(&self, node: &str, script: &str) -> Command {
+        let host = &self
+            .nodes
+            .iter()
+            .find(|n| n.name.as_deref() == Some(node))
+            .unwrap_or_else(|| panic!("no node {node}"))
+            .host;
+        let mut c = Command::new("ssh");
+        c.arg("-i").arg(&self.key);
+        for o in [
+            "StrictHostKeyChecking=no",
+            "UserKnownHostsFile=/dev/null",
+            "LogLevel=ERROR",
+            "BatchMode=yes",
+            "ConnectTimeout=5",
+        ] {
+            c.args(["-o", o]);
+        }
+        c.arg(format!("root@{host}"))
+            .arg(script)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Waits (blocking) until every node answers over ssh.
+    pub fn wait_answering(&self) {
+        for n in &self.nodes {
+            let node = n.name.as_deref().unwrap_or(&n.host);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !ok(&mut self.ssh(node, "true")) {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {node} never answered over ssh"
+                );
+                std::thread::sleep(Duration::from_millis(200));
             }
         }
     }
