@@ -792,7 +792,10 @@ async fn topology(project: &Project) -> Result<service_registry::NetworkTopology
     let topology = blocking::unblock(move || {
         let unresolved = topology.resolve_node_names(|host| {
             use std::net::ToSocketAddrs;
-            (host, 22).to_socket_addrs().ok()?.next().map(|a| a.ip())
+            (host, 22)
+                .to_socket_addrs()
+                .map(|it| it.map(|a| a.ip()).collect())
+                .unwrap_or_default()
         });
         for host in unresolved {
             tracing::warn!(project = %name, %host, "a node's name does not resolve to an address in its network");

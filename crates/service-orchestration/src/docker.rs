@@ -200,7 +200,36 @@ impl DockerExecutor {
     ) -> Result<String, DockerError> {
         let name = Self::network_name(project);
         match self.docker.inspect_network(&name).await {
-            Ok(_) => return Ok(name),
+            Ok(existing) => {
+                // Fixed addresses need the configured subnet: a network made
+                // before with another one cannot take them.
+                if let Some(want) = subnet {
+                    let has: Vec<String> = existing
+                        .ipam
+                        .config
+                        .iter()
+                        .flatten()
+                        .map(|c| c.subnet.clone())
+                        .collect();
+                    if !has
+                        .iter()
+                        .any(|h| h.parse::<service_registry::IpNet>() == Ok(want))
+                    {
+                        return Err(DockerError::NameConflict {
+                            name,
+                            message: format!(
+                                "the project network exists with subnet {}, but the configuration asks for {want}; `harness down` removes it",
+                                if has.is_empty() {
+                                    "(none)".to_owned()
+                                } else {
+                                    has.join(", ")
+                                }
+                            ),
+                        });
+                    }
+                }
+                return Ok(name);
+            }
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }

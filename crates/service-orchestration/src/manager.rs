@@ -792,7 +792,9 @@ impl ServiceManager {
                             started_at_ms: rec.started_at_ms,
                         },
                     );
-                    adopted.push(slot);
+                    // Waited for below: this request, not later ones.
+                    let sent = slot.view().requests_sent;
+                    adopted.push((slot, sent));
                 }
                 Err(reason) => {
                     let restart = slot.view().lc.policy.restart != harness_config::RestartMode::No;
@@ -814,10 +816,9 @@ impl ServiceManager {
         // Each actor handles its adoption at once (nothing in it waits long).
         loop {
             let listener = self.inner.changed.listen();
-            let settled = adopted.iter().all(|slot| {
-                let v = slot.view();
-                v.requests_done == v.requests_sent
-            });
+            let settled = adopted
+                .iter()
+                .all(|(slot, sent)| slot.view().requests_done >= *sent);
             if settled {
                 break;
             }
@@ -874,7 +875,11 @@ impl Inner {
         generation: u64,
     ) -> Result<(ServiceSpec, StartContext), String> {
         let at = at.unwrap_or_else(|| self.location_of(slot));
-        let spec = expand_spec(&self.placement, &slot.spec, &at)?;
+        let spec = expand_spec(
+            &self.placement,
+            &slot.spec,
+            &self.placement.as_consumer(&slot.spec, at.clone()),
+        )?;
         let env = self
             .placement
             .environment(slot.name.as_str(), Some(at))
@@ -1092,22 +1097,19 @@ impl Actor {
                     self.request_done(inner);
                     return;
                 }
-                let at = launched.instance.location();
+                let at = launched
+                    .instance
+                    .location()
+                    .unwrap_or_else(|| inner.location_of(&self.slot));
                 let spec = expand_spec(
                     &inner.placement,
                     &self.slot.spec,
-                    &at.clone().unwrap_or_else(|| inner.location_of(&self.slot)),
+                    &inner.placement.as_consumer(&self.slot.spec, at),
                 )
                 .map(Arc::new)
                 .unwrap_or_else(|_| self.slot.spec.clone());
-                // Recorded in order but not waited for: a re-adopted service
-                // shows as running at once (its entry is usually there already).
-                let (done, _) = async_channel::bounded(1);
-                let _ = self.slot.registry.try_send(RegistryOp::Launched {
-                    spec: self.slot.spec.clone(),
-                    instance: launched.instance.clone(),
-                    done,
-                });
+                // Recorded before `adopt` returns and before dependents hear.
+                self.record_launch(launched.instance.clone()).await;
                 self.run_spec = Some(spec);
                 {
                     let mut v = self.slot.view();

@@ -39,6 +39,7 @@ struct Inner {
     project: Arc<Project>,
     registry: Registry,
     topology: RwLock<Arc<NetworkTopology>>,
+    last_refresh: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Placement {
@@ -72,6 +73,7 @@ impl Placement {
                 project,
                 registry,
                 topology: RwLock::new(Arc::new(topology)),
+                last_refresh: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -100,10 +102,22 @@ impl Placement {
     }
 
     /// Reads this host's addresses again when none of them faces `peer` (a
-    /// Docker bridge created after the topology was read, for instance).
+    /// Docker bridge created after the topology was read, for instance); at
+    /// most once a second, and never for an address that is not one yet.
     pub fn refresh_host_toward(&self, peer: IpAddr) {
-        if self.topology().host_address_toward(peer).is_some() {
+        if peer.is_unspecified() || self.topology().host_address_toward(peer).is_some() {
             return;
+        }
+        {
+            let mut last = self
+                .inner
+                .last_refresh
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
         }
         if let Ok(host) = HostNetwork::read() {
             let mut slot = self
@@ -180,6 +194,27 @@ impl Placement {
         Ok(resolve(&self.topology(), &entry, consumer)?)
     }
 
+    /// Where `spec` sees others from when it runs at `at`. A container on a
+    /// node is a host of its own: the node's other services are not on its
+    /// loopback but at the node's address, so it is seen as a peer of that
+    /// node rather than as the node itself.
+    pub fn as_consumer(&self, spec: &ServiceSpec, at: Location) -> Location {
+        if !matches!(spec.target, Target::Docker(_)) {
+            return at;
+        }
+        match at {
+            Location::LanNode { node, address } => Location::LanNode {
+                node: format!("{node} (container {})", spec.name),
+                address,
+            },
+            Location::WireguardPeer { node, mesh_ip } => Location::WireguardPeer {
+                node: format!("{node} (container {})", spec.name),
+                mesh_ip,
+            },
+            other => other,
+        }
+    }
+
     /// Where `consumer` (a service of the project, placed as registered or
     /// planned) reaches `provider`. A service asking about itself is seen
     /// from this host: that is where its checks run from.
@@ -226,6 +261,7 @@ impl Placement {
             }
             entry.location = at;
         }
+        entry.location = self.as_consumer(spec, entry.location);
         // Generated variables for what it depends on and what its `env`
         // refers to: those are placed before it starts, so what it gets does
         // not depend on which other services happen to run.
@@ -280,8 +316,9 @@ impl Placement {
         let pool = IpPool::new(pool_name.clone(), subnet, None)
             .map_err(|e| format!("network `{name}`: {e}"))?;
         let registry = &self.inner.registry;
+        // The configuration is the truth: another subnet replaces the pool.
         registry
-            .define_pool(pool)
+            .replace_pool(pool)
             .await
             .map_err(|e| format!("network `{name}`: {e}"))?;
         let ip = registry
@@ -340,5 +377,92 @@ impl Placement {
             Err(RegistryError::NotFound(_)) => Ok(()),
             other => other.map(|_| ()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use harness_config::{
+        DockerSpec, Network, Node, PortMapping, Protocol, Resources, Security, Settings,
+    };
+    use harness_core::ProjectName;
+
+    use super::*;
+
+    fn name(s: &str) -> ServiceName {
+        ServiceName::new(s).unwrap()
+    }
+
+    fn remote(svc: &str, env: &[(&str, &str)]) -> ServiceSpec {
+        let mut s = ServiceSpec::process(name(svc), "unused", vec![]);
+        s.target = Target::Remote {
+            host: "n1".into(),
+            binary: "sh".into(),
+            args: vec![],
+        };
+        s.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        s
+    }
+
+    /// A container on a node is a host of its own: the node's services are
+    /// at the node's address from inside it, at loopback from a process there.
+    #[test]
+    fn a_container_on_a_node_reaches_the_nodes_services_at_its_address() {
+        let mut api = remote("api", &[]);
+        api.ports = vec![PortMapping {
+            host: None,
+            container: 8080,
+            protocol: Protocol::Tcp,
+        }];
+        let sidecar = remote("sidecar", &[("API", "${api.ip}:${api.port}")]);
+        let mut web = remote("web", &[("API", "${api.ip}:${api.port}")]);
+        web.target = Target::Docker(DockerSpec {
+            image: "web".into(),
+            build: None,
+            command: None,
+            entrypoint: None,
+            volumes: vec![],
+            networks: vec![],
+            security: Security::default(),
+            resources: Resources::default(),
+            host: Some("n1".into()),
+        });
+        let networks = BTreeMap::from([(
+            "lan".to_owned(),
+            Network::Lan {
+                subnet: "10.9.0.0/24".into(),
+                nodes: vec![Node {
+                    host: "10.9.0.5".into(),
+                    name: Some("n1".into()),
+                    ssh_user: "root".into(),
+                    ssh_key: None,
+                    ssh_port: None,
+                    package_deploy: false,
+                }],
+            },
+        )]);
+        let services = [api, sidecar, web]
+            .into_iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        let project = Arc::new(
+            Project::new(
+                ProjectName::new("p").unwrap(),
+                Settings::default(),
+                networks,
+                services,
+            )
+            .unwrap(),
+        );
+        let topology = topology_from_config(&project.networks, HostNetwork::default()).unwrap();
+        let placement = Placement::new(project, Registry::in_memory(), topology);
+        let env = |svc: &str| placement.environment(svc, None).unwrap()["API"].clone();
+        assert_eq!(env("sidecar"), "127.0.0.1:8080");
+        assert_eq!(env("web"), "10.9.0.5:8080");
     }
 }

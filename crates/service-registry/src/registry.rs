@@ -435,6 +435,39 @@ impl Registry {
         .await
     }
 
+    /// Defines an address pool, replacing one of the same name with another
+    /// subnet or gateway together with its assignments (each given back with
+    /// a [`RegistryEvent::Released`]): for when the configuration, which is
+    /// the truth, changed the subnet. The same subnet and gateway keep the
+    /// pool as it is, like [`Registry::define_pool`].
+    pub async fn replace_pool(&self, pool: IpPool) -> Result<(), RegistryError> {
+        self.mutate(move |s| {
+            let mut events = Vec::new();
+            if let Some(existing) = s.pools.get(pool.name()) {
+                if existing.subnet() == pool.subnet() && existing.gateway() == pool.gateway() {
+                    return Ok(((), Vec::new()));
+                }
+                for (owner, ip) in existing.assignments() {
+                    if let Ok(owner) = ServiceName::new(owner) {
+                        events.push(RegistryEvent::Released {
+                            pool: pool.name().to_owned(),
+                            owner,
+                            ip,
+                        });
+                    }
+                }
+            }
+            events.push(RegistryEvent::PoolDefined {
+                pool: pool.name().to_owned(),
+                subnet: pool.subnet(),
+                gateway: pool.gateway(),
+            });
+            s.pools.insert(pool.name().to_owned(), pool);
+            Ok(((), events))
+        })
+        .await
+    }
+
     /// The address of `owner` in `pool`: the one it holds, or a new one.
     pub async fn allocate(&self, pool: &str, owner: &ServiceName) -> Result<IpAddr, RegistryError> {
         let (pool, owner) = (pool.to_owned(), owner.clone());

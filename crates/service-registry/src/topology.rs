@@ -237,31 +237,38 @@ impl NetworkTopology {
         Ok(Some(pool))
     }
 
-    /// Gives every node whose `host` is a DNS name the address `lookup`
-    /// finds for it (on a WireGuard network only an address inside the mesh
-    /// subnet, since the name may well be the node's public address). Nodes
-    /// that already have an address are left alone; `lookup` is asked once per
-    /// name. Returns the names `lookup` could not resolve.
+    /// Gives every node whose `host` is a DNS name an address `lookup` finds
+    /// for it: the first inside the network's subnet; on a LAN, else the
+    /// first at all; on a WireGuard network only one inside the mesh subnet,
+    /// since the name may well be the node's public address. Nodes that
+    /// already have an address are left alone; `lookup` is asked once per
+    /// name. Returns the names no usable address was found for.
     pub fn resolve_node_names(
         &mut self,
-        mut lookup: impl FnMut(&str) -> Option<IpAddr>,
+        mut lookup: impl FnMut(&str) -> Vec<IpAddr>,
     ) -> Vec<String> {
-        let mut seen: BTreeMap<String, Option<IpAddr>> = BTreeMap::new();
+        let mut seen: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
         let mut unresolved = Vec::new();
         for net in self.networks.values_mut() {
-            let (nodes, mesh) = match &mut net.kind {
-                NetworkKind::Lan { nodes, .. } => (nodes, None),
-                NetworkKind::Wireguard { nodes, subnet } => (nodes, Some(*subnet)),
+            let (nodes, subnet, mesh) = match &mut net.kind {
+                NetworkKind::Lan { nodes, subnet } => (nodes, *subnet, false),
+                NetworkKind::Wireguard { nodes, subnet } => (nodes, *subnet, true),
                 _ => continue,
             };
             for node in nodes.iter_mut().filter(|n| n.address.is_none()) {
                 if node.host.parse::<IpAddr>().is_ok() {
                     continue;
                 }
-                let found = *seen
+                let found = seen
                     .entry(node.host.clone())
                     .or_insert_with(|| lookup(&node.host));
-                match found.filter(|ip| mesh.is_none_or(|m| m.contains(*ip))) {
+                let inside = found.iter().copied().find(|ip| subnet.contains(*ip));
+                let usable = if mesh {
+                    inside
+                } else {
+                    inside.or_else(|| found.first().copied())
+                };
+                match usable {
                     Some(ip) => node.address = Some(ip),
                     None => unresolved.push(node.host.clone()),
                 }
@@ -395,9 +402,10 @@ mod tests {
         let unresolved = t.resolve_node_names(|name| {
             asked.push(name.to_owned());
             match name {
-                "builder.lan" => Some(ip("192.168.1.22")),
-                "edge.example.org" => Some(ip("10.100.0.7")),
-                _ => None,
+                // A dual-stack name: the address inside the subnet wins.
+                "builder.lan" => vec![ip("fd00::22"), ip("192.168.1.22")],
+                "edge.example.org" => vec![ip("10.100.0.7")],
+                _ => Vec::new(),
             }
         });
         asked.sort();

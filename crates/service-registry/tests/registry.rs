@@ -482,3 +482,37 @@ fn a_write_dropped_half_way_changes_nothing_and_later_writes_work() {
         assert!(r.get("next").is_some());
     });
 }
+
+#[test]
+fn replacing_a_pool_with_another_subnet_gives_its_addresses_back() {
+    run(async {
+        let r = Registry::in_memory();
+        let old = || IpPool::new("net", "10.5.0.0/24".parse().unwrap(), None).unwrap();
+        r.define_pool(old()).await.unwrap();
+        let ip = r.allocate("net", &name("db")).await.unwrap();
+        // The same subnet again keeps the address.
+        r.replace_pool(old()).await.unwrap();
+        assert_eq!(r.allocate("net", &name("db")).await.unwrap(), ip);
+        // define_pool refuses another subnet while addresses are held ...
+        let new = || IpPool::new("net", "10.6.0.0/24".parse().unwrap(), None).unwrap();
+        assert!(r.define_pool(new()).await.is_err());
+        // ... replace_pool takes it, and tells what was given back.
+        let mut sub = r.subscribe();
+        r.replace_pool(new()).await.unwrap();
+        assert!(matches!(
+            sub.recv().await.unwrap(),
+            RegistryEvent::Released { pool, owner, ip: i } if pool == "net" && owner.as_str() == "db" && i == ip
+        ));
+        assert!(matches!(
+            sub.recv().await.unwrap(),
+            RegistryEvent::PoolDefined { .. }
+        ));
+        let again = r.allocate("net", &name("db")).await.unwrap();
+        assert!(
+            "10.6.0.0/24"
+                .parse::<service_registry::IpNet>()
+                .unwrap()
+                .contains(again)
+        );
+    });
+}
