@@ -321,6 +321,22 @@ impl Placement {
             .replace_pool(pool)
             .await
             .map_err(|e| format!("network `{name}`: {e}"))?;
+        // Services no longer in the configuration give their addresses back.
+        let gone: Vec<ServiceName> = registry
+            .pool(&pool_name)
+            .map(|p| {
+                p.assignments()
+                    .filter_map(|(owner, _)| ServiceName::new(owner).ok())
+                    .filter(|owner| !self.inner.project.services.contains_key(owner))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for owner in gone {
+            registry
+                .release(&pool_name, &owner)
+                .await
+                .map_err(|e| format!("network `{name}`: {e}"))?;
+        }
         let ip = registry
             .allocate(&pool_name, &spec.name)
             .await
@@ -464,5 +480,101 @@ mod tests {
         let env = |svc: &str| placement.environment(svc, None).unwrap()["API"].clone();
         assert_eq!(env("sidecar"), "127.0.0.1:8080");
         assert_eq!(env("web"), "10.9.0.5:8080");
+    }
+
+    fn container(svc: &str) -> ServiceSpec {
+        let mut s = ServiceSpec::process(name(svc), "unused", vec![]);
+        s.target = Target::Docker(DockerSpec {
+            image: "img".into(),
+            build: None,
+            command: None,
+            entrypoint: None,
+            volumes: vec![],
+            networks: vec![],
+            security: Security::default(),
+            resources: Resources::default(),
+            host: None,
+        });
+        s
+    }
+
+    /// Kept addresses: stable, never the gateway, given back by services no
+    /// longer configured, and moved to a new subnet when the configuration does.
+    #[test]
+    fn kept_addresses_follow_the_configuration() {
+        let project = |subnet: &str| {
+            Arc::new(
+                Project::new(
+                    ProjectName::new("p").unwrap(),
+                    Settings::default(),
+                    BTreeMap::from([(
+                        "local".to_owned(),
+                        Network::Local {
+                            subnet: Some(subnet.into()),
+                        },
+                    )]),
+                    [container("db")]
+                        .into_iter()
+                        .map(|s| (s.name.clone(), s))
+                        .collect(),
+                )
+                .unwrap(),
+            )
+        };
+        futures_lite::future::block_on(async {
+            let registry = Registry::in_memory();
+            let pool = DockerExecutor::network_name("p");
+            let at = |subnet: &str| {
+                Placement::new(
+                    project(subnet),
+                    registry.clone(),
+                    NetworkTopology::default(),
+                )
+            };
+            let first = at("10.9.1.0/24");
+            // An address held by a service since removed from the configuration.
+            first
+                .registry()
+                .define_pool(
+                    IpPool::new(pool.clone(), "10.9.1.0/24".parse().unwrap(), None).unwrap(),
+                )
+                .await
+                .unwrap();
+            first
+                .registry()
+                .allocate(&pool, &name("gone"))
+                .await
+                .unwrap();
+            let db = container("db");
+            let a = first.reserve_address(&db).await.unwrap().unwrap();
+            assert_ne!(a.ip.to_string(), "10.9.1.1", "never the gateway");
+            assert_eq!(
+                first.reserve_address(&db).await.unwrap().unwrap(),
+                a,
+                "stable"
+            );
+            let held: Vec<String> = registry
+                .pool(&pool)
+                .unwrap()
+                .assignments()
+                .map(|(o, _)| o.to_owned())
+                .collect();
+            assert_eq!(held, ["db"], "the removed service gave its address back");
+            // Another subnet in the configuration: the address moves there.
+            let moved = at("10.9.2.0/24")
+                .reserve_address(&db)
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(moved.subnet.contains(moved.ip) && moved.ip.to_string().starts_with("10.9.2."));
+            // Processes and containers on nodes get none.
+            let mut remote = container("r");
+            remote.target = Target::Remote {
+                host: "n1".into(),
+                binary: "sh".into(),
+                args: vec![],
+            };
+            assert_eq!(first.reserve_address(&remote).await.unwrap(), None);
+        });
     }
 }
