@@ -1705,6 +1705,33 @@ mod tests {
             manager_with(project, DockerExecutor::new(docker.clone()))
         }
 
+        /// The output lines of `service` from `sub`, read until `enough` holds.
+        async fn lines_of(
+            sub: &mut crate::manager::Subscription,
+            service: &str,
+            enough: impl Fn(&[String]) -> bool,
+        ) -> Vec<String> {
+            let mut lines = Vec::new();
+            let deadline = Instant::now() + LONG;
+            while !enough(&lines) {
+                assert!(Instant::now() < deadline, "{service} output: {lines:?}");
+                let ev = futures_lite::future::or(sub.next(), async {
+                    async_io::Timer::after(LONG).await;
+                    None
+                })
+                .await
+                .expect("manager events");
+                if let crate::manager::ManagerEvent::Output {
+                    service: s, line, ..
+                } = ev
+                    && s.as_str() == service
+                {
+                    lines.push(line.text().into_owned());
+                }
+            }
+            lines
+        }
+
         fn manager_with(project: &Arc<Project>, exec: DockerExecutor) -> ServiceManager {
             let opts = ManagerOptions::new(Arc::new(ThreadSpawner));
             let m = ServiceManager::new(project.clone(), opts).unwrap();
@@ -1803,22 +1830,7 @@ mod tests {
                     .published_port(80)
                     .expect("published");
 
-                let mut lines = Vec::new();
-                let deadline = Instant::now() + LONG;
-                while !lines.iter().any(|l: &String| l == "ok") {
-                    assert!(Instant::now() < deadline, "api output: {lines:?}");
-                    let ev = futures_lite::future::or(sub.next(), async {
-                        async_io::Timer::after(LONG).await;
-                        None
-                    })
-                    .await
-                    .expect("manager events");
-                    if let crate::manager::ManagerEvent::Output { service, line, .. } = ev
-                        && service.as_str() == "api"
-                    {
-                        lines.push(line.text().into_owned());
-                    }
-                }
+                let lines = lines_of(&mut sub, "api", |l| l.iter().any(|l| l == "ok")).await;
                 assert_eq!(lines[0], format!("db at 127.0.0.1:{port}"));
                 m.stop_all().await;
                 assert!(
@@ -1870,22 +1882,10 @@ mod tests {
                     .unwrap()
                     .ip(Some(&DockerExecutor::network_name(project.name.as_str())))
                     .expect("db has an IP on the project network");
-                let mut lines = Vec::new();
-                let deadline = Instant::now() + LONG;
-                while lines.iter().filter(|l: &&String| *l == "ok").count() < 2 {
-                    assert!(Instant::now() < deadline, "client output: {lines:?}");
-                    let ev = futures_lite::future::or(sub.next(), async {
-                        async_io::Timer::after(LONG).await;
-                        None
-                    })
-                    .await
-                    .expect("manager events");
-                    if let crate::manager::ManagerEvent::Output { service, line, .. } = ev
-                        && service.as_str() == "client"
-                    {
-                        lines.push(line.text().into_owned());
-                    }
-                }
+                let lines = lines_of(&mut sub, "client", |l| {
+                    l.iter().filter(|l| *l == "ok").count() >= 2
+                })
+                .await;
                 // By IP and container port, and by service name (DNS alias).
                 assert_eq!(lines[0], format!("db at {ip}:80"));
                 m.stop_all().await;

@@ -10,7 +10,7 @@ use common::*;
 use harness_config::{Check, Condition, DockerSpec, Resources, Security, Target};
 use harness_core::{ServiceKind, ServiceState};
 use service_orchestration::docker::DockerExecutor;
-use service_orchestration::{ManagerEvent, ManagerOptions, ServiceManager};
+use service_orchestration::{ManagerOptions, ServiceManager};
 use service_registry::{Location, Registry, RegistryEvent, StateFile};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -64,15 +64,7 @@ fn running_services_are_registered_with_their_place_and_state_persisted() {
         .await;
 
         // api got db's endpoint, in its command and in its environment.
-        let line = loop {
-            match futures_lite::StreamExt::next(&mut events).await {
-                Some(ManagerEvent::Output { service, line, .. }) if service.as_str() == "api" => {
-                    break line.text().into_owned();
-                }
-                Some(_) => {}
-                None => panic!("events ended"),
-            }
-        };
+        let line = first_line_of(&mut events, "api").await;
         assert_eq!(line, format!("db at 127.0.0.1:{port} env 127.0.0.1:{port}"));
         let env = m.placement().environment("api", None).unwrap();
         assert_eq!(env["DB_URL"], format!("tcp://localhost:{port}"));
@@ -176,17 +168,7 @@ fn a_container_reaches_a_local_process_at_the_host_bridge_address() {
         let mut events = m.subscribe();
         m.start_all().unwrap();
         m.wait_ready(&[name("client")], LONG).await.unwrap();
-        let line = loop {
-            match futures_lite::StreamExt::next(&mut events).await {
-                Some(ManagerEvent::Output { service, line, .. })
-                    if service.as_str() == "client" =>
-                {
-                    break line.text().into_owned();
-                }
-                Some(_) => {}
-                None => panic!("events ended"),
-            }
-        };
+        let line = first_line_of(&mut events, "client").await;
         let client = m.placement().registry().get("client").unwrap();
         let Location::DockerNetwork {
             network,

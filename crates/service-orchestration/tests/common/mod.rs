@@ -134,3 +134,22 @@ impl Drop for StopOnDrop {
         }
     }
 }
+
+/// The first output line of `service` on `events`.
+pub async fn first_line_of(
+    events: &mut service_orchestration::Subscription,
+    service: &str,
+) -> String {
+    use futures_lite::StreamExt;
+    loop {
+        match events.next().await {
+            Some(service_orchestration::ManagerEvent::Output {
+                service: s, line, ..
+            }) if s.as_str() == service => {
+                return line.text().into_owned();
+            }
+            Some(_) => {}
+            None => panic!("events ended before {service} printed"),
+        }
+    }
+}
