@@ -875,11 +875,7 @@ impl Inner {
         generation: u64,
     ) -> Result<(ServiceSpec, StartContext), String> {
         let at = at.unwrap_or_else(|| self.location_of(slot));
-        let spec = expand_spec(
-            &self.placement,
-            &slot.spec,
-            &self.placement.as_consumer(&slot.spec, at.clone()),
-        )?;
+        let spec = expand_spec(&self.placement, &slot.spec, &at)?;
         let env = self
             .placement
             .environment(slot.name.as_str(), Some(at))
@@ -1101,13 +1097,9 @@ impl Actor {
                     .instance
                     .location()
                     .unwrap_or_else(|| inner.location_of(&self.slot));
-                let spec = expand_spec(
-                    &inner.placement,
-                    &self.slot.spec,
-                    &inner.placement.as_consumer(&self.slot.spec, at),
-                )
-                .map(Arc::new)
-                .unwrap_or_else(|_| self.slot.spec.clone());
+                let spec = expand_spec(&inner.placement, &self.slot.spec, &at)
+                    .map(Arc::new)
+                    .unwrap_or_else(|_| self.slot.spec.clone());
                 // Recorded before `adopt` returns and before dependents hear.
                 self.record_launch(launched.instance.clone()).await;
                 self.run_spec = Some(spec);

@@ -194,27 +194,6 @@ impl Placement {
         Ok(resolve(&self.topology(), &entry, consumer)?)
     }
 
-    /// Where `spec` sees others from when it runs at `at`. A container on a
-    /// node is a host of its own: the node's other services are not on its
-    /// loopback but at the node's address, so it is seen as a peer of that
-    /// node rather than as the node itself.
-    pub fn as_consumer(&self, spec: &ServiceSpec, at: Location) -> Location {
-        if !matches!(spec.target, Target::Docker(_)) {
-            return at;
-        }
-        match at {
-            Location::LanNode { node, address } => Location::LanNode {
-                node: format!("{node} (container {})", spec.name),
-                address,
-            },
-            Location::WireguardPeer { node, mesh_ip } => Location::WireguardPeer {
-                node: format!("{node} (container {})", spec.name),
-                mesh_ip,
-            },
-            other => other,
-        }
-    }
-
     /// Where `consumer` (a service of the project, placed as registered or
     /// planned) reaches `provider`. A service asking about itself is seen
     /// from this host: that is where its checks run from.
@@ -261,7 +240,6 @@ impl Placement {
             }
             entry.location = at;
         }
-        entry.location = self.as_consumer(spec, entry.location);
         // Generated variables for what it depends on and what its `env`
         // refers to: those are placed before it starts, so what it gets does
         // not depend on which other services happen to run.

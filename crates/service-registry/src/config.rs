@@ -134,7 +134,8 @@ fn node_name(n: &harness_config::Node) -> &str {
 
 /// Where a service with a `host:` (`remote`, `package`, a container on a
 /// node) runs: the node its `host:` names (by name or address), in its own
-/// network if it names one, as a LAN node or a WireGuard peer.
+/// network if it names one, as a LAN node or a WireGuard peer, or as a
+/// container on that node.
 pub fn remote_location(
     spec: &ServiceSpec,
     topology: &NetworkTopology,
@@ -170,6 +171,12 @@ pub fn remote_location(
             network: net.name.clone(),
         });
     };
+    if matches!(spec.target, Target::Docker(_)) {
+        return Ok(Location::NodeContainer {
+            node: node.name.clone(),
+            address,
+        });
+    }
     Ok(match net.kind {
         NetworkKind::Wireguard { .. } => Location::WireguardPeer {
             node: node.name.clone(),

@@ -44,16 +44,26 @@ pub enum Location {
         /// The peer's address on the mesh.
         mesh_ip: IpAddr,
     },
+    /// A container on a node's Docker engine: reached at the node's address
+    /// (its published ports). As a consumer it is a host of its own: the
+    /// node's services are not on its loopback.
+    NodeContainer {
+        /// The node name (as configured).
+        node: String,
+        /// The node's address (LAN, or mesh for a WireGuard peer).
+        address: IpAddr,
+    },
 }
 
 impl Location {
-    /// A short label: `local`, `docker`, `lan`, `wireguard`.
+    /// A short label: `local`, `docker`, `lan`, `wireguard`, `node-container`.
     pub fn label(&self) -> &'static str {
         match self {
             Location::LocalHost => "local",
             Location::DockerNetwork { .. } => "docker",
             Location::LanNode { .. } => "lan",
             Location::WireguardPeer { .. } => "wireguard",
+            Location::NodeContainer { .. } => "node-container",
         }
     }
 
@@ -62,14 +72,18 @@ impl Location {
         match self {
             Location::LocalHost => "local".to_owned(),
             Location::DockerNetwork { network, .. } => format!("docker:{network}"),
-            Location::LanNode { node, .. } | Location::WireguardPeer { node, .. } => node.clone(),
+            Location::LanNode { node, .. }
+            | Location::WireguardPeer { node, .. }
+            | Location::NodeContainer { node, .. } => node.clone(),
         }
     }
 
     /// The remote node this location is on, if any.
     pub fn node(&self) -> Option<&str> {
         match self {
-            Location::LanNode { node, .. } | Location::WireguardPeer { node, .. } => Some(node),
+            Location::LanNode { node, .. }
+            | Location::WireguardPeer { node, .. }
+            | Location::NodeContainer { node, .. } => Some(node),
             _ => None,
         }
     }
@@ -81,6 +95,7 @@ impl Location {
             Location::DockerNetwork { container_ip, .. } => Some(*container_ip),
             Location::LanNode { address, .. } => Some(*address),
             Location::WireguardPeer { mesh_ip, .. } => Some(*mesh_ip),
+            Location::NodeContainer { address, .. } => Some(*address),
         }
     }
 }

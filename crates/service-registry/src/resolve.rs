@@ -6,7 +6,7 @@
 //! |---|---|---|---|---|
 //! | local process | `127.0.0.1` | host's address on the consumer's bridge | same | host's address in the peer's subnet |
 //! | container | `127.0.0.1` + published port (container IP if unpublished) | container IP + container port | host's address on the consumer's bridge + published port | host's address in the peer's subnet + published port |
-//! | LAN node / WireGuard peer | its address | its address | its address | `127.0.0.1` on the same node; else its address in the consumer's network, else its own address |
+//! | LAN node / WireGuard peer / container on a node | its address | its address | its address | `127.0.0.1` for a process on the same node; else (also for a container there) its address in the consumer's network, else its own address |
 
 use std::net::IpAddr;
 
@@ -131,13 +131,18 @@ pub fn resolve(
             }
         }
         Location::LanNode { node, address: own }
-        | Location::WireguardPeer { node, mesh_ip: own } => {
-            if consumer.node() == Some(node.as_str()) {
+        | Location::WireguardPeer { node, mesh_ip: own }
+        | Location::NodeContainer { node, address: own } => {
+            // A process on the same node has it on its loopback; a container
+            // there is a host of its own.
+            let same_node = consumer.node() == Some(node.as_str());
+            if same_node && !matches!(consumer, Location::NodeContainer { .. }) {
                 return Ok(Endpoint::loopback(port));
             }
             let ip = match consumer {
                 Location::LanNode { address: peer, .. }
-                | Location::WireguardPeer { mesh_ip: peer, .. } => {
+                | Location::WireguardPeer { mesh_ip: peer, .. }
+                | Location::NodeContainer { address: peer, .. } => {
                     topology.node_address_toward(node, *peer).unwrap_or(*own)
                 }
                 _ => *own,
@@ -156,7 +161,9 @@ pub fn resolve(
 /// usually do not).
 fn this_host_name(topology: &NetworkTopology, consumer: &Location, ip: IpAddr) -> String {
     match consumer {
-        Location::LanNode { .. } | Location::WireguardPeer { .. }
+        Location::LanNode { .. }
+        | Location::WireguardPeer { .. }
+        | Location::NodeContainer { .. }
             if !topology.host.hostname.is_empty() =>
         {
             topology.host.hostname.clone()
@@ -176,6 +183,9 @@ fn describe(location: &Location) -> String {
         Location::LanNode { node, address } => format!("LAN node `{node}` ({address})"),
         Location::WireguardPeer { node, mesh_ip } => {
             format!("WireGuard peer `{node}` ({mesh_ip})")
+        }
+        Location::NodeContainer { node, address } => {
+            format!("a container on node `{node}` ({address})")
         }
     }
 }

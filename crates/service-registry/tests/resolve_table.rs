@@ -80,6 +80,13 @@ fn wg(node: &str, ip: &str) -> Location {
     }
 }
 
+fn node_container(node: &str, ip: &str) -> Location {
+    Location::NodeContainer {
+        node: node.into(),
+        address: ip.parse().unwrap(),
+    }
+}
+
 fn provider(name: &str, location: Location, ports: &[u16], hostname: Option<&str>) -> ServiceEntry {
     let kind = match location {
         Location::LocalHost => ServiceKind::Process,
@@ -141,6 +148,10 @@ fn every_provider_consumer_pair() {
             "wireguard",
             provider("edge", wg("far", "10.100.0.30"), &[7000], None),
         ),
+        (
+            "node-container",
+            provider("web", node_container("n1", "192.168.1.21"), &[9100], None),
+        ),
     ];
     let consumers = [
         ("local", Location::LocalHost),
@@ -151,6 +162,7 @@ fn every_provider_consumer_pair() {
         ("lan-unrouted", lan("lost", "10.99.0.5")),
         ("wg-far", wg("far", "10.100.0.30")),
         ("wg-n1", wg("n1", "10.100.0.21")),
+        ("nc-n1", node_container("n1", "192.168.1.21")),
     ];
     #[rustfmt::skip]
     let table: &[(&str, &str, &str)] = &[
@@ -163,6 +175,7 @@ fn every_provider_consumer_pair() {
         ("local", "lan-unrouted", "ERR NoHostAddress"),
         ("local", "wg-far",       "10.100.0.1:8080 ctl"),
         ("local", "wg-n1",        "10.100.0.1:8080 ctl"),
+        ("local", "nc-n1",        "192.168.1.10:8080 ctl"),
         // Without a port, only the address is resolved.
         ("local-noport", "local",        "127.0.0.1:- localhost"),
         ("local-noport", "docker-same",  "172.20.0.1:- 172.20.0.1"),
@@ -172,6 +185,7 @@ fn every_provider_consumer_pair() {
         ("local-noport", "lan-unrouted", "ERR NoHostAddress"),
         ("local-noport", "wg-far",       "10.100.0.1:- ctl"),
         ("local-noport", "wg-n1",        "10.100.0.1:- ctl"),
+        ("local-noport", "nc-n1",        "192.168.1.10:- ctl"),
         // A container with a published port: loopback + host port from this host, container
         // address on its own network, this host's facing address + host port elsewhere.
         ("docker-published", "local",        "127.0.0.1:15432 localhost"),
@@ -182,6 +196,7 @@ fn every_provider_consumer_pair() {
         ("docker-published", "lan-unrouted", "ERR NoHostAddress"),
         ("docker-published", "wg-far",       "10.100.0.1:15432 ctl"),
         ("docker-published", "wg-n1",        "10.100.0.1:15432 ctl"),
+        ("docker-published", "nc-n1",        "192.168.1.10:15432 ctl"),
         // An unpublished container: reachable from this host (bridge routing) and its own
         // network only.
         ("docker-unpublished", "local",        "172.20.0.6:6379 proj-cache"),
@@ -192,6 +207,7 @@ fn every_provider_consumer_pair() {
         ("docker-unpublished", "lan-unrouted", "ERR NotPublished"),
         ("docker-unpublished", "wg-far",       "ERR NotPublished"),
         ("docker-unpublished", "wg-n1",        "ERR NotPublished"),
+        ("docker-unpublished", "nc-n1",        "ERR NotPublished"),
         // A LAN node: loopback on the node itself; its address in the consumer's network
         // when it is a member there (n1 is also on the mesh); else its LAN address.
         ("lan", "local",        "192.168.1.21:9000 n1"),
@@ -202,6 +218,8 @@ fn every_provider_consumer_pair() {
         ("lan", "lan-unrouted", "192.168.1.21:9000 n1"),
         ("lan", "wg-far",       "10.100.0.21:9000 n1"),
         ("lan", "wg-n1",        "127.0.0.1:9000 localhost"),
+        // A container on n1 is a host of its own: n1's services are at n1's address.
+        ("lan", "nc-n1",        "192.168.1.21:9000 n1"),
         // A WireGuard peer: its mesh address, loopback on the peer itself.
         ("wireguard", "local",        "10.100.0.30:7000 far"),
         ("wireguard", "docker-same",  "10.100.0.30:7000 far"),
@@ -211,6 +229,18 @@ fn every_provider_consumer_pair() {
         ("wireguard", "lan-unrouted", "10.100.0.30:7000 far"),
         ("wireguard", "wg-far",       "127.0.0.1:7000 localhost"),
         ("wireguard", "wg-n1",        "10.100.0.30:7000 far"),
+        ("wireguard", "nc-n1",        "10.100.0.30:7000 far"),
+        // A container on a node: the node's address (published port), loopback only for a
+        // process on that node, the node's address for another container there.
+        ("node-container", "local",        "192.168.1.21:9100 n1"),
+        ("node-container", "docker-same",  "192.168.1.21:9100 n1"),
+        ("node-container", "docker-other", "192.168.1.21:9100 n1"),
+        ("node-container", "lan-n1",       "127.0.0.1:9100 localhost"),
+        ("node-container", "lan-n2",       "192.168.1.21:9100 n1"),
+        ("node-container", "lan-unrouted", "192.168.1.21:9100 n1"),
+        ("node-container", "wg-far",       "10.100.0.21:9100 n1"),
+        ("node-container", "wg-n1",        "127.0.0.1:9100 localhost"),
+        ("node-container", "nc-n1",        "192.168.1.21:9100 n1"),
     ];
 
     let mut covered = BTreeSet::new();
@@ -228,7 +258,7 @@ fn every_provider_consumer_pair() {
     // Every pair is in the table, and every kind of location on both sides.
     assert_eq!(covered.len(), providers.len() * consumers.len());
     let labels = |locs: Vec<&Location>| locs.iter().map(|l| l.label()).collect::<BTreeSet<_>>();
-    let all: BTreeSet<_> = ["local", "docker", "lan", "wireguard"].into();
+    let all: BTreeSet<_> = ["local", "docker", "lan", "wireguard", "node-container"].into();
     assert_eq!(
         labels(providers.iter().map(|(_, e)| &e.location).collect()),
         all
