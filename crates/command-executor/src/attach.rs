@@ -129,7 +129,8 @@ fn follow_start(
         FollowFrom::End => file.metadata().map_err(err)?.len(),
         FollowFrom::Offset { stdout, stderr } => match stream {
             OutputStream::Stdout => stdout,
-            OutputStream::Stderr => stderr,
+            // A process writes only its two streams; harness's own lines are not followed here.
+            OutputStream::Stderr | OutputStream::Harness => stderr,
         },
     };
     Ok((file, pos))

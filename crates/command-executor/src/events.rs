@@ -222,6 +222,8 @@ impl EventStream {
                 match line.stream {
                     OutputStream::Stdout => self.offsets.stdout = end,
                     OutputStream::Stderr => self.offsets.stderr = end,
+                    // Never read from a process's files.
+                    OutputStream::Harness => {}
                 }
                 ProcessEvent::Output(line)
             }

@@ -614,7 +614,8 @@ impl<'de> Deserialize<'de> for LogPattern {
 pub struct Probe {
     /// What is checked.
     pub check: Check,
-    /// Wait this long after start before the first check (`start_period`).
+    /// `start_period`: failures within this time after start, before the first
+    /// pass, do not count; a pass counts at once.
     #[serde(with = "duration")]
     pub initial_delay: Duration,
     /// Time between checks once the check has passed (`interval`).
@@ -775,7 +776,7 @@ pub struct Backoff {
     pub max: Duration,
     /// Each delay is the previous one times this (>= 1).
     pub multiplier: f64,
-    /// Random spread as a fraction of the delay, 0..=1 (0.1 = ±10 %).
+    /// Random shortening as a fraction of the delay, 0..=1 (0.1: 90-100 % of it).
     pub jitter: f64,
     /// After running this long without failing, the delay starts over.
     #[serde(with = "duration")]
@@ -785,11 +786,11 @@ pub struct Backoff {
 impl Default for Backoff {
     fn default() -> Self {
         Backoff {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(60),
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
             multiplier: 2.0,
             jitter: 0.1,
-            reset_after: Duration::from_secs(60),
+            reset_after: Duration::from_secs(10),
         }
     }
 }

@@ -279,8 +279,7 @@ pub struct RawProbe {
     /// Same as `interval` (Kubernetes spelling).
     pub period: Option<HumanDuration>,
     /// Time between checks until the check first passes in a run of the service (after each
-    /// start and restart); then `interval` applies. Default: the same as `interval`. Unlike
-    /// compose, it is not bounded by `start_period`, which here only delays the first check.
+    /// start and restart); then `interval` applies. Default: the same as `interval`.
     pub start_interval: Option<HumanDuration>,
     /// A check taking longer fails.
     pub timeout: Option<HumanDuration>,
@@ -290,9 +289,10 @@ pub struct RawProbe {
     pub failure_threshold: Option<u32>,
     /// Consecutive successes before passing.
     pub success_threshold: Option<u32>,
-    /// Wait this long after start before the first check.
+    /// As in compose: failures within this time after start do not count against
+    /// `retries`, while a pass counts at once (checks run from the start).
     pub start_period: Option<HumanDuration>,
-    /// Same as `start_period` (Kubernetes spelling).
+    /// Same as `start_period`.
     pub initial_delay: Option<HumanDuration>,
 }
 
@@ -693,15 +693,16 @@ impl<'de> Deserialize<'de> for RawRestart {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawBackoff {
-    /// First delay (default 1s).
+    /// First delay (default 100ms).
     pub initial: Option<HumanDuration>,
-    /// Largest delay (default 60s).
+    /// Largest delay (default 30s).
     pub max: Option<HumanDuration>,
     /// Growth factor, >= 1 (default 2).
     pub multiplier: Option<f64>,
-    /// Random spread as a fraction, 0..=1 (default 0.1).
+    /// Random shortening as a fraction, 0..=1 (default 0.1: each delay is 90-100 % of
+    /// the nominal one).
     pub jitter: Option<f64>,
-    /// Running this long resets the delay (default 60s).
+    /// Running this long resets the delay (default 10s).
     pub reset_after: Option<HumanDuration>,
 }
 

@@ -21,4 +21,4 @@ pub use output::{OutputLine, OutputStream};
 pub use signal::Signal;
 pub use spawn::{BoxTask, SharedSpawner, Spawner, ThreadSpawner};
 pub use state::{ExitStatus, Health, ServiceKind, ServiceState};
-pub use status::ServiceStatus;
+pub use status::{LastExit, ServiceStatus};

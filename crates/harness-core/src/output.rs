@@ -10,6 +10,9 @@ pub enum OutputStream {
     Stdout,
     /// Standard error.
     Stderr,
+    /// What harness itself says about the service: exits, restarts, failures
+    /// to start (`harness logs` shows them in the service's stream).
+    Harness,
 }
 
 /// One line of output, without its line terminator.

@@ -58,6 +58,17 @@ impl ExitStatus {
     }
 }
 
+impl ExitStatus {
+    /// How the process ended, as a phrase: `exited with code 1`,
+    /// `killed by SIGKILL`, `exited (status unknown)`.
+    pub fn describe(self) -> String {
+        match self {
+            ExitStatus::Code(c) => format!("exited with code {c}"),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for ExitStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -130,6 +141,10 @@ pub enum ServiceState {
         attempt: u32,
         /// Milliseconds until the attempt.
         in_ms: u64,
+        /// Why it is restarted: the last run's end (`exited with code 1 after
+        /// 0.4s`), a failed liveness check, or why it could not start.
+        #[serde(default)]
+        reason: String,
     },
     /// Its state cannot be observed (e.g. its host is unreachable).
     Unknown {
@@ -186,8 +201,16 @@ impl fmt::Display for ServiceState {
         match self {
             ServiceState::Waiting { on } => write!(f, "waiting on {on}"),
             ServiceState::Failed { reason } => write!(f, "failed: {reason}"),
-            ServiceState::Restarting { attempt, in_ms } => {
-                write!(f, "restarting (attempt {attempt} in {in_ms} ms)")
+            ServiceState::Restarting {
+                attempt,
+                in_ms,
+                reason,
+            } => {
+                write!(f, "restarting (attempt {attempt} in {in_ms} ms)")?;
+                if !reason.is_empty() {
+                    write!(f, ": {reason}")?;
+                }
+                Ok(())
             }
             ServiceState::Unknown { reason } => write!(f, "unknown: {reason}"),
             other => f.write_str(other.label()),

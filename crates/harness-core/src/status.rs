@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Health, ServiceKind, ServiceName, ServiceState};
+use crate::{ExitStatus, Health, ServiceKind, ServiceName, ServiceState};
 
 /// One row of `harness status`: what a service is, where, and how it fares.
 ///
@@ -32,9 +32,26 @@ pub struct ServiceStatus {
     pub exit_code: Option<i32>,
     /// When its current run started, in milliseconds since the Unix epoch.
     pub started_at_ms: Option<u64>,
+    /// How its last run ended, if one ended since it was started on request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<LastExit>,
     /// The deployed version, for package services.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+}
+
+/// How a service's last run ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastExit {
+    /// The exit status (`{"code": 1}`, `{"signal": 9}` or `"unknown"`).
+    pub status: ExitStatus,
+    /// When it ended, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// How long the run lasted, in milliseconds, if its start is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran_ms: Option<u64>,
+    /// The same in words: `exited with code 1 after 0.4s`.
+    pub message: String,
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //!
 //! [`check_once`] runs one attempt of a check, bounded by its timeout.
 //! [`ProbeRunner`] runs a [`Probe`] periodically and reports each change of
-//! verdict (after the success or failure threshold): the first attempt runs
-//! right after `initial_delay`, not one period later; attempts follow every
-//! `start_interval` until the probe first passes, then every `period`.
+//! verdict (after the success or failure threshold): the first attempt runs at
+//! once, failures within `start_period` before a first pass do not count;
+//! attempts follow every `start_interval` until the probe first passes, then
+//! every `period`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -301,36 +302,44 @@ pub struct ProbeRunner {
     pub probe: Probe,
     /// What checks need.
     pub env: CheckEnv,
+    /// Where to keep what the latest attempt said (passed or not), if anywhere.
+    pub last: Option<Arc<std::sync::Mutex<Option<String>>>>,
 }
 
 impl ProbeRunner {
-    /// Runs the probe: first attempt after `initial_delay`, then every
-    /// `start_interval` until it first passes, every `period` from then on
-    /// (also when it fails again later: a runner serves one run of a service,
-    /// the next run gets a fresh one); calls `report` on each change of verdict
-    /// and stops when it returns false or `cancel` is closed.
+    /// Runs the probe: the first attempt at once, then every `start_interval`
+    /// until it first passes, every `period` from then on (also when it fails
+    /// again later: a runner serves one run of a service, the next run gets a
+    /// fresh one). As in compose, failures within `start_period`
+    /// ([`Probe::initial_delay`]) before the first pass do not count, while a
+    /// pass counts at once. Calls `report` on each change of verdict and stops
+    /// when it returns false or `cancel` is closed.
     pub async fn run<F, Fut>(self, cancel: async_channel::Receiver<()>, mut report: F)
     where
         F: FnMut(Verdict) -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
         let work = async {
-            if !self.probe.initial_delay.is_zero() {
-                async_io::Timer::after(self.probe.initial_delay).await;
-            }
+            let grace_until = Instant::now() + self.probe.initial_delay;
+            let mut passed_once = false;
             let mut thresholds = Thresholds::default();
             let mut interval = self.probe.period_until_passed();
             loop {
                 let started = Instant::now();
                 let result = check_once(&self.probe.check, &self.env, self.probe.timeout).await;
                 let passed = result.is_ok();
-                if let Some(v) = thresholds.record(&self.probe, passed) {
+                let detail = match result {
+                    Ok(d) | Err(d) => d,
+                };
+                if let Some(last) = &self.last {
+                    *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(detail.clone());
+                }
+                passed_once |= passed;
+                let counts = passed || passed_once || Instant::now() >= grace_until;
+                if counts && let Some(v) = thresholds.record(&self.probe, passed) {
                     if v {
                         interval = self.probe.period;
                     }
-                    let detail = match result {
-                        Ok(d) | Err(d) => d,
-                    };
                     if !report(Verdict { passed: v, detail }).await {
                         return;
                     }

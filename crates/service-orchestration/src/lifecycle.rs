@@ -15,9 +15,14 @@ use harness_core::{ExitStatus, ServiceName, ServiceState, Signal};
 
 pub use harness_config::{Backoff, RestartMode};
 
+/// How long a service with a readiness check may take to become ready when
+/// neither the service nor the project sets `startup_timeout`.
+pub const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The delay before consecutive restart number `attempt` (1 for the first),
 /// given a random value `random` in `0..1` for the jitter: the configured
-/// exponential delay times `1 ± jitter`, never above `max`.
+/// exponential delay shortened by up to `jitter` (a fraction), so a delay is
+/// never longer than configured and never above `max`.
 pub fn backoff_delay(backoff: &Backoff, attempt: u32, random: f64) -> Duration {
     let base = backoff.delay(attempt.saturating_sub(1)).as_secs_f64();
     let max = backoff.max.as_secs_f64();
@@ -31,7 +36,7 @@ pub fn backoff_delay(backoff: &Backoff, attempt: u32, random: f64) -> Duration {
     } else {
         0.5
     };
-    let d = (base * (1.0 + jitter * (2.0 * r - 1.0))).clamp(0.0, max.max(0.0));
+    let d = (base * (1.0 - jitter * r)).clamp(0.0, max.max(0.0));
     Duration::try_from_secs_f64(d).unwrap_or(backoff.max)
 }
 
@@ -52,7 +57,9 @@ pub struct LifecyclePolicy {
     pub has_readiness: bool,
     /// True if the service has a liveness check.
     pub has_liveness: bool,
-    /// Time allowed from spawn to ready (`None`: unbounded).
+    /// Time allowed from spawn to ready (`None`: unbounded). Until a run is
+    /// first ready, failing checks only keep it from being ready; this
+    /// timeout is what fails it.
     pub startup_timeout: Option<Duration>,
     /// Signal sent to stop it.
     pub stop_signal: Signal,
@@ -91,7 +98,10 @@ impl LifecyclePolicy {
             success_exit_codes: spec.success_exit_codes.clone(),
             has_readiness: spec.readiness.is_some(),
             has_liveness: spec.liveness.is_some(),
-            startup_timeout: spec.startup_timeout.or(settings.startup_timeout),
+            startup_timeout: spec
+                .startup_timeout
+                .or(settings.startup_timeout)
+                .or(spec.readiness.is_some().then_some(DEFAULT_STARTUP_TIMEOUT)),
             stop_signal: spec.shutdown.signal,
             stop_grace: spec.shutdown.timeout,
         }
@@ -162,6 +172,8 @@ pub enum Phase {
         attempt: u32,
         /// When the restart is due.
         at: Instant,
+        /// Why the last run ended (or could not start).
+        reason: String,
     },
 }
 
@@ -182,6 +194,10 @@ pub struct ServiceLifecycle {
     pub run_started: Option<Instant>,
     /// The last exit status seen.
     pub last_exit: Option<ExitStatus>,
+    /// True once the current run has been ready (its readiness check passed,
+    /// or it runs and has none). Liveness is checked only from then on: a
+    /// check that never passed in a run never kills it.
+    pub ready_in_run: bool,
     /// Why the current run cannot be observed right now (its host is unreachable),
     /// if it cannot. Set only in the phases of a run (starting to unhealthy); the
     /// phase underneath is kept, and the visible state is `unknown` meanwhile.
@@ -219,15 +235,23 @@ pub enum Event {
     /// The service's process ended.
     Exited(ExitStatus),
     /// The startup timeout elapsed before the service became ready.
-    StartupTimeout,
+    StartupTimeout {
+        /// What the last readiness check said, if one ran.
+        last_check: Option<String>,
+    },
     /// The restart backoff elapsed.
     BackoffElapsed,
     /// A user asked the service to stop.
     StopRequested,
     /// The stop finished: the process (group) is gone.
     StopCompleted,
-    /// A running instance started earlier (by a previous daemon) was re-adopted.
-    Adopted,
+    /// A running instance started earlier (by a previous daemon) was re-adopted;
+    /// its run has lasted this long so far. It is checked right away, and it
+    /// is not a new start: counters and the run's start are kept.
+    Adopted {
+        /// How long the run has lasted (since its spawn by the earlier daemon).
+        running_for: Duration,
+    },
     /// A persisted instance could not be re-adopted.
     Lost(String),
     /// The current run cannot be observed any more (its host is unreachable), for
@@ -247,8 +271,10 @@ pub enum Effect {
         /// The generation of the new run.
         generation: u64,
     },
-    /// Start the readiness and liveness checks of the current run.
-    StartProbes,
+    /// Start the readiness check of the current run.
+    StartReadiness,
+    /// Start the liveness check of the current run (only once it has been ready).
+    StartLiveness,
     /// Stop the checks of the current run.
     StopProbes,
     /// Stop the process: send `signal`, wait `grace`, then SIGKILL the group.
@@ -270,6 +296,9 @@ pub enum Effect {
     },
     /// The visible state changed.
     Notify(ServiceState),
+    /// A line for the service's log saying what happened to it (an exit and
+    /// what follows, a failure to start, a failed check).
+    Report(String),
 }
 
 impl ServiceLifecycle {
@@ -283,6 +312,7 @@ impl ServiceLifecycle {
             generation: 0,
             run_started: None,
             last_exit: None,
+            ready_in_run: false,
             unreachable: None,
             rng: seed,
         }
@@ -313,9 +343,14 @@ impl ServiceLifecycle {
             Phase::Failed { reason } => ServiceState::Failed {
                 reason: reason.clone(),
             },
-            Phase::Restarting { attempt, at } => ServiceState::Restarting {
+            Phase::Restarting {
+                attempt,
+                at,
+                reason,
+            } => ServiceState::Restarting {
                 attempt: *attempt,
                 in_ms: at.saturating_duration_since(now).as_millis() as u64,
+                reason: reason.clone(),
             },
         }
     }
@@ -392,6 +427,7 @@ impl ServiceLifecycle {
     fn spawn_effects(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         self.generation += 1;
         self.unreachable = None;
+        self.ready_in_run = false;
         self.phase = Phase::Starting;
         self.run_started = Some(now);
         fx.push(Effect::Spawn {
@@ -402,8 +438,32 @@ impl ServiceLifecycle {
         }
     }
 
-    fn has_probes(&self) -> bool {
-        self.policy.has_readiness || self.policy.has_liveness
+    /// The checks of a run that is observed (again): readiness if it has one,
+    /// liveness once the run has been ready.
+    fn probe_effects(&self, fx: &mut Vec<Effect>) {
+        if self.policy.has_readiness {
+            fx.push(Effect::StartReadiness);
+        }
+        if self.policy.has_liveness && self.ready_in_run {
+            fx.push(Effect::StartLiveness);
+        }
+    }
+
+    /// The run is ready for the first time: liveness checking begins.
+    fn first_ready(&mut self, fx: &mut Vec<Effect>) {
+        if !self.ready_in_run {
+            self.ready_in_run = true;
+            if self.policy.has_liveness {
+                fx.push(Effect::StartLiveness);
+            }
+        }
+    }
+
+    /// How long the current run has lasted, in words (`0.4s`), if known.
+    fn ran_for(&self, now: Instant) -> Option<String> {
+        self.run_started.map(|start| {
+            harness_core::duration::format_duration(short(now.saturating_duration_since(start)))
+        })
     }
 
     fn stop_effects(&mut self, then: AfterStop, fx: &mut Vec<Effect>) {
@@ -425,18 +485,24 @@ impl ServiceLifecycle {
         if let Some(max) = self.policy.max_restarts
             && self.consecutive >= max
         {
-            self.phase = Phase::Failed {
-                reason: format!("{why}; gave up after {max} restarts (max_restarts)"),
-            };
+            let reason = format!("{why}; gave up after {max} restarts (max_restarts: {max})");
+            fx.push(Effect::Report(reason.clone()));
+            self.phase = Phase::Failed { reason };
             return;
         }
         self.consecutive += 1;
         self.restarts += 1;
         let random = self.next_random();
         let after = backoff_delay(&self.policy.backoff, self.consecutive, random);
+        fx.push(Effect::Report(format!(
+            "{why}; restart {} in {}",
+            self.restarts,
+            harness_core::duration::format_duration(short(after))
+        )));
         self.phase = Phase::Restarting {
             attempt: self.consecutive,
             at: now + after,
+            reason: why,
         };
         fx.push(Effect::ScheduleRestart { after });
     }
@@ -450,14 +516,20 @@ impl ServiceLifecycle {
             RestartMode::Always => !(self.policy.job && success),
             RestartMode::OnFailure => !success,
         };
+        let why = match self.ran_for(now) {
+            Some(ran) => format!("{} after {ran}", status.describe()),
+            None => status.describe(),
+        };
         if restart {
-            self.restart_or_fail(format!("exited with {status}"), now, fx);
+            self.restart_or_fail(why, now, fx);
         } else if success {
+            fx.push(Effect::Report(format!("{why}; completed")));
             self.phase = Phase::Completed;
         } else {
-            self.phase = Phase::Failed {
-                reason: format!("exited with {status}"),
-            };
+            fx.push(Effect::Report(format!(
+                "{why}; not restarted (restart: no)"
+            )));
+            self.phase = Phase::Failed { reason: why };
         }
     }
 }
@@ -525,36 +597,48 @@ fn step(lc: &mut ServiceLifecycle, event: Event, now: Instant, fx: &mut Vec<Effe
             if lc.unreachable.is_some() =>
         {
             lc.unreachable = None;
-            if !matches!(lc.phase, P::Starting) && lc.has_probes() {
-                fx.push(Effect::StartProbes);
+            if !matches!(lc.phase, P::Starting) {
+                lc.probe_effects(fx);
             }
         }
         (P::Starting, Event::Spawned) => {
             lc.phase = P::Running;
-            if lc.has_probes() && lc.unreachable.is_none() {
-                fx.push(Effect::StartProbes);
+            if !lc.policy.has_readiness {
+                // Without a readiness check a running service is ready.
+                lc.ready_in_run = true;
+            }
+            if lc.unreachable.is_none() {
+                lc.probe_effects(fx);
             }
         }
         (P::Starting, Event::SpawnFailed(err)) => {
             let status = ExitStatus::Unknown;
             lc.last_exit = Some(status);
+            let why = format!("cannot start: {err}");
             match lc.policy.restart {
                 RestartMode::No => {
-                    lc.phase = P::Failed {
-                        reason: format!("could not start: {err}"),
-                    }
+                    fx.push(Effect::Report(why.clone()));
+                    lc.phase = P::Failed { reason: why }
                 }
-                RestartMode::Always | RestartMode::OnFailure => {
-                    lc.restart_or_fail(format!("could not start: {err}"), now, fx)
-                }
+                RestartMode::Always | RestartMode::OnFailure => lc.restart_or_fail(why, now, fx),
             }
         }
-        (P::Running | P::Unhealthy, Event::ReadinessPassed) => lc.phase = P::Healthy,
+        (P::Running | P::Unhealthy, Event::ReadinessPassed) => {
+            lc.phase = P::Healthy;
+            lc.first_ready(fx);
+        }
         (P::Healthy, Event::ReadinessFailed) => lc.phase = P::Unhealthy,
-        (P::Running | P::Healthy | P::Unhealthy, Event::LivenessFailed) => {
+        // A liveness check counts only once the run has been ready.
+        (P::Running | P::Healthy | P::Unhealthy, Event::LivenessFailed) if lc.ready_in_run => {
             if lc.policy.restart == RestartMode::No {
+                fx.push(Effect::Report(
+                    "liveness check failed; not restarted (restart: no)".to_owned(),
+                ));
                 lc.phase = P::Unhealthy;
             } else {
+                fx.push(Effect::Report(
+                    "liveness check failed; stopping it to restart".to_owned(),
+                ));
                 lc.stop_effects(
                     AfterStop::Restart {
                         reason: "liveness check failed".to_owned(),
@@ -566,23 +650,29 @@ fn step(lc: &mut ServiceLifecycle, event: Event, now: Instant, fx: &mut Vec<Effe
         (P::Starting | P::Running | P::Healthy | P::Unhealthy, Event::Exited(status)) => {
             lc.on_exit(status, now, fx);
         }
-        (P::Starting | P::Running, Event::StartupTimeout) if !lc.is_ready() => {
-            let limit = lc.policy.startup_timeout.unwrap_or_default();
-            let reason = format!(
-                "not ready within its startup timeout of {}",
-                harness_core::duration::format_duration(limit)
+        (P::Starting | P::Running, Event::StartupTimeout { last_check }) if !lc.is_ready() => {
+            let limit = harness_core::duration::format_duration(
+                lc.policy.startup_timeout.unwrap_or_default(),
             );
+            let reason = match (&lc.phase, last_check) {
+                (P::Starting, _) => format!("not started within {limit} (startup_timeout)"),
+                (_, Some(check)) => format!("not healthy within {limit}: last check: {check}"),
+                (_, None) => format!("not healthy within {limit}: no check has finished yet"),
+            };
+            fx.push(Effect::Report(format!("{reason}; stopping it")));
             lc.stop_effects(AfterStop::Fail { reason }, fx);
         }
         (P::Restarting { .. }, Event::BackoffElapsed) => lc.spawn_effects(now, fx),
-        (P::Pending | P::Stopped | P::Completed | P::Failed { .. }, Event::Adopted) => {
+        (
+            P::Pending | P::Stopped | P::Completed | P::Failed { .. },
+            Event::Adopted { running_for },
+        ) => {
             lc.generation += 1;
             lc.unreachable = None;
-            lc.run_started = Some(now);
+            lc.run_started = Some(now.checked_sub(running_for).unwrap_or(now));
             lc.phase = P::Running;
-            if lc.has_probes() {
-                fx.push(Effect::StartProbes);
-            }
+            lc.ready_in_run = !lc.policy.has_readiness;
+            lc.probe_effects(fx);
         }
         (P::Pending | P::Stopped | P::Completed | P::Failed { .. }, Event::Lost(reason)) => {
             lc.phase = P::Failed { reason };
@@ -624,3 +714,16 @@ fn step(lc: &mut ServiceLifecycle, event: Event, now: Instant, fx: &mut Vec<Effe
 
 #[cfg(test)]
 mod tests;
+
+/// A duration rounded to what a person reads: milliseconds below a second,
+/// tenths of a second below a minute, whole seconds above.
+fn short(d: Duration) -> Duration {
+    let ms = d.as_millis() as u64;
+    if ms < 1000 {
+        Duration::from_millis(ms)
+    } else if ms < 60_000 {
+        Duration::from_millis((ms + 50) / 100 * 100)
+    } else {
+        Duration::from_secs(d.as_secs())
+    }
+}

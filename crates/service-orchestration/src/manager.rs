@@ -20,10 +20,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_lite::{Stream, StreamExt};
-use harness_config::{Check, Condition, Project, ServiceSpec, Target};
+use harness_config::{Check, Condition, Probe, Project, ServiceSpec, Target};
 use harness_core::{
-    ExitStatus, Health, OutputLine, ServiceKind, ServiceName, ServiceState, ServiceStatus,
-    SharedSpawner,
+    ExitStatus, Health, LastExit, OutputLine, ServiceKind, ServiceName, ServiceState,
+    ServiceStatus, SharedSpawner,
 };
 use serde::{Deserialize, Serialize};
 
@@ -310,6 +310,8 @@ struct View {
     instance: Option<Arc<dyn ServiceInstance>>,
     started_at_ms: Option<u64>,
     exit_code: Option<i32>,
+    /// How the last run ended.
+    last_exit: Option<LastExit>,
     /// Requests sent to the actor, and requests it has processed.
     requests_sent: u64,
     requests_done: u64,
@@ -364,6 +366,10 @@ enum DataMsg {
         status: ExitStatus,
     },
 }
+
+/// The file in a service's log directory where harness writes what happened
+/// to the service (exits, restarts, failures to start), one line each.
+pub const LIFECYCLE_LOG: &str = "harness.log";
 
 /// Lines buffered between an instance's reader and its actor.
 const DATA_CAPACITY: usize = 1024;
@@ -433,6 +439,7 @@ impl ServiceManager {
                 instance: None,
                 started_at_ms: None,
                 exit_code: None,
+                last_exit: None,
                 requests_sent: 0,
                 requests_done: 0,
                 log_matched: vec![false; dependents.len()],
@@ -481,7 +488,9 @@ impl ServiceManager {
             let actor = Actor {
                 inner: Arc::downgrade(&inner),
                 slot,
-                probes: Vec::new(),
+                readiness_probe: None,
+                liveness_probe: None,
+                last_check: Arc::default(),
                 run_spec: None,
             };
             inner.spawner.spawn(Box::pin(actor.run(crx, drx)));
@@ -705,6 +714,7 @@ impl ServiceManager {
                     restarts: v.lc.restarts,
                     exit_code: v.exit_code,
                     started_at_ms: v.started_at_ms,
+                    last_exit: v.last_exit.clone(),
                     version: None,
                 }
             })
@@ -1025,8 +1035,11 @@ fn condition_status(view: &View, edge_index: usize, condition: &Condition) -> Ve
 struct Actor {
     inner: Weak<Inner>,
     slot: Arc<Slot>,
-    /// Dropping these cancels the probes of the current run.
-    probes: Vec<async_channel::Sender<()>>,
+    /// Dropping these cancels the readiness and liveness checks of the current run.
+    readiness_probe: Option<async_channel::Sender<()>>,
+    liveness_probe: Option<async_channel::Sender<()>>,
+    /// What the readiness check of the current run said last.
+    last_check: Arc<Mutex<Option<String>>>,
     /// The expanded spec of the current run.
     run_spec: Option<Arc<ServiceSpec>>,
 }
@@ -1110,13 +1123,22 @@ impl Actor {
                     v.lc.restarts = restarts;
                     v.log_matched.iter_mut().for_each(|m| *m = false);
                 }
-                self.apply(inner, Event::Adopted).await;
+                let running_for = started_at_ms
+                    .map(|t| Duration::from_millis(now_ms().saturating_sub(t)))
+                    .unwrap_or_default();
+                self.apply(inner, Event::Adopted { running_for }).await;
                 let run = self.generation();
                 self.watch(inner, run, launched.events);
                 self.request_done(inner);
             }
             Msg::Event { run, event } => {
                 if run.is_none_or(|g| g == self.generation()) {
+                    let event = match event {
+                        Event::StartupTimeout { .. } => Event::StartupTimeout {
+                            last_check: self.last_readiness_check(),
+                        },
+                        other => other,
+                    };
                     self.apply(inner, event).await;
                 }
             }
@@ -1208,6 +1230,22 @@ impl Actor {
                 let (stopping, instance) = {
                     let mut v = self.slot.view();
                     v.exit_code = status.code();
+                    let at_ms = now_ms();
+                    let ran_ms = v.started_at_ms.map(|t| at_ms.saturating_sub(t));
+                    let message = match ran_ms {
+                        Some(ms) => format!(
+                            "{} after {}",
+                            status.describe(),
+                            harness_core::duration::format_duration(Duration::from_millis(ms))
+                        ),
+                        None => status.describe(),
+                    };
+                    v.last_exit = Some(LastExit {
+                        status,
+                        at_ms,
+                        ran_ms,
+                        message,
+                    });
                     (
                         matches!(v.lc.phase, Phase::Stopping { .. }),
                         v.instance.clone(),
@@ -1321,8 +1359,13 @@ impl Actor {
                 match effect {
                     Effect::Notify(state) => self.notify(inner, state),
                     Effect::Spawn { generation } => spawn = Some(generation),
-                    Effect::StartProbes => self.start_probes(inner, run),
-                    Effect::StopProbes => self.probes.clear(),
+                    Effect::StartReadiness => self.start_probe(inner, run, true),
+                    Effect::StartLiveness => self.start_probe(inner, run, false),
+                    Effect::StopProbes => {
+                        self.readiness_probe = None;
+                        self.liveness_probe = None;
+                    }
+                    Effect::Report(message) => self.report(inner, message).await,
                     Effect::StopProcess { signal, grace } => {
                         let instance = self.slot.view().instance.clone();
                         match instance {
@@ -1346,9 +1389,12 @@ impl Actor {
                     Effect::ScheduleRestart { after } => {
                         self.timer(inner, run, after, Event::BackoffElapsed)
                     }
-                    Effect::ScheduleTimeout { after } => {
-                        self.timer(inner, run, after, Event::StartupTimeout)
-                    }
+                    Effect::ScheduleTimeout { after } => self.timer(
+                        inner,
+                        run,
+                        after,
+                        Event::StartupTimeout { last_check: None },
+                    ),
                 }
             }
             if let Some(generation) = spawn {
@@ -1498,8 +1544,67 @@ impl Actor {
         }));
     }
 
-    fn start_probes(&mut self, inner: &Arc<Inner>, run: u64) {
-        self.probes.clear();
+    /// What the last readiness check of this run said, for a startup timeout.
+    fn last_readiness_check(&self) -> Option<String> {
+        let log_pattern = self.run_spec.as_ref().and_then(|s| match &s.readiness {
+            Some(Probe {
+                check: Check::LogLine { pattern },
+                ..
+            }) => Some(pattern.as_str().to_owned()),
+            _ => None,
+        });
+        if let Some(p) = log_pattern {
+            return Some(format!("no output line matched /{p}/"));
+        }
+        self.last_check
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Says what happened to the service in its log: a line in the
+    /// `harness.log` of its log directory (so `harness logs` shows it among
+    /// its output, after any daemon restart) and an output event.
+    async fn report(&self, inner: &Arc<Inner>, message: String) {
+        if let Some(dir) = &inner.log_dir {
+            let dir = dir.join(self.slot.name.as_str());
+            let line = message.clone();
+            let written = blocking::unblock(move || {
+                std::fs::create_dir_all(&dir)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join(LIFECYCLE_LOG))?;
+                std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes())
+            })
+            .await;
+            if let Err(e) = written {
+                inner.publish(ManagerEvent::Warning {
+                    service: self.slot.name.clone(),
+                    message: format!("cannot write to its {LIFECYCLE_LOG}: {e}"),
+                });
+            }
+        }
+        inner.publish(ManagerEvent::Output {
+            service: self.slot.name.clone(),
+            line: OutputLine {
+                stream: harness_core::OutputStream::Harness,
+                bytes: message.into_bytes(),
+                truncated: false,
+            },
+            timestamp: SystemTime::now(),
+        });
+    }
+
+    /// Starts the readiness (`readiness`) or liveness check of run `run`,
+    /// replacing one that runs.
+    fn start_probe(&mut self, inner: &Arc<Inner>, run: u64, readiness: bool) {
+        if readiness {
+            self.readiness_probe = None;
+            *self.last_check.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        } else {
+            self.liveness_probe = None;
+        }
         let Some(spec) = self.run_spec.clone() else {
             return;
         };
@@ -1516,18 +1621,28 @@ impl Actor {
             default_host,
             tls: inner.tls.clone(),
         };
-        for (probe, readiness) in [(&spec.readiness, true), (&spec.liveness, false)] {
-            let Some(probe) = probe.clone() else { continue };
+        {
+            let probe = if readiness {
+                &spec.readiness
+            } else {
+                &spec.liveness
+            };
+            let Some(probe) = probe.clone() else { return };
             if matches!(probe.check, Check::LogLine { .. }) {
-                continue;
+                return;
             }
             let (cancel_tx, cancel_rx) = async_channel::bounded::<()>(1);
-            self.probes.push(cancel_tx);
+            if readiness {
+                self.readiness_probe = Some(cancel_tx);
+            } else {
+                self.liveness_probe = Some(cancel_tx);
+            }
             let tx = inner.control[&self.slot.name].clone();
             let instance = instance.clone();
             let runner = ProbeRunner {
                 probe,
                 env: env.clone(),
+                last: readiness.then(|| self.last_check.clone()),
             };
             inner
                 .spawner

@@ -806,6 +806,8 @@ fn advance(offsets: &Mutex<RemoteOffsets>, stream: OutputStream, by: u64) {
     match stream {
         OutputStream::Stdout => o.stdout += by,
         OutputStream::Stderr => o.stderr += by,
+        // Not a remote log file.
+        OutputStream::Harness => {}
     }
 }
 

@@ -34,6 +34,7 @@ fn policy() -> LifecyclePolicy {
 
 fn lc_in(phase: Phase, now: Instant) -> ServiceLifecycle {
     let mut lc = ServiceLifecycle::new(Arc::new(policy()), 7);
+    lc.ready_in_run = matches!(phase, Phase::Healthy | Phase::Unhealthy);
     lc.phase = phase;
     lc.run_started = Some(now);
     lc
@@ -63,11 +64,16 @@ fn events() -> Vec<(&'static str, Event)> {
         ("lfail", Event::LivenessFailed),
         ("exit0", Event::Exited(ExitStatus::Code(0))),
         ("exit1", Event::Exited(ExitStatus::Code(1))),
-        ("timeout", Event::StartupTimeout),
+        ("timeout", Event::StartupTimeout { last_check: None }),
         ("backoff", Event::BackoffElapsed),
         ("stop", Event::StopRequested),
         ("stopdone", Event::StopCompleted),
-        ("adopted", Event::Adopted),
+        (
+            "adopted",
+            Event::Adopted {
+                running_for: Duration::ZERO,
+            },
+        ),
         ("lost", Event::Lost("gone".into())),
         (
             "unreach",
@@ -120,6 +126,7 @@ fn phases(now: Instant) -> Vec<(&'static str, Phase)> {
             Phase::Restarting {
                 attempt: 1,
                 at: now + Duration::from_millis(100),
+                reason: "exited with code 1".into(),
             },
         ),
     ]
@@ -135,7 +142,7 @@ const TABLE: &[(&str, [&str; 19])] = &[
     ("pending",         ["starting sp to", "waiting", "pending",     "pending", "pending",       "pending",      "pending", "pending",   "pending",           "pending",      "pending",         "pending",           "pending",       "stopped",           "pending", "running pr", "failed", "pending", "pending"]),
     ("waiting",         ["waiting",      "waiting",   "starting sp to", "failed", "waiting",     "waiting",      "waiting", "waiting",   "waiting",           "waiting",      "waiting",         "waiting",           "waiting",       "stopped",           "waiting", "waiting", "waiting", "waiting", "waiting"]),
     ("starting",        ["starting",     "starting",  "starting",    "starting", "running pr",   "restarting rs", "starting", "starting", "starting",          "completed xp", "restarting xp rs", "stopping xp kill", "starting",      "stopping xp kill",  "starting", "starting", "starting", "unknown", "starting"]),
-    ("running",         ["running",      "running",   "running",     "running", "running",       "running",      "healthy", "running",   "stopping xp kill",  "completed xp", "restarting xp rs", "stopping xp kill", "running",       "stopping xp kill",  "running", "running", "running", "unknown", "running"]),
+    ("running",         ["running",      "running",   "running",     "running", "running",       "running",      "healthy pl", "running", "running",  "completed xp", "restarting xp rs", "stopping xp kill", "running",       "stopping xp kill",  "running", "running", "running", "unknown", "running"]),
     ("healthy",         ["healthy",      "healthy",   "healthy",     "healthy", "healthy",       "healthy",      "healthy", "unhealthy", "stopping xp kill",  "completed xp", "restarting xp rs", "healthy",          "healthy",       "stopping xp kill",  "healthy", "healthy", "healthy", "unknown", "healthy"]),
     ("unhealthy",       ["unhealthy",    "unhealthy", "unhealthy",   "unhealthy", "unhealthy",   "unhealthy",    "healthy", "unhealthy", "stopping xp kill",  "completed xp", "restarting xp rs", "unhealthy",        "unhealthy",     "stopping xp kill",  "unhealthy", "unhealthy", "unhealthy", "unknown", "unhealthy"]),
     ("stopping(stop)",  ["stopping",     "stopping",  "stopping",    "stopping", "stopping kill", "stopped",     "stopping", "stopping",  "stopping",          "stopped",      "stopped",         "stopping",          "stopping",      "stopping",          "stopped", "stopping", "stopping", "stopping", "stopping"]),
@@ -150,12 +157,13 @@ const TABLE: &[(&str, [&str; 19])] = &[
 fn code(e: &Effect) -> Option<&'static str> {
     Some(match e {
         Effect::Spawn { .. } => "sp",
-        Effect::StartProbes => "pr",
+        Effect::StartReadiness => "pr",
+        Effect::StartLiveness => "pl",
         Effect::StopProbes => "xp",
         Effect::StopProcess { .. } => "kill",
         Effect::ScheduleRestart { .. } => "rs",
         Effect::ScheduleTimeout { .. } => "to",
-        Effect::Notify(_) => return None,
+        Effect::Notify(_) | Effect::Report(_) => return None,
     })
 }
 
@@ -194,8 +202,8 @@ const UNREACHABLE_TABLE: &[(&str, [&str; 19])] = &[
     //           start      start[a]   ready(a)   depfail(a) spawned    spawnfail        rpass      rfail      lfail      exit0           exit1               timeout             backoff    stop                stopdone   adopted    lost       unreach    reach
     ("starting",  ["unknown", "unknown", "unknown", "unknown", "unknown", "restarting rs", "unknown", "unknown", "unknown", "completed xp", "restarting xp rs", "stopping xp kill", "unknown", "stopping xp kill", "unknown", "unknown", "unknown", "unknown", "starting"]),
     ("running",   ["unknown", "unknown", "unknown", "unknown", "unknown", "unknown",       "unknown", "unknown", "unknown", "completed xp", "restarting xp rs", "stopping xp kill", "unknown", "stopping xp kill", "unknown", "unknown", "unknown", "unknown", "running pr"]),
-    ("healthy",   ["unknown", "unknown", "unknown", "unknown", "unknown", "unknown",       "unknown", "unknown", "unknown", "completed xp", "restarting xp rs", "unknown",          "unknown", "stopping xp kill", "unknown", "unknown", "unknown", "unknown", "healthy pr"]),
-    ("unhealthy", ["unknown", "unknown", "unknown", "unknown", "unknown", "unknown",       "unknown", "unknown", "unknown", "completed xp", "restarting xp rs", "unknown",          "unknown", "stopping xp kill", "unknown", "unknown", "unknown", "unknown", "unhealthy pr"]),
+    ("healthy",   ["unknown", "unknown", "unknown", "unknown", "unknown", "unknown",       "unknown", "unknown", "unknown", "completed xp", "restarting xp rs", "unknown",          "unknown", "stopping xp kill", "unknown", "unknown", "unknown", "unknown", "healthy pr pl"]),
+    ("unhealthy", ["unknown", "unknown", "unknown", "unknown", "unknown", "unknown",       "unknown", "unknown", "unknown", "completed xp", "restarting xp rs", "unknown",          "unknown", "stopping xp kill", "unknown", "unknown", "unknown", "unknown", "unhealthy pr pl"]),
 ];
 
 #[test]
@@ -257,7 +265,7 @@ fn unreachable_shows_unknown_with_the_reason_and_keeps_the_phase() {
     let (back, fx) = reduce(&lc, Event::Reachable, now);
     assert_eq!(back.state(now), ServiceState::Healthy);
     assert_eq!(back.generation, lc.generation);
-    assert!(fx.contains(&Effect::StartProbes));
+    assert!(fx.contains(&Effect::StartReadiness));
     assert!(fx.contains(&Effect::Notify(ServiceState::Healthy)));
     // It died meanwhile: the exit follows the reconnection and the policy restarts it.
     let (after, fx) = reduce(&back, Event::Exited(ExitStatus::Code(1)), now);
@@ -333,7 +341,7 @@ fn job_completes_on_success_and_fails_on_error() {
     assert_eq!(
         failed.state(now),
         ServiceState::Failed {
-            reason: "exited with exit code 2".into()
+            reason: "exited with code 2 after 0ms".into()
         }
     );
 }
@@ -371,6 +379,7 @@ fn liveness_failure_without_restart_marks_unhealthy() {
     p.restart = RestartMode::No;
     let mut lc = ServiceLifecycle::new(Arc::new(p), 1);
     lc.phase = Phase::Healthy;
+    lc.ready_in_run = true;
     let (lc, fx) = reduce(&lc, Event::LivenessFailed, now);
     assert_eq!(lc.state(now), ServiceState::Unhealthy);
     assert!(!fx.iter().any(|e| matches!(e, Effect::StopProcess { .. })));
@@ -404,7 +413,7 @@ fn crash_loop_backs_off_and_gives_up() {
     assert_eq!(lc.restarts, 6);
     match lc.state(now) {
         ServiceState::Failed { reason } => assert!(
-            reason.contains("exit code 1") && reason.contains("6 restarts"),
+            reason.contains("exited with code 1") && reason.contains("6 restarts"),
             "{reason}"
         ),
         s => panic!("expected failed, got {s}"),
@@ -456,10 +465,10 @@ fn backoff_delay_handles_odd_values() {
         .iter()
         .map(|r| backoff_delay(&b, 1, *r).as_millis())
         .collect();
-    assert_eq!(spread[1], 100);
+    assert_eq!(spread[0], 100);
     assert!(
-        spread[0] >= 50 && spread[0] < 100 && spread[2] > 100 && spread[2] <= 150,
-        "{spread:?}"
+        spread[1] == 75 && spread[2] >= 50 && spread[2] < 75,
+        "jitter only shortens a delay: {spread:?}"
     );
 }
 
@@ -480,11 +489,13 @@ fn arb_event() -> impl Strategy<Value = Event> {
         Just(Event::LivenessFailed),
         (0i32..3).prop_map(|c| Event::Exited(ExitStatus::Code(c))),
         Just(Event::Exited(ExitStatus::Signal(9))),
-        Just(Event::StartupTimeout),
+        Just(Event::StartupTimeout { last_check: None }),
         Just(Event::BackoffElapsed),
         Just(Event::StopRequested),
         Just(Event::StopCompleted),
-        Just(Event::Adopted),
+        Just(Event::Adopted {
+            running_for: Duration::ZERO
+        }),
         Just(Event::Lost("l".into())),
         Just(Event::Unreachable("u".into())),
         Just(Event::Unreachable("v".into())),
@@ -550,9 +561,12 @@ fn check_invariants(
             "unreachable but not shown as unknown"
         );
         prop_assert!(
-            !fx.contains(&Effect::StartProbes),
+            !fx.contains(&Effect::StartReadiness) && !fx.contains(&Effect::StartLiveness),
             "checks started while unreachable"
         );
+    }
+    if fx.contains(&Effect::StartLiveness) {
+        prop_assert!(lc.ready_in_run, "liveness started before the run was ready");
     }
     for e in fx {
         match e {
@@ -609,7 +623,7 @@ proptest! {
         let was_alive = matches!(lc.phase, Phase::Stopping { .. }) && !already_stopping;
         prop_assert_eq!(was_alive, fx.iter().any(|e| matches!(e, Effect::StopProcess { .. })));
         // Whatever else arrives (except a new request: start, adopt), completion of the stop ends in stopped.
-        for e in after.into_iter().filter(|e| !matches!(e, Event::StartRequested { .. } | Event::Adopted | Event::Lost(_))) {
+        for e in after.into_iter().filter(|e| !matches!(e, Event::StartRequested { .. } | Event::Adopted { .. } | Event::Lost(_))) {
             prop_assert!(lc.unreachable.is_none());
             lc = reduce(&lc, e, now).0;
             prop_assert!(matches!(lc.phase, Phase::Stopping { then: AfterStop::Stop } | Phase::Stopped), "not stopping");
@@ -673,7 +687,7 @@ proptest! {
                 Just(Event::LivenessFailed),
                 Just(Event::Unreachable("again".into())),
                 Just(Event::StartRequested { unmet: vec![] }),
-                Just(Event::Adopted),
+                Just(Event::Adopted { running_for: Duration::ZERO }),
                 Just(Event::BackoffElapsed),
             ],
             0..30,
@@ -713,8 +727,198 @@ proptest! {
         prop_assert_eq!(back.state(now), underneath.state(now));
         prop_assert_eq!(back.generation, lc.generation);
         prop_assert_eq!(
-            fx.contains(&Effect::StartProbes),
-            runs && (lc.policy.has_readiness || lc.policy.has_liveness)
+            fx.contains(&Effect::StartReadiness),
+            runs && lc.policy.has_readiness
+        );
+        prop_assert_eq!(
+            fx.contains(&Effect::StartLiveness),
+            runs && lc.policy.has_liveness && lc.ready_in_run
         );
     }
+}
+
+/// Runs `events` from a pending lifecycle with `policy`, all at `now`.
+fn run_events(
+    policy: LifecyclePolicy,
+    events: Vec<Event>,
+    now: Instant,
+) -> (ServiceLifecycle, Vec<Effect>) {
+    let mut lc = ServiceLifecycle::new(Arc::new(policy), 3);
+    let mut all = Vec::new();
+    for e in events {
+        let (next, fx) = reduce(&lc, e, now);
+        lc = next;
+        all.extend(fx);
+    }
+    (lc, all)
+}
+
+fn reports(fx: &[Effect]) -> Vec<String> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Report(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A slow-booting service whose check fails at first is never killed for it:
+/// before the first pass, readiness and liveness failures only keep it from
+/// being ready; liveness checking starts once it is ready.
+#[test]
+fn a_check_that_never_passed_never_kills_the_service() {
+    let now = Instant::now();
+    let (lc, fx) = run_events(
+        policy(),
+        vec![
+            Event::StartRequested { unmet: vec![] },
+            Event::Spawned,
+            Event::ReadinessFailed,
+            Event::LivenessFailed,
+            Event::LivenessFailed,
+        ],
+        now,
+    );
+    assert_eq!(lc.state(now), ServiceState::Running);
+    assert!(
+        !fx.iter().any(|e| matches!(e, Effect::StopProcess { .. })),
+        "{fx:?}"
+    );
+    assert!(fx.contains(&Effect::StartReadiness));
+    assert!(
+        !fx.contains(&Effect::StartLiveness),
+        "liveness before ready: {fx:?}"
+    );
+    // First pass: liveness starts, and from then on a failure restarts it.
+    let (lc, fx) = reduce(&lc, Event::ReadinessPassed, now);
+    assert_eq!(
+        fx.iter().filter(|e| **e == Effect::StartLiveness).count(),
+        1
+    );
+    let (lc, fx) = reduce(&lc, Event::LivenessFailed, now);
+    assert!(fx.iter().any(|e| matches!(e, Effect::StopProcess { .. })));
+    assert_eq!(
+        reports(&fx),
+        ["liveness check failed; stopping it to restart"]
+    );
+    let (lc, _) = reduce(&lc, Event::StopCompleted, now);
+    match lc.state(now) {
+        ServiceState::Restarting { reason, .. } => assert_eq!(reason, "liveness check failed"),
+        s => panic!("expected restarting, got {s}"),
+    }
+}
+
+/// The startup timeout fails a service that never became healthy, naming the
+/// timeout and what the last check said.
+#[test]
+fn the_startup_timeout_names_the_last_check() {
+    let now = Instant::now();
+    let (lc, fx) = run_events(
+        policy(),
+        vec![
+            Event::StartRequested { unmet: vec![] },
+            Event::Spawned,
+            Event::StartupTimeout {
+                last_check: Some("cannot connect to 127.0.0.1:8080: connection refused".into()),
+            },
+            Event::StopCompleted,
+        ],
+        now,
+    );
+    let want =
+        "not healthy within 5s: last check: cannot connect to 127.0.0.1:8080: connection refused";
+    assert_eq!(
+        lc.state(now),
+        ServiceState::Failed {
+            reason: want.into()
+        }
+    );
+    assert_eq!(reports(&fx), [format!("{want}; stopping it")]);
+    // With a readiness check and no timeout configured, the default applies.
+    let spec = harness_config::ServiceSpec {
+        readiness: Some(harness_config::Probe::new(harness_config::Check::Tcp {
+            host: None,
+            port: 1,
+        })),
+        ..harness_config::ServiceSpec::process(name("api"), "api", vec![])
+    };
+    let p = LifecyclePolicy::from_spec(&spec, &Default::default());
+    assert_eq!(p.startup_timeout, Some(DEFAULT_STARTUP_TIMEOUT));
+}
+
+/// Restarting keeps the reason of the run's end; the log hears the exit and the plan.
+#[test]
+fn restarting_says_why_and_the_log_hears_it() {
+    let start = Instant::now();
+    let mut p = policy();
+    p.has_readiness = false;
+    p.has_liveness = false;
+    let (lc, _) = run_events(
+        p,
+        vec![Event::StartRequested { unmet: vec![] }, Event::Spawned],
+        start,
+    );
+    let now = start + Duration::from_millis(400);
+    let (lc, fx) = reduce(&lc, Event::Exited(ExitStatus::Code(1)), now);
+    match lc.state(now) {
+        ServiceState::Restarting {
+            attempt: 1, reason, ..
+        } => {
+            assert_eq!(reason, "exited with code 1 after 400ms")
+        }
+        s => panic!("expected restarting, got {s}"),
+    }
+    assert_eq!(
+        reports(&fx),
+        ["exited with code 1 after 400ms; restart 1 in 100ms"]
+    );
+    let (lc, _) = reduce(&lc, Event::BackoffElapsed, now);
+    let (lc, fx) = reduce(&lc, Event::SpawnFailed("binary `x` not found".into()), now);
+    assert_eq!(
+        reports(&fx),
+        ["cannot start: binary `x` not found; restart 2 in 200ms"]
+    );
+    assert!(
+        lc.state(now)
+            .to_string()
+            .ends_with(": cannot start: binary `x` not found")
+    );
+    // A kill -9 is named.
+    let (lc, _) = reduce(&lc, Event::BackoffElapsed, now);
+    let (lc, _) = reduce(&lc, Event::Spawned, now);
+    let later = now + Duration::from_millis(2500);
+    let (_, fx) = reduce(&lc, Event::Exited(ExitStatus::Signal(9)), later);
+    assert_eq!(
+        reports(&fx),
+        ["killed by SIGKILL after 2.5s; restart 3 in 400ms"]
+    );
+}
+
+/// The default backoff restarts within 100 ms, doubling.
+#[test]
+fn the_default_backoff_starts_fast() {
+    let b = Backoff::default();
+    for r in [0.0, 0.5, 0.999] {
+        assert!(backoff_delay(&b, 1, r) <= Duration::from_millis(100));
+        assert!(backoff_delay(&b, 1, r) >= Duration::from_millis(90));
+    }
+    assert!(backoff_delay(&b, 2, 0.0) == Duration::from_millis(200));
+    assert!(backoff_delay(&b, 50, 0.0) == b.max);
+}
+
+/// Re-adoption is not a new start: it is checked at once and keeps the run's age.
+#[test]
+fn adoption_checks_at_once_and_keeps_the_run_start() {
+    let now = Instant::now();
+    let lc = ServiceLifecycle::new(Arc::new(policy()), 1);
+    let (lc, fx) = reduce(
+        &lc,
+        Event::Adopted {
+            running_for: Duration::from_secs(30),
+        },
+        now + Duration::from_secs(60),
+    );
+    assert_eq!(lc.state(now), ServiceState::Running);
+    assert!(fx.contains(&Effect::StartReadiness));
+    assert_eq!(lc.run_started, Some(now + Duration::from_secs(30)));
 }
