@@ -341,7 +341,7 @@ fn job_completes_on_success_and_fails_on_error() {
     assert_eq!(
         failed.state(now),
         ServiceState::Failed {
-            reason: "exited with code 2 after 0ms".into()
+            reason: "exited with code 2 after 0s".into()
         }
     );
 }
