@@ -11,12 +11,16 @@ use harness_core::Signal;
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     /// The program could not be started.
-    #[error("cannot start `{program}`: {source}")]
+    #[error("cannot start `{program}`: {cause}")]
     Spawn {
         /// The program.
         program: String,
-        /// Why.
+        /// The error the system returned.
         source: io::Error,
+        /// What it means for this command: the missing working directory,
+        /// binary (and the PATH searched), the file without permission, the
+        /// resource limit reached.
+        cause: String,
     },
     /// A log file could not be opened or read.
     #[error("log file {}: {source}", path.display())]

@@ -220,8 +220,9 @@ fn launch_with(
     opts: LaunchOptions,
     use_pidfd: bool,
 ) -> Result<(ProcessHandle, EventStream), ExecError> {
-    let spawn_err = |source| ExecError::Spawn {
+    let spawn_err = |source: std::io::Error| ExecError::Spawn {
         program: cmd.program().to_owned(),
+        cause: source.to_string(),
         source,
     };
     let pump = Pump::get().map_err(spawn_err)?;
@@ -266,7 +267,11 @@ fn launch_with(
             command.stdout(Stdio::from(out)).stderr(Stdio::from(err));
         }
     }
-    let mut child = command.spawn().map_err(spawn_err)?;
+    let mut child = command.spawn().map_err(|source| ExecError::Spawn {
+        program: cmd.program().to_owned(),
+        cause: crate::spawn_cause::explain(cmd, &source),
+        source,
+    })?;
     let pid = child.id();
     let raw_pid = Pid::from_child(&child);
     // Nothing but the pump (or `reap`) reaps the child: until then its pid is

@@ -49,6 +49,7 @@ mod layer;
 mod proc;
 mod pump;
 mod quote;
+mod spawn_cause;
 
 pub use attach::{AttachTarget, AttachedHandle, Attacher, FollowFrom, LocalAttacher};
 pub use command::{Command, StdinMode};

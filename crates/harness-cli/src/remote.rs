@@ -353,6 +353,7 @@ mod tests {
             restarts: 0,
             exit_code: None,
             started_at_ms: None,
+            last_exit: None,
             version: None,
         }
     }

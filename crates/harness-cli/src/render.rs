@@ -99,8 +99,10 @@ pub fn rfc3339_ms(ms: u64) -> String {
     )
 }
 
-/// Formats one log line: `name | text` (stdout) or `name ! text` (stderr), the name padded
-/// to `width` and coloured, optionally preceded by a timestamp.
+/// Formats one log line: `name | text` (stdout), `name ! text` (stderr) or
+/// `name ! harness: text` (what harness says about the service: exits, restarts,
+/// failures to start), the name padded to `width` and coloured, optionally
+/// preceded by a timestamp.
 pub fn log_line(
     service: &str,
     width: usize,
@@ -115,6 +117,16 @@ pub fn log_line(
             '!',
             Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
         ),
+        OutputStream::Harness => (
+            '!',
+            Style::new().fg_color(Some(AnsiColor::Yellow.into())).bold(),
+        ),
+    };
+    let text = if stream == OutputStream::Harness {
+        let bold = Style::new().bold();
+        format!("{bold}harness:{bold:#} {text}")
+    } else {
+        text.to_owned()
     };
     let ts = timestamp_ms
         .map(|ms| {
@@ -145,6 +157,32 @@ fn table_color(state: &ServiceState) -> Color {
     }
 }
 
+/// Widest STATE cell of the status table; a longer reason is cut with `…`
+/// (`status --json` has it whole).
+const STATE_CELL_WIDTH: usize = 64;
+
+/// A state in a few words, with its reason: `restarting in 1.8s: exited with
+/// code 1 after 400ms`, `failed: ...`, cut to `max` characters.
+pub fn state_summary(state: &ServiceState, max: usize) -> String {
+    let text = match state {
+        ServiceState::Restarting { in_ms, reason, .. } => {
+            let when = human_duration(Duration::from_millis(*in_ms));
+            if reason.is_empty() {
+                format!("restarting in {when}")
+            } else {
+                format!("restarting in {when}: {reason}")
+            }
+        }
+        other => other.to_string(),
+    };
+    if text.chars().count() <= max {
+        return text;
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
 /// The `harness status` table: NAME KIND HOST STATE HEALTH PID RESTARTS UPTIME.
 pub fn status_table(rows: &[ServiceStatus], now_ms: u64, colored: bool) -> String {
     let mut table = Table::new();
@@ -160,7 +198,7 @@ pub fn status_table(rows: &[ServiceStatus], now_ms: u64, colored: bool) -> Strin
         table.force_no_tty();
     }
     for s in rows {
-        let state_cell = Cell::new(s.state.to_string());
+        let state_cell = Cell::new(state_summary(&s.state, STATE_CELL_WIDTH));
         let health_cell = Cell::new(s.health.to_string());
         let (state_cell, health_cell) = if colored {
             let hc = match s.health {
@@ -213,6 +251,7 @@ mod tests {
             restarts: 2,
             exit_code: None,
             started_at_ms: Some(1_000),
+            last_exit: None,
             version: None,
         }
     }
@@ -289,5 +328,21 @@ mod tests {
         assert!(lines[2].contains("failed: exit code 3"), "{out}");
         assert!(lines[2].trim_end().ends_with('-'), "{out}");
         assert!(!out.contains('\u{1b}'), "no escapes when not coloured");
+    }
+
+    #[test]
+    fn the_state_cell_says_why_a_service_restarts_and_is_cut_when_long() {
+        let st = ServiceState::Restarting {
+            attempt: 2,
+            in_ms: 1800,
+            reason: "exited with code 1 after 400ms".into(),
+        };
+        assert_eq!(
+            state_summary(&st, 64),
+            "restarting in 1s: exited with code 1 after 400ms"
+        );
+        let cut = state_summary(&st, 20);
+        assert_eq!(cut.chars().count(), 20);
+        assert!(cut.ends_with('…'), "{cut}");
     }
 }

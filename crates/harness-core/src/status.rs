@@ -71,6 +71,7 @@ mod tests {
             restarts: 1,
             exit_code: None,
             started_at_ms: Some(1),
+            last_exit: None,
             version: None,
         };
         let j = serde_json::to_value(&s).unwrap();

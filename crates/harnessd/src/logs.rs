@@ -41,8 +41,10 @@ pub struct LogFile {
 }
 
 impl LogFile {
-    /// The stdout and stderr files of a service whose logs are in `dir`.
-    pub fn of_service(project: &ProjectName, service: &ServiceName, dir: &Path) -> [LogFile; 2] {
+    /// The stdout and stderr files of a service whose logs are in `dir`, and
+    /// the file of what harness says about it (`harness.log`: exits, restarts,
+    /// failures to start).
+    pub fn of_service(project: &ProjectName, service: &ServiceName, dir: &Path) -> [LogFile; 3] {
         let f = |stream, name: &str| LogFile {
             project: project.clone(),
             service: service.clone(),
@@ -53,6 +55,7 @@ impl LogFile {
         [
             f(OutputStream::Stdout, "stdout"),
             f(OutputStream::Stderr, "stderr"),
+            f(OutputStream::Harness, "harness"),
         ]
     }
 
@@ -295,7 +298,7 @@ pub async fn stream_logs(files: Vec<LogFile>, query: LogQuery, follow: bool, out
 mod tests {
     use super::*;
 
-    fn files(dir: &Path) -> [LogFile; 2] {
+    fn files(dir: &Path) -> [LogFile; 3] {
         LogFile::of_service(
             &ProjectName::new("p").unwrap(),
             &ServiceName::new("s").unwrap(),
@@ -306,7 +309,7 @@ mod tests {
     #[test]
     fn history_orders_by_stamp_and_tails_per_service() {
         let dir = tempfile::tempdir().unwrap();
-        let [out, err] = files(dir.path());
+        let [out, err, _] = files(dir.path());
         fs::write(&out.path, "a\nb\n").unwrap();
         let mut st = Stamper::new([out.clone(), err.clone()]);
         st.tick(1000);

@@ -343,7 +343,9 @@ fn write_lines(dir: &Path, rx: &async_channel::Receiver<OutputLine>) -> std::io:
         while let Some(line) = next {
             let file = match line.stream {
                 OutputStream::Stdout => &mut stdout,
-                OutputStream::Stderr => &mut stderr,
+                // Executors report only the two streams; harness's own lines
+                // go to `harness.log` through the manager.
+                OutputStream::Stderr | OutputStream::Harness => &mut stderr,
             };
             file.write_all(&line.bytes)?;
             file.write_all(b"\n")?;

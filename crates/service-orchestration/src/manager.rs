@@ -1474,10 +1474,11 @@ impl Actor {
             .map_err(|e| e.to_string())?;
         let (spec, ctx) = inner.prepare(&self.slot, at, address, generation)?;
         let spec = Arc::new(spec);
-        let launched = executor
-            .start(&spec, &ctx)
-            .await
-            .map_err(|e| e.to_string())?;
+        let launched = executor.start(&spec, &ctx).await.map_err(|e| match e {
+            // The service is known here: say only why.
+            crate::executor::ExecutorError::Start { source, .. } => source.to_string(),
+            other => other.to_string(),
+        })?;
         // Recorded before anyone hears it runs: a dependent resolves it from the registry.
         self.record_launch(launched.instance.clone()).await;
         self.run_spec = Some(spec);

@@ -167,7 +167,11 @@ impl ServiceExecutor for ProcessExecutor {
         let (launcher, opts) = (self.launcher, self.options(output));
         let (handle, stream) = blocking::unblock(move || launcher.spawn(&cmd, opts))
             .await
-            .map_err(|e| start_err(spec, e))?;
+            .map_err(|e| match e {
+                // Its cause names what is missing: the binary, the directory, the limit.
+                command_executor::ExecError::Spawn { cause, .. } => start_err(spec, cause),
+                other => start_err(spec, other),
+            })?;
         let offsets = Arc::new(Mutex::new(stream.offsets()));
         let instance = ProcessInstance {
             service: spec.name.to_string(),
