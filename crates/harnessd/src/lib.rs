@@ -177,6 +177,8 @@ where
     let state = StateDir::new(&options.state_dir);
     state.create()?;
     let lock = StateLock::acquire(&state.lock_file())?;
+    let (soft, hard) = raise_open_file_limit();
+    tracing::info!(soft, hard, "open-file limit (RLIMIT_NOFILE)");
     let tls_state = state.clone();
     let server_config = blocking::unblock(move || -> Result<_, TlsError> {
         if harness_protocol::ensure_certificates(&tls_state)? {
@@ -275,4 +277,20 @@ where
     tracing::info!("harnessd stopped; services keep running");
     drop(lock);
     Ok(())
+}
+
+/// Raises this process's soft open-file limit to its hard limit, so that
+/// following hundreds of services does not fail for want of descriptors;
+/// returns the limits now in force (`0` standing for unlimited). Services
+/// inherit the raised limit, as they do under Docker.
+pub fn raise_open_file_limit() -> (u64, u64) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if setrlimit(Resource::Nofile, limit.clone()).is_err() {
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    (limit.current.unwrap_or(0), limit.maximum.unwrap_or(0))
 }

@@ -18,8 +18,8 @@ use harness_protocol::{
 };
 use serde::{Deserialize, Serialize};
 use service_orchestration::{
-    ManagerError, ManagerEvent, ManagerOptions, Placement, ServiceManager, ServiceRecord,
-    SharedExecutor, package::PackageExecutor,
+    ManagerError, ManagerEvent, ManagerOptions, PendingStart, Placement, ServiceManager,
+    ServiceRecord, SharedExecutor, package::PackageExecutor,
 };
 
 use crate::backend::{Backend, BackendResult, ItemSink};
@@ -63,6 +63,10 @@ pub struct PersistedProject {
     pub spec: ProjectRef,
     /// Its running services, to re-adopt.
     pub records: Vec<ServiceRecord>,
+    /// Services asked to run that had no process (waiting for a restart or a
+    /// dependency): started again, with their restart counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingStart>,
 }
 
 struct Entry {
@@ -218,6 +222,9 @@ impl ManagerBackend {
                                     tracing::warn!(project = %name, error = %e, "re-adopting");
                                 }
                                 tracing::info!(project = %name, services = p.records.len(), "re-adopted project");
+                                if let Err(e) = manager.resume(p.pending.clone()) {
+                                    tracing::warn!(project = %name, error = %e, "resuming services that were to restart");
+                                }
                                 backend.projects.lock().await.insert(
                                     name.clone(),
                                     Entry {
@@ -260,6 +267,10 @@ impl ManagerBackend {
         opts.registry = Some(self.registry(&project.name).await?);
         opts.topology = Some(topology(&project).await?);
         let manager = ServiceManager::new(project.clone(), opts).map_err(manager_err)?;
+        self.spawner.spawn(Box::pin(log_lifecycle(
+            project.name.clone(),
+            manager.subscribe(),
+        )));
         for (kind, executor) in targets.executors.iter().chain(&self.executors) {
             manager.register_executor(*kind, executor.clone());
         }
@@ -406,6 +417,7 @@ impl ManagerBackend {
                 PersistedProject {
                     spec: e.spec.clone(),
                     records: e.manager.records(),
+                    pending: e.manager.pending_starts(),
                 },
             );
         }
@@ -459,7 +471,8 @@ impl ManagerBackend {
                     .filter(|(n, spec)| project.services.get(*n) != Some(*spec))
                     .map(|(n, _)| n.clone())
                     .collect();
-                tracing::info!(project = %name, ?changed, "configuration changed");
+                let names: Vec<&str> = changed.iter().map(ServiceName::as_str).collect();
+                tracing::info!(project = %name, changed = %names.join(","), "configuration changed");
                 e.manager.stop(&changed).await.map_err(manager_err)?;
                 let keep: Vec<ServiceRecord> = e
                     .manager
@@ -809,4 +822,33 @@ async fn topology(project: &Project) -> Result<service_registry::NetworkTopology
 /// Where a project's service logs live.
 pub fn project_log_dir(state: &StateDir, project: &ProjectName) -> PathBuf {
     state.log_dir().join(project.as_str())
+}
+
+/// Records in the daemon's log what happens to a project's services: every
+/// exit, restart and failure with its reason, as plain-string fields
+/// (`project`, `service`, `state`, `reason`), until the manager is gone.
+async fn log_lifecycle(project: ProjectName, mut events: service_orchestration::Subscription) {
+    while let Some(ev) = events.next().await {
+        match ev {
+            ManagerEvent::Output { service, line, .. }
+                if line.stream == harness_core::OutputStream::Harness =>
+            {
+                tracing::info!(project = %project, service = %service, event = %line.text(), "service lifecycle");
+            }
+            ManagerEvent::State { service, state } => match &state {
+                harness_core::ServiceState::Failed { reason }
+                | harness_core::ServiceState::Restarting { reason, .. }
+                | harness_core::ServiceState::Unknown { reason } => {
+                    tracing::warn!(project = %project, service = %service, state = state.label(), reason = %reason, "service state");
+                }
+                _ => {
+                    tracing::debug!(project = %project, service = %service, state = state.label(), "service state");
+                }
+            },
+            ManagerEvent::Warning { service, message } => {
+                tracing::warn!(project = %project, service = %service, warning = %message, "service warning");
+            }
+            _ => {}
+        }
+    }
 }

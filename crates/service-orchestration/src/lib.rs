@@ -46,7 +46,8 @@ pub use lifecycle::{
     backoff_delay, reduce,
 };
 pub use manager::{
-    ManagerError, ManagerEvent, ManagerOptions, ServiceManager, ServiceRecord, Subscription,
+    ManagerError, ManagerEvent, ManagerOptions, PendingStart, ServiceManager, ServiceRecord,
+    Subscription,
 };
 pub use placement::{Placement, PlacementError};
 pub use process::{ProcessExecutor, ProcessRecord};

@@ -144,6 +144,17 @@ pub struct ServiceRecord {
     pub instance: InstanceRecord,
 }
 
+/// A service that was asked to run but has no process right now (it waits
+/// for its next restart or for a dependency): what a new manager needs to
+/// carry on where this one stopped ([`ServiceManager::resume`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingStart {
+    /// The service.
+    pub service: ServiceName,
+    /// Restarts since it was last started on request.
+    pub restarts: u32,
+}
+
 /// What went wrong with a manager request; names the service.
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
@@ -329,6 +340,10 @@ impl Slot {
 /// Requests and results for a service's actor.
 enum Msg {
     Start,
+    /// Start as a previous manager would have, with this restart count.
+    Resume {
+        restarts: u32,
+    },
     Stop,
     Adopt {
         launched: Launched,
@@ -757,6 +772,45 @@ impl ServiceManager {
             .collect()
     }
 
+    /// The services asked to run that have no process now: waiting for their
+    /// next restart, for a dependency, or for their spawn. Persist them next
+    /// to [`records`](Self::records) so a new manager [`resume`](Self::resume)s them.
+    pub fn pending_starts(&self) -> Vec<PendingStart> {
+        self.inner
+            .slots
+            .values()
+            .filter_map(|slot| {
+                let v = slot.view();
+                let pending = match v.lc.phase {
+                    Phase::Restarting { .. } | Phase::Waiting { .. } => true,
+                    Phase::Starting => v.instance.is_none(),
+                    _ => false,
+                };
+                pending.then(|| PendingStart {
+                    service: slot.name.clone(),
+                    restarts: v.lc.restarts,
+                })
+            })
+            .collect()
+    }
+
+    /// Starts services a previous manager had been asked to run and had not
+    /// running when it ended (see [`pending_starts`](Self::pending_starts)),
+    /// keeping their restart counts. A service that runs already is left alone.
+    pub fn resume(&self, pending: Vec<PendingStart>) -> Result<(), ManagerError> {
+        let names: Vec<ServiceName> = pending.iter().map(|p| p.service.clone()).collect();
+        self.names(&names)?;
+        for p in pending {
+            self.send(
+                &p.service.clone(),
+                Msg::Resume {
+                    restarts: p.restarts,
+                },
+            );
+        }
+        Ok(())
+    }
+
     /// Re-adopts services a previous manager started, from their records.
     /// A service that cannot be re-adopted (it ended meanwhile, its pid was
     /// reused) is restarted if its restart policy says so, else marked failed;
@@ -1089,6 +1143,18 @@ impl Actor {
             }
             Msg::Stop => {
                 self.apply(inner, Event::StopRequested).await;
+                self.request_done(inner);
+            }
+            Msg::Resume { restarts } => {
+                if self.slot.view().lc.is_given_up() {
+                    let (unmet, failed) = self.unmet(inner);
+                    self.apply(inner, Event::StartRequested { unmet }).await;
+                    self.slot.view().lc.restarts = restarts;
+                    if let Some((dep, reason)) = failed {
+                        self.apply(inner, Event::DependencyFailed { dep, reason })
+                            .await;
+                    }
+                }
                 self.request_done(inner);
             }
             Msg::Lost(reason) => {
