@@ -1089,7 +1089,10 @@ impl<'o> Loader<'o> {
                 } else {
                     PathBuf::from(w)
                 }
-            });
+            })
+            // A local process runs in the project directory unless told
+            // otherwise, wherever the daemon was started from.
+            .or_else(|| (kind == ServiceType::Process).then(|| self.project_dir.clone()));
         Some(ServiceSpec {
             name: name.clone(),
             target,

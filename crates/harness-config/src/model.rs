@@ -867,11 +867,11 @@ mod tests {
     #[test]
     fn backoff_grows_and_caps() {
         let b = Backoff::default();
-        assert_eq!(b.delay(0), Duration::from_secs(1));
-        assert_eq!(b.delay(1), Duration::from_secs(2));
-        assert_eq!(b.delay(3), Duration::from_secs(8));
-        assert_eq!(b.delay(100), Duration::from_secs(60));
-        assert_eq!(b.delay(u32::MAX), Duration::from_secs(60));
+        assert_eq!(b.delay(0), Duration::from_millis(100));
+        assert_eq!(b.delay(1), Duration::from_millis(200));
+        assert_eq!(b.delay(3), Duration::from_millis(800));
+        assert_eq!(b.delay(100), Duration::from_secs(30));
+        assert_eq!(b.delay(u32::MAX), Duration::from_secs(30));
     }
 
     #[test]

@@ -355,6 +355,21 @@ impl ServiceLifecycle {
         }
     }
 
+    /// Why the service is not ready, in words: its state with its reason, or
+    /// for a stop under way the reason of what follows it (`failed: not
+    /// healthy within 60s: ...`).
+    pub fn why_not_ready(&self, now: Instant) -> String {
+        match &self.phase {
+            Phase::Stopping {
+                then: AfterStop::Fail { reason },
+            } => format!("failed: {reason}"),
+            Phase::Stopping {
+                then: AfterStop::Restart { reason },
+            } => format!("restarting: {reason}"),
+            _ => self.state(now).to_string(),
+        }
+    }
+
     /// True in the phases of a run that is not being stopped: starting, running,
     /// healthy, unhealthy (the phases an unreachable host can hide).
     fn in_run(&self) -> bool {

@@ -598,7 +598,7 @@ impl ServiceManager {
                 if settled && v.lc.is_given_up() {
                     return Err(ManagerError::NotReady {
                         service: name.clone(),
-                        reason: v.lc.state(Instant::now()).to_string(),
+                        reason: v.lc.why_not_ready(Instant::now()),
                     });
                 }
             }
@@ -619,8 +619,8 @@ impl ServiceManager {
                     .iter()
                     .map(|n| (n, self.inner.slots[n].view().lc.clone()))
                     .find(|(_, lc)| !lc.is_ready())
-                    .map(|(n, lc)| (n.clone(), lc.state(now)))
-                    .unwrap_or_else(|| (services[0].clone(), ServiceState::Pending));
+                    .map(|(n, lc)| (n.clone(), lc.why_not_ready(now)))
+                    .unwrap_or_else(|| (services[0].clone(), "pending".to_owned()));
                 return Err(ManagerError::NotReady {
                     service,
                     reason: format!(
