@@ -289,12 +289,16 @@ impl Layer for SshLayer {
         args.push(line);
         let user = cmd.get_user();
         let group = cmd.get_group();
+        let groups = cmd.get_groups().map(<[u32]>::to_vec);
         let mut out = cmd.without_context().with_argv(self.program.clone(), args);
         if let Some(u) = user {
             out = out.user(u);
         }
         if let Some(g) = group {
             out = out.group(g);
+        }
+        if let Some(gs) = groups {
+            out = out.groups(gs);
         }
         out
     }

@@ -489,18 +489,30 @@ fn stop_wakes_a_stopped_process_so_it_sees_sigterm() {
 }
 
 #[test]
-fn runs_as_another_user_and_group_when_privileged() {
+fn runs_as_another_user_and_groups_when_privileged() {
     if !rustix::process::geteuid().is_root() {
         eprintln!("skipping: switching user needs root");
         return;
     }
     smol::block_on(async {
-        let cmd = sh("echo $(id -u):$(id -g)").user(65534).group(65534);
-        let (_h, mut ev) = LocalLauncher::new()
-            .spawn(&cmd, LaunchOptions::default())
-            .unwrap();
-        let events = all_events(&mut ev, 30).await;
-        assert_eq!(lines(&events), ["65534:65534"]);
+        let report = "echo $(id -u):$(id -g):$(id -G)";
+        for (cmd, want) in [
+            // Without groups: root's supplementary groups are dropped.
+            (sh(report).user(65534).group(65534), "65534:65534:65534"),
+            (
+                sh(report)
+                    .user(65534)
+                    .group(65534)
+                    .groups([65534, 4242, 4343]),
+                "65534:65534:65534 4242 4343",
+            ),
+        ] {
+            let (_h, mut ev) = LocalLauncher::new()
+                .spawn(&cmd, LaunchOptions::default())
+                .unwrap();
+            let events = all_events(&mut ev, 30).await;
+            assert_eq!(lines(&events), [want]);
+        }
     });
 }
 

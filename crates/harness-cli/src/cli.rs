@@ -68,6 +68,10 @@ pub struct GlobalArgs {
     /// When to use colours: auto (a terminal without NO_COLOR), always, never.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto, global = true)]
     pub color: ColorChoice,
+    /// Make an unset variable without a default (`$VAR`, `${VAR}`) in the configuration an
+    /// error; by default it is a warning and becomes empty. `HARNESS_STRICT_ENV=1` does the same.
+    #[arg(long = "strict-env", global = true)]
+    pub strict_env: bool,
 }
 
 /// `-f FILE` given after the verb (`harness validate -f x.yaml`); merged after the ones before it.

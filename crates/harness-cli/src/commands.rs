@@ -21,6 +21,7 @@ pub fn run(cli: Cli) -> CliResult {
     let files = cli.files();
     let project = cli.global.project.clone();
     let state_dir = cli.global.state_dir.clone();
+    load::set_strict_env(cli.global.strict_env);
     let ctx = Ctx {
         files,
         project,

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use harness_config::{LoadOptions, Project};
 
@@ -31,12 +32,28 @@ pub fn stderr_colored() -> bool {
     )
 }
 
+/// `--strict-env`, given once for the whole command line.
+static STRICT_ENV: AtomicBool = AtomicBool::new(false);
+
+/// Records `--strict-env`: unset variables in the configuration become errors, for the
+/// files this process loads and (through `HARNESS_STRICT_ENV` in the environment it
+/// sends) for those the daemon loads on its behalf.
+pub fn set_strict_env(strict: bool) {
+    STRICT_ENV.store(strict, Ordering::Relaxed);
+}
+
+/// True if `--strict-env` was given.
+pub fn strict_env() -> bool {
+    STRICT_ENV.load(Ordering::Relaxed)
+}
+
 /// Loads and validates the project, or fails with every diagnostic rendered.
 /// Warnings are printed to stderr.
 pub fn load_project(files: &[PathBuf], project: Option<&str>) -> CliResult<Project> {
     let opts = LoadOptions {
         files: files.to_vec(),
         project_name: project.map(str::to_string),
+        strict_env: strict_env(),
         ..LoadOptions::default()
     };
     match harness_config::load(&opts) {

@@ -140,11 +140,16 @@ pub fn project_with_files(project: Option<&str>, files: &[PathBuf]) -> CliResult
                 .map_err(|e| CliError::Usage(format!("invalid project name `{p}`: {e}")))
         })
         .transpose()?;
+    let mut env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    if crate::load::strict_env() {
+        // The daemon loads with this environment: it makes unset variables errors there too.
+        env.insert(harness_config::STRICT_ENV_VAR.to_owned(), "1".to_owned());
+    }
     Ok(ProjectRef {
         name,
         files: files.iter().map(|f| cwd.join(f)).collect(),
         working_dir: Some(cwd),
-        env: std::env::vars().collect(),
+        env,
     })
 }
 

@@ -228,3 +228,86 @@ fn status_without_a_daemon_exits_4() {
     // No daemon was started by a read command.
     assert!(env.daemon_pid().is_none());
 }
+
+#[test]
+fn empty_or_service_less_files_exit_3_with_a_location() {
+    let env = Env::new();
+    for (name, text, at, msg) in [
+        ("empty.yaml", "", "empty.yaml:1:1", "the file is empty"),
+        (
+            "comments.yaml",
+            "# later\n",
+            "comments.yaml:1:1",
+            "the file holds no configuration",
+        ),
+        (
+            "none.yaml",
+            "name: shop\nservices: {}\n",
+            "none.yaml:2:1",
+            "the project has no services",
+        ),
+        (
+            "nul.yaml",
+            "name: shop\nservices:\n  a:\n    binary: sh\0\n",
+            "nul.yaml:4:15",
+            "the file holds a NUL byte",
+        ),
+    ] {
+        env.write(name, text);
+        let r = env.run(&["-f", name, "validate"]).expect_code(3);
+        assert!(r.stderr.contains(at), "{name}: no {at} in:\n{}", r.stderr);
+        assert!(
+            r.stderr.contains(msg),
+            "{name}: no {msg:?} in:\n{}",
+            r.stderr
+        );
+        assert!(!r.stdout.contains("valid"), "{name}: {}", r.stdout);
+    }
+}
+
+#[test]
+fn unset_variables_warn_unless_strict() {
+    let env = Env::new();
+    env.write(
+        "services.yaml",
+        "name: shop\nservices:\n  a:\n    binary: sh\n    env:\n      X: ${HARNESS_TEST_SURELY_UNSET}\n",
+    );
+    let r = env.run(&["validate"]).ok();
+    assert!(
+        r.stderr
+            .contains("variable `HARNESS_TEST_SURELY_UNSET` is not set; using an empty string"),
+        "{}",
+        r.stderr
+    );
+    let r = env.run(&["config", "--format", "json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["services"]["a"]["env"]["X"], "");
+
+    let r = env.run(&["--strict-env", "validate"]).expect_code(3);
+    assert!(
+        r.stderr.contains("services.yaml:6:10")
+            && r.stderr
+                .contains("variable `HARNESS_TEST_SURELY_UNSET` is not set")
+            && !r.stderr.contains("using an empty string"),
+        "{}",
+        r.stderr
+    );
+    let r = env
+        .cmd(&["validate"])
+        .env("HARNESS_STRICT_ENV", "1")
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(3), "{r:?}");
+}
+
+#[test]
+fn a_free_text_name_validates() {
+    let env = Env::new();
+    env.write(
+        "services.yaml",
+        "version: \"1.0\"\nname: \"Environment Resolution Test\"\nservices:\n  a:\n    binary: sh\n",
+    );
+    let r = env.run(&["validate", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["project"], "environment-resolution-test");
+}

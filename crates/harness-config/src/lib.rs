@@ -67,11 +67,14 @@ pub mod tree;
 
 pub use diag::{Diagnostic, Diagnostics, Location, Severity};
 pub use graph::{DependencyGraph, GraphError};
-pub use load::{DEFAULT_FILES, LoadOptions, Loaded, from_sources, from_yaml_str, load, load_async};
+pub use load::{
+    DEFAULT_FILES, LoadOptions, Loaded, STRICT_ENV_VAR, from_sources, from_yaml_str, load,
+    load_async, strict_env_value,
+};
 pub use model::{
     Backoff, Build, Check, Condition, Dependency, DockerSpec, EnvFile, LogPattern, Network, Node,
     PortMapping, Probe, Project, Protocol, Resources, RestartMode, RestartPolicy, Security,
-    ServiceSpec, Settings, Shutdown, Target,
+    ServiceSpec, Settings, Shutdown, Target, project_name_from_title,
 };
 pub use schema::{json_schema, json_schema_string};
 pub use template::{RefField, ServiceRef, expand_refs, references};

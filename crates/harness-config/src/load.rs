@@ -26,15 +26,33 @@ pub struct LoadOptions {
     /// it, and its `.env` file feeds interpolation. Default: the directory of the
     /// first file.
     pub project_dir: Option<PathBuf>,
-    /// The project name, overriding `name:` in the files.
+    /// The project identifier, overriding `name:` in the files. Unlike `name:`
+    /// (free text, from which an identifier is derived), this must already be a
+    /// valid [`ProjectName`].
     pub project_name: Option<String>,
     /// Variables for `${VAR}` interpolation. `None`: the process environment.
     /// Either way, a `.env` file in the project directory supplies variables
     /// that are not otherwise set.
     pub env: Option<HashMap<String, String>>,
-    /// An unset variable without a default is a warning (and becomes empty)
-    /// instead of an error.
-    pub allow_unset: bool,
+    /// Makes an unset variable without a default (`$USER`, `${USER}`) an error.
+    /// By default, as in docker compose, it is a warning and becomes an empty
+    /// string. `HARNESS_STRICT_ENV=1` (or `true`, `yes`, `on`) among the
+    /// interpolation variables (see [`env`](LoadOptions::env)) does the same, so
+    /// a daemon loading with its client's environment honours the client's
+    /// setting. `${VAR:?message}` is an error either way.
+    pub strict_env: bool,
+}
+
+/// The variable that, set to `1`, `true`, `yes` or `on`, makes unset variables errors
+/// (see [`LoadOptions::strict_env`]).
+pub const STRICT_ENV_VAR: &str = "HARNESS_STRICT_ENV";
+
+/// True if `value` (of [`STRICT_ENV_VAR`]) asks for strict interpolation.
+pub fn strict_env_value(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on"
+    )
 }
 
 impl LoadOptions {
@@ -90,9 +108,13 @@ impl Loaded {
             0 => "no warnings".to_owned(),
             n => plural(n, "warning"),
         };
+        let name = match &p.title {
+            Some(title) => format!("{} ({title})", p.name),
+            None => p.name.to_string(),
+        };
         format!(
             "project {}: {}{}, {}, {}",
-            p.name,
+            name,
             plural(p.services.len(), "service"),
             if kinds.is_empty() {
                 String::new()
@@ -283,7 +305,17 @@ impl<'o> Loader<'o> {
         for (path, text) in texts {
             paths.push(path.clone());
             let Some(text) = text else { continue };
+            let nul = nul_position(&text);
+            let blank = text.trim().is_empty();
             let id = self.sources.add(&path, text);
+            if let Some((line, column)) = nul {
+                self.error(
+                    Some(Pos { file: id, line, column }),
+                    "the file holds a NUL byte",
+                    Some("a configuration file is text: remove the NUL byte (the file may be damaged or binary)".to_owned()),
+                );
+                continue;
+            }
             let parsed = crate::tree::parse(&self.sources.files[id].1, id);
             let mut node = match parsed {
                 Ok(n) => n,
@@ -298,7 +330,21 @@ impl<'o> Loader<'o> {
             };
             match &node.value {
                 Value::Map(_) => {}
-                Value::Null => continue,
+                Value::Null => {
+                    let msg = if blank {
+                        "the file is empty"
+                    } else {
+                        "the file holds no configuration (only comments or a null document)"
+                    };
+                    self.error(
+                        Some(node.pos),
+                        msg,
+                        Some(
+                            "start with `name:` and `services:`, or leave the file out".to_owned(),
+                        ),
+                    );
+                    continue;
+                }
                 other => {
                     let msg = format!(
                         "the file must be a map of keys, found {}",
@@ -324,6 +370,14 @@ impl<'o> Loader<'o> {
             return self.finish(None);
         }
         let root = merged.unwrap_or_else(|| Node::new(Pos::default(), Value::Map(Vec::new())));
+        if let Some(pos) = no_services(&root) {
+            self.error(
+                Some(pos),
+                "the project has no services",
+                Some("add services under `services:`, e.g. `services: { web: { type: process, binary: ./web } }`".to_owned()),
+            );
+            return self.finish(None);
+        }
         if let Some(Value::Map(entries)) = root.get("services").map(|s| &s.value) {
             self.service_index = entries
                 .iter()
@@ -409,13 +463,18 @@ impl<'o> Loader<'o> {
     fn interpolate(&mut self, node: &mut Node) {
         match &mut node.value {
             Value::Str(s) if s.contains('$') => {
+                let strict = self.opts.strict_env
+                    || self
+                        .vars
+                        .get(STRICT_ENV_VAR)
+                        .is_some_and(|v| strict_env_value(v));
                 let r = interpolate(s, &self.vars);
                 for issue in &r.issues {
                     match issue {
-                        InterpIssue::Unset(name) if self.opts.allow_unset => self.warn(
+                        InterpIssue::Unset(name) if !strict => self.warn(
                             Some(node.pos),
                             format!("variable `{name}` is not set; using an empty string"),
-                            Some(format!("set `{name}`, or write `${{{name}:-default}}`")),
+                            Some(format!("set `{name}`, or write `${{{name}:-default}}`; `{STRICT_ENV_VAR}=1` or `--strict-env` makes this an error")),
                         ),
                         InterpIssue::Unset(name) => self.error(
                             Some(node.pos),
@@ -591,29 +650,42 @@ impl<'o> Loader<'o> {
     }
 
     fn build(&mut self, raw: RawFile, broken: &[String], files: Vec<PathBuf>) -> Option<Project> {
-        // Project name.
-        let name_src = self
-            .opts
-            .project_name
-            .clone()
-            .map(|n| (n, None))
-            .or_else(|| raw.name.clone().map(|n| (n, Some(self.pos(&["name"])))));
-        let name = match name_src {
-            Some((n, pos)) => {
-                let n = self.plain(&n, &["name"]);
-                match ProjectName::new(n.clone()) {
-                    Ok(p) => Some(p),
-                    Err(e) => {
-                        self.error(
-                            pos,
-                            format!("invalid project name: {e}"),
-                            Some("use letters, digits, `-`, `_` and `.`".into()),
-                        );
-                        None
-                    }
+        // Project name: `-p` is an identifier; `name:` in the file may be free
+        // text, from which the identifier is derived.
+        let mut title = None;
+        let name = if let Some(n) = self.opts.project_name.clone() {
+            match ProjectName::new(n) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.error(
+                        None,
+                        format!("invalid project name: {e}"),
+                        Some("use letters, digits, `-`, `_` and `.`".into()),
+                    );
+                    None
                 }
             }
-            None => Some(dir_project_name(&self.project_dir)),
+        } else if let Some(n) = raw.name.clone() {
+            let pos = self.pos(&["name"]);
+            let text = self.plain(&n, &["name"]);
+            match project_name_from_title(&text) {
+                Some(p) => {
+                    if p.as_str() != text {
+                        title = Some(text);
+                    }
+                    Some(p)
+                }
+                None => {
+                    self.error(
+                        Some(pos),
+                        format!("project name `{text}` has no letters or digits to make an identifier from"),
+                        Some("the identifier names state, networks and containers: use some letters or digits".into()),
+                    );
+                    None
+                }
+            }
+        } else {
+            Some(dir_project_name(&self.project_dir))
         };
         let version = raw.version.as_ref().map(|v| v.0.clone());
         if let Some(v) = &version
@@ -709,6 +781,7 @@ impl<'o> Loader<'o> {
         }
         match Project::new(name, settings, networks, services) {
             Ok(mut p) => {
+                p.title = title;
                 p.description = raw.description.clone();
                 p.version = version;
                 p.files = files;
@@ -1288,8 +1361,10 @@ impl<'o> Loader<'o> {
             (None, Some(_)) => {
                 let project = raw
                     .name
-                    .clone()
-                    .unwrap_or_else(|| dir_project_name(&self.project_dir).to_string());
+                    .as_deref()
+                    .and_then(project_name_from_title)
+                    .unwrap_or_else(|| dir_project_name(&self.project_dir))
+                    .to_string();
                 format!(
                     "harness-{}-{}:latest",
                     project.to_ascii_lowercase(),
@@ -2237,6 +2312,33 @@ fn infer_scalar(text: String) -> Value {
 }
 
 /// A project name from a directory name (lowercased, invalid characters dropped).
+/// Line and column (1-based, in characters) of the first NUL byte in `text`.
+fn nul_position(text: &str) -> Option<(u32, u32)> {
+    let at = text.find('\0')?;
+    let before = &text[..at];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    let column = before[line_start..].chars().count() + 1;
+    Some((
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(column).unwrap_or(u32::MAX),
+    ))
+}
+
+/// Where to report a project without services (`services:` missing, empty or
+/// null): the `services` key, else the start of the configuration. `None` when
+/// there are services, or `services` is something else (decoding reports that).
+fn no_services(root: &Node) -> Option<Pos> {
+    match root.entry("services") {
+        None => Some(root.pos),
+        Some((key, value)) => match &value.value {
+            Value::Null => Some(key.pos),
+            Value::Map(entries) if entries.is_empty() => Some(key.pos),
+            _ => None,
+        },
+    }
+}
+
 fn dir_project_name(dir: &Path) -> ProjectName {
     let raw = dir
         .file_name()

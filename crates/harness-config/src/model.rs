@@ -24,8 +24,16 @@ use crate::graph::DependencyGraph;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "ProjectData", into = "ProjectData")]
 pub struct Project {
-    /// The project name (labels everything it runs).
+    /// The project's identifier: it keys the daemon's state and names networks
+    /// and containers. When `name:` in the file is free text (e.g.
+    /// `"Environment Resolution Test"`), this is derived from it by
+    /// [`project_name_from_title`]; a `name:` that is already a valid identifier
+    /// is used as it is.
     pub name: ProjectName,
+    /// The `name:` as written in the file, for display, when it differs from
+    /// [`name`](Project::name) (free text such as `"Environment Resolution Test"`).
+    /// `None` when the file's `name:` is the identifier itself, or there is none.
+    pub title: Option<String>,
     /// Free text.
     pub description: Option<String>,
     /// The format version the file declared (`"1.0"` for the original format), if any.
@@ -54,6 +62,7 @@ impl Project {
         let graph = DependencyGraph::build(&services)?;
         Ok(Project {
             name,
+            title: None,
             description: None,
             version: None,
             settings,
@@ -62,6 +71,12 @@ impl Project {
             files: Vec::new(),
             graph,
         })
+    }
+
+    /// The name to show people: the `name:` as written when it is free text,
+    /// else the identifier.
+    pub fn display_name(&self) -> &str {
+        self.title.as_deref().unwrap_or(self.name.as_str())
     }
 
     /// The dependency graph of the services: start order, direct dependencies, stop order.
@@ -98,6 +113,8 @@ impl Project {
 struct ProjectData {
     name: ProjectName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     version: Option<String>,
@@ -115,6 +132,7 @@ impl TryFrom<ProjectData> for Project {
     type Error = crate::graph::GraphError;
     fn try_from(d: ProjectData) -> Result<Self, Self::Error> {
         let mut p = Project::new(d.name, d.settings, d.networks, d.services)?;
+        p.title = d.title;
         p.description = d.description;
         p.version = d.version;
         p.files = d.files;
@@ -126,6 +144,7 @@ impl From<Project> for ProjectData {
     fn from(p: Project) -> Self {
         ProjectData {
             name: p.name,
+            title: p.title,
             description: p.description,
             version: p.version,
             settings: p.settings,
@@ -134,6 +153,44 @@ impl From<Project> for ProjectData {
             files: p.files,
         }
     }
+}
+
+/// The project identifier for a `name:` written as free text.
+///
+/// A text that is already a valid [`ProjectName`] is returned unchanged (so
+/// existing projects keep their state). Any other text is lowercased; every run
+/// of characters a project name does not allow (anything but ASCII letters,
+/// digits, `_`, `-` and `.`) becomes one `-`; leading and trailing characters
+/// that are not letters or digits are trimmed; and the result is cut to
+/// [`MAX_NAME_LEN`](harness_core::name::MAX_NAME_LEN) characters (and trimmed
+/// again). `"Environment Resolution Test"` becomes
+/// `environment-resolution-test`. `None` when nothing is left (e.g. `"!!!"`).
+///
+/// ```
+/// use harness_config::model::project_name_from_title;
+/// let id = |t: &str| project_name_from_title(t).map(|n| n.to_string());
+/// assert_eq!(id("Environment Resolution Test").as_deref(), Some("environment-resolution-test"));
+/// assert_eq!(id("MyShop").as_deref(), Some("MyShop"));
+/// assert_eq!(id(" ** ").as_deref(), None);
+/// ```
+pub fn project_name_from_title(text: &str) -> Option<ProjectName> {
+    if let Ok(name) = ProjectName::new(text) {
+        return Some(name);
+    }
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    let mut id = String::with_capacity(text.len());
+    for c in text.chars().flat_map(char::to_lowercase) {
+        if allowed(c) {
+            id.push(c);
+        } else if !id.ends_with('-') {
+            id.push('-');
+        }
+    }
+    let edge = |c: char| !c.is_ascii_alphanumeric();
+    let id = id.trim_matches(edge);
+    // Only ASCII is left: byte and character counts agree.
+    let id = id[..id.len().min(harness_core::name::MAX_NAME_LEN)].trim_matches(edge);
+    ProjectName::new(id).ok()
 }
 
 /// Project-wide settings (`settings:`), used as defaults by services.

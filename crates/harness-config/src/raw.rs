@@ -23,7 +23,12 @@ use serde::{Deserialize, Serialize};
 pub struct RawFile {
     /// Format version; `"1.0"` is the original format (still fully supported).
     pub version: Option<Scalar>,
-    /// Project name (default: the directory name).
+    /// Project name, free text (default: the directory name). The identifier that
+    /// names state, networks and containers is derived from it: a valid identifier
+    /// (letters, digits, `_`, `-`, `.`, starting with a letter or digit, at most 63
+    /// characters) is used as it is; other text is lowercased, each run of other
+    /// characters becomes `-`, and the ends are trimmed (`"Environment Resolution
+    /// Test"` is `environment-resolution-test`).
     pub name: Option<String>,
     /// Free text.
     pub description: Option<String>,

@@ -229,22 +229,134 @@ fn diagnostics_render_with_caret() {
 }
 
 #[test]
-fn unset_variable_is_an_error_or_a_warning() {
-    let yaml = "services:\n  a:\n    binary: a\n    env:\n      X: ${NOT_SET_ANYWHERE}\n";
-    let (line, col, msg, _) = one_error(yaml);
-    assert_eq!((line, col), (5, 10));
-    assert_eq!(msg, "variable `NOT_SET_ANYWHERE` is not set");
-    let lenient = LoadOptions {
-        allow_unset: true,
+fn unset_variable_is_a_warning_by_default_and_an_error_when_strict() {
+    let yaml = "services:\n  a:\n    binary: a\n    env:\n      X: ${NOT_SET_ANYWHERE}\n      Y: a-$NOT_SET_EITHER-b\n";
+    // Default, as docker compose: a warning each, and an empty string.
+    let loaded = load(yaml).expect("unset variables are warnings by default");
+    let warnings: Vec<(u32, u32, &str)> = loaded
+        .warnings
+        .items
+        .iter()
+        .map(|w| {
+            let loc = w.location.as_ref().expect("warnings are located");
+            (loc.line, loc.column, w.message.as_str())
+        })
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            (
+                5,
+                10,
+                "variable `NOT_SET_ANYWHERE` is not set; using an empty string"
+            ),
+            (
+                6,
+                10,
+                "variable `NOT_SET_EITHER` is not set; using an empty string"
+            ),
+        ]
+    );
+    assert_eq!(loaded.project.services["a"].env["X"], "");
+    assert_eq!(loaded.project.services["a"].env["Y"], "a--b");
+
+    // Strict by option.
+    let strict = LoadOptions {
+        strict_env: true,
         ..opts()
     };
-    let loaded = from_sources(&[("services.yaml", yaml)], &lenient).unwrap();
-    assert_eq!(loaded.warnings.items.len(), 1);
-    assert_eq!(loaded.project.services["a"].env["X"], "");
+    let e = from_sources(&[("services.yaml", yaml)], &strict).unwrap_err();
+    let msgs: Vec<&str> = e.errors().map(|d| d.message.as_str()).collect();
+    assert_eq!(
+        msgs,
+        [
+            "variable `NOT_SET_ANYWHERE` is not set",
+            "variable `NOT_SET_EITHER` is not set"
+        ]
+    );
+
+    // Strict by HARNESS_STRICT_ENV among the variables (what the daemon gets from its client).
+    for on in ["1", "true", "YES", "on"] {
+        let by_var = LoadOptions::default().with_env([("HARNESS_STRICT_ENV", on)]);
+        let e = from_sources(&[("services.yaml", yaml)], &by_var).unwrap_err();
+        assert_eq!(e.errors().count(), 2, "HARNESS_STRICT_ENV={on}");
+    }
+    for off in ["0", "", "false", "no"] {
+        let by_var = LoadOptions::default().with_env([("HARNESS_STRICT_ENV", off)]);
+        let loaded = from_sources(&[("services.yaml", yaml)], &by_var)
+            .unwrap_or_else(|e| panic!("HARNESS_STRICT_ENV={off:?} is not strict: {e}"));
+        assert_eq!(loaded.warnings.items.len(), 2);
+    }
+
+    // `${X:?message}` is an error either way.
     let (_, _, msg, _) = one_error(
         "services:\n  a:\n    binary: a\n    env:\n      X: ${NOPE:?set NOPE to the token}\n",
     );
     assert!(msg.contains("set NOPE to the token"), "{msg}");
+}
+
+#[test]
+fn empty_and_comment_only_files_are_located_errors() {
+    for (text, msg) in [
+        ("", "the file is empty"),
+        ("  \n\n\t\n", "the file is empty"),
+        (
+            "# nothing here yet\n\n# still nothing\n",
+            "the file holds no configuration (only comments or a null document)",
+        ),
+        (
+            "---\n...\n",
+            "the file holds no configuration (only comments or a null document)",
+        ),
+    ] {
+        assert_one_error_at(text, (1, 1), msg);
+    }
+}
+
+/// Asserts that `text` has exactly one error, `msg` at (line, column) `at`.
+fn assert_one_error_at(text: &str, at: (u32, u32), msg: &str) {
+    let (line, col, m, _) = one_error(text);
+    assert_eq!((line, col, m.as_str()), (at.0, at.1, msg), "for {text:?}");
+}
+
+#[test]
+fn a_project_without_services_is_a_located_error() {
+    for (text, at) in [
+        ("name: shop\nservices: {}\n", (2, 1)),
+        ("name: shop\nservices:\n", (2, 1)),
+        ("name: shop\ndescription: nothing\n", (1, 1)),
+        ("# a comment\nname: shop\nnetworks: {}\n", (2, 1)),
+    ] {
+        assert_one_error_at(text, at, "the project has no services");
+    }
+    // Services in an override file are enough.
+    let loaded = from_sources(
+        &[
+            ("services.yaml", "name: shop\n"),
+            ("override.yaml", "services:\n  a:\n    binary: a\n"),
+        ],
+        &opts(),
+    )
+    .expect("the merged project has a service");
+    assert_eq!(loaded.project.services.len(), 1);
+}
+
+#[test]
+fn a_nul_byte_is_a_located_error() {
+    for (text, at) in [
+        ("\0", (1, 1)),
+        (
+            "services:\n  a:\n    binary: a\0\n  b:\n    binary: b\n",
+            (3, 14),
+        ),
+        (
+            "name: caf\u{e9}\0\nservices:\n  a:\n    binary: a\n",
+            (1, 11),
+        ),
+        ("services:\n  a:\n    binary: a\n\0\0\0", (4, 1)),
+    ] {
+        assert_one_error_at(text, at, "the file holds a NUL byte");
+    }
 }
 
 #[test]
@@ -419,4 +531,24 @@ fn port_reference_to_a_portless_service_warns() {
     assert_eq!(w.len(), 1, "{w:#?}");
     assert_eq!(w[0].message, "`${db.port}`: service `db` declares no port");
     assert_eq!(w[0].location.as_ref().unwrap().line, 6);
+}
+
+#[test]
+fn an_empty_file_on_disk_is_reported_at_its_first_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("services.yaml");
+    std::fs::write(&file, "").unwrap();
+    let e = harness_config::load(&LoadOptions::files([&file])).unwrap_err();
+    let d = e.errors().next().expect("one error");
+    let loc = d.location.as_ref().expect("located");
+    assert_eq!(
+        (loc.file.as_path(), loc.line, loc.column),
+        (file.as_path(), 1, 1)
+    );
+    assert_eq!(d.message, "the file is empty");
+    assert!(
+        e.render(false).contains(&format!("{}:1:1", file.display())),
+        "{}",
+        e.render(false)
+    );
 }

@@ -5,6 +5,7 @@
 //! and a new daemon re-adopts it from its [`ProcessRecord`] (pid + start time,
 //! guarding against pid reuse, and log offsets to resume with no gap).
 
+use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -81,33 +82,106 @@ fn start_err(spec: &ServiceSpec, e: impl Into<crate::executor::BoxError>) -> Exe
     }
 }
 
-/// Resolves `user` (`uid[:gid]` or a name from /etc/passwd) to ids.
-fn resolve_user(user: &str) -> Result<(u32, Option<u32>), String> {
+/// Who a process service runs as: `user:` resolved through the system user
+/// database (NSS: `/etc/passwd`, `/etc/group`, LDAP, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RunAs {
+    uid: u32,
+    /// The primary group; `None` keeps the daemon's.
+    gid: Option<u32>,
+    /// The supplementary groups (the primary one included).
+    groups: Vec<u32>,
+    /// The user's name and home directory, when the database knows the user.
+    account: Option<(String, PathBuf)>,
+}
+
+/// Resolves `user` (`name`, `uid`, `name:group`, `uid:gid`; a group by name or
+/// number). A name the database does not know is an error; a numeric uid it does
+/// not know runs as that uid with the given group (else the daemon's) and no
+/// supplementary groups, as `docker run --user` does. A known user gets the
+/// groups it is a member of, as a login would, plus the group given after `:`
+/// (which becomes its primary group).
+fn resolve_user(user: &str) -> Result<RunAs, String> {
+    use nix::unistd::{Group, User, getgrouplist};
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let gid = match g {
-        Some(g) => Some(
-            g.parse::<u32>()
-                .map_err(|_| format!("group `{g}` is not a numeric gid"))?,
-        ),
-        None => None,
+    let entry = match u.parse::<u32>() {
+        Ok(uid) => User::from_uid(nix::unistd::Uid::from_raw(uid))
+            .map_err(|e| format!("looking up uid {uid} in the user database: {e}"))?
+            .ok_or(uid),
+        Err(_) => User::from_name(u)
+            .map_err(|e| format!("looking up user `{u}` in the user database: {e}"))?
+            .map(Ok)
+            .ok_or_else(|| format!("user `{u}` does not exist in the system user database"))?,
     };
-    if let Ok(uid) = u.parse::<u32>() {
-        return Ok((uid, gid));
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd")
-        .map_err(|e| format!("cannot read /etc/passwd to find user `{u}`: {e}"))?;
-    for line in passwd.lines() {
-        let f: Vec<&str> = line.split(':').collect();
-        if f.len() > 3 && f[0] == u {
-            let uid = f[2].parse().map_err(|_| format!("bad uid for `{u}`"))?;
-            let pgid = f[3].parse().ok();
-            return Ok((uid, gid.or(pgid)));
+    let gid = match g {
+        None => entry.as_ref().ok().map(|e| e.gid.as_raw()),
+        Some(g) => Some(match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => Group::from_name(g)
+                .map_err(|e| format!("looking up group `{g}` in the group database: {e}"))?
+                .ok_or_else(|| format!("group `{g}` does not exist in the system group database"))?
+                .gid
+                .as_raw(),
+        }),
+    };
+    Ok(match entry {
+        Err(uid) => RunAs {
+            uid,
+            gid,
+            groups: gid.into_iter().collect(),
+            account: None,
+        },
+        Ok(e) => {
+            let primary = gid.unwrap_or(e.gid.as_raw());
+            let name = std::ffi::CString::new(e.name.as_str())
+                .map_err(|_| format!("user name `{}` holds a NUL byte", e.name))?;
+            // The groups a login of the user gets (its own primary group included),
+            // plus the group chosen with `user:group`.
+            let mut groups: Vec<u32> = getgrouplist(&name, e.gid)
+                .map_err(|err| format!("listing the groups of user `{}`: {err}", e.name))?
+                .into_iter()
+                .map(|g| g.as_raw())
+                .collect();
+            if !groups.contains(&primary) {
+                groups.push(primary);
+            }
+            RunAs {
+                uid: e.uid.as_raw(),
+                gid: Some(primary),
+                groups,
+                account: Some((e.name, e.dir)),
+            }
         }
+    })
+}
+
+/// Applies `who` to `cmd`: ids, groups, and `HOME`, `USER` and `LOGNAME` of the
+/// user unless the service's environment `env` sets them. A uid the database
+/// does not know gets `HOME=/` and no `USER`/`LOGNAME`, as in a container.
+fn run_as(mut cmd: Command, who: RunAs, env: &BTreeMap<String, String>) -> Command {
+    cmd = cmd.user(who.uid).groups(who.groups);
+    if let Some(gid) = who.gid {
+        cmd = cmd.group(gid);
     }
-    Err(format!("no user `{u}` in /etc/passwd"))
+    let (name, home) = match who.account {
+        Some((name, home)) => (Some(name), home.to_string_lossy().into_owned()),
+        None => (None, "/".to_owned()),
+    };
+    let mut vars = vec![("HOME", Some(home))];
+    vars.extend(["USER", "LOGNAME"].map(|k| (k, name.clone())));
+    for (key, value) in vars {
+        if env.contains_key(key) {
+            continue;
+        }
+        cmd = match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
+    cmd
 }
 
 #[async_trait::async_trait]
@@ -136,13 +210,11 @@ impl ServiceExecutor for ProcessExecutor {
         }
         if let Some(user) = &spec.user {
             let u = user.clone();
-            let (uid, gid) = blocking::unblock(move || resolve_user(&u))
+            // NSS lookups may block (files, LDAP, ...).
+            let who = blocking::unblock(move || resolve_user(&u))
                 .await
                 .map_err(|e| start_err(spec, e))?;
-            if let Some(gid) = gid {
-                cmd = cmd.group(gid);
-            }
-            cmd = cmd.user(uid);
+            cmd = run_as(cmd, who, &ctx.env);
         }
         let output = match &ctx.log_dir {
             Some(dir) => {

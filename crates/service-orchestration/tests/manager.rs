@@ -108,13 +108,7 @@ fn crash_loop_backs_off_then_gives_up() {
         let m = manager(project(vec![svc]), smol_spawner());
         let _guard = StopOnDrop(m.clone());
         m.start(&[name("crashy")]).unwrap();
-        eventually("crashy failed", LONG, || {
-            matches!(m.state("crashy"), Some(ServiceState::Failed { .. }))
-        })
-        .await;
-        let Some(ServiceState::Failed { reason }) = m.state("crashy") else {
-            unreachable!()
-        };
+        let reason = failure_reason(&m, "crashy", LONG).await;
         assert!(
             reason.contains("exited with code 1") && reason.contains("4 restarts"),
             "{reason}"

@@ -153,3 +153,16 @@ pub async fn first_line_of(
         }
     }
 }
+
+/// Waits until `service` has failed; returns why.
+pub async fn failure_reason(m: &ServiceManager, service: &str, limit: Duration) -> String {
+    use harness_core::ServiceState;
+    eventually(&format!("{service} failed"), limit, || {
+        matches!(m.state(service), Some(ServiceState::Failed { .. }))
+    })
+    .await;
+    match m.state(service) {
+        Some(ServiceState::Failed { reason }) => reason,
+        other => panic!("{service} left the failed state: {other:?}"),
+    }
+}
