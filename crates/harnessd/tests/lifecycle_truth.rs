@@ -397,3 +397,40 @@ services:
         down(&c, &project).await;
     });
 }
+
+/// A TCP check on a port another process held before the service started
+/// does not call the service healthy: the reason names the port and holder.
+#[test]
+fn a_port_held_by_another_process_is_named_not_taken_for_health() {
+    let d = TestDaemon::start();
+    let held = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = held.local_addr().unwrap().port();
+    let yaml = format!(
+        r#"
+name: portheld
+services:
+  api:
+    type: process
+    binary: sleep
+    args: ["600"]
+    startup_timeout: 2s
+    health_check:
+      tcp: {{port: {port}}}
+      interval: 0.2
+"#
+    );
+    let project = project_file(d.dir.path(), &yaml);
+    smol::block_on(async {
+        let c = Client::connect(&d.state).await.unwrap();
+        let err = c
+            .up(up(&project, true, DEADLINE))
+            .await
+            .expect_err("another process holds the port");
+        let me = std::process::id();
+        let want = format!("port {port} was already taken by pid {me} (");
+        assert!(err.to_string().contains(&want), "{err}");
+        wait_for_lifecycle_line(&c, "api", &want).await;
+        down(&c, &project).await;
+    });
+    drop(held);
+}

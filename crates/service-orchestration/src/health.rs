@@ -304,6 +304,10 @@ pub struct ProbeRunner {
     pub env: CheckEnv,
     /// Where to keep what the latest attempt said (passed or not), if anywhere.
     pub last: Option<Arc<std::sync::Mutex<Option<String>>>>,
+    /// Set when the port the check connects to was held by another process
+    /// before the service started: why a connection proves nothing. Every
+    /// attempt then fails with this reason.
+    pub taken: Option<String>,
 }
 
 impl ProbeRunner {
@@ -326,7 +330,10 @@ impl ProbeRunner {
             let mut interval = self.probe.period_until_passed();
             loop {
                 let started = Instant::now();
-                let result = check_once(&self.probe.check, &self.env, self.probe.timeout).await;
+                let result = match &self.taken {
+                    Some(why) => Err(why.clone()),
+                    None => check_once(&self.probe.check, &self.env, self.probe.timeout).await,
+                };
                 let passed = result.is_ok();
                 let detail = match result {
                     Ok(d) | Err(d) => d,

@@ -32,6 +32,7 @@ pub mod lifecycle;
 pub mod manager;
 pub mod package;
 pub mod placement;
+pub mod port_owner;
 pub mod process;
 pub mod remote;
 pub mod ssh;

@@ -506,6 +506,7 @@ impl ServiceManager {
                 readiness_probe: None,
                 liveness_probe: None,
                 last_check: Arc::default(),
+                taken_ports: Vec::new(),
                 run_spec: None,
             };
             inner.spawner.spawn(Box::pin(actor.run(crx, drx)));
@@ -1094,6 +1095,9 @@ struct Actor {
     liveness_probe: Option<async_channel::Sender<()>>,
     /// What the readiness check of the current run said last.
     last_check: Arc<Mutex<Option<String>>>,
+    /// Ports the current run's checks use that another process held before it
+    /// started, and why that matters.
+    taken_ports: Vec<(u16, String)>,
     /// The expanded spec of the current run.
     run_spec: Option<Arc<ServiceSpec>>,
 }
@@ -1540,6 +1544,17 @@ impl Actor {
             .map_err(|e| e.to_string())?;
         let (spec, ctx) = inner.prepare(&self.slot, at, address, generation)?;
         let spec = Arc::new(spec);
+        // A port its checks use that another process holds already: those
+        // checks could not tell the service from that process.
+        self.taken_ports = if kind == ServiceKind::Process {
+            let s = spec.clone();
+            blocking::unblock(move || crate::port_owner::taken_before_start(&s)).await
+        } else {
+            Vec::new()
+        };
+        for (_, why) in self.taken_ports.clone() {
+            self.report(inner, why).await;
+        }
         let launched = executor.start(&spec, &ctx).await.map_err(|e| match e {
             // The service is known here: say only why.
             crate::executor::ExecutorError::Start { source, .. } => source.to_string(),
@@ -1706,10 +1721,17 @@ impl Actor {
             }
             let tx = inner.control[&self.slot.name].clone();
             let instance = instance.clone();
+            let taken = crate::port_owner::local_port(&probe.check).and_then(|port| {
+                self.taken_ports
+                    .iter()
+                    .find(|(p, _)| *p == port)
+                    .map(|(_, why)| why.clone())
+            });
             let runner = ProbeRunner {
                 probe,
                 env: env.clone(),
                 last: readiness.then(|| self.last_check.clone()),
+                taken,
             };
             inner
                 .spawner
