@@ -434,3 +434,53 @@ services:
     });
     drop(held);
 }
+
+/// With an open-file limit of 1024, 500 services: the daemon raises its soft
+/// limit as far as it may, and a service that still cannot start for want
+/// of descriptors says so; none restarts without a reason.
+#[test]
+fn at_an_open_file_limit_of_1024_every_service_runs_or_names_the_limit() {
+    let mut d = TestDaemon::start();
+    d.signal(rustix::process::Signal::TERM);
+    d.wait_exit();
+    d.spawn_after("ulimit -n 1024", &[]);
+    let project = write_project(d.dir.path(), "fds", 500, true);
+    smol::block_on(async {
+        let c = Client::connect(&d.state).await.unwrap();
+        c.up(up(&project, false, DEADLINE)).await.unwrap();
+        let until = Instant::now() + DEADLINE;
+        let statuses = loop {
+            let st = c.status(ServicesParams::default()).await.unwrap();
+            let services = st[0].services.clone();
+            let settled = services
+                .iter()
+                .all(|s| s.pid.is_some() || matches!(s.state, ServiceState::Restarting { .. }));
+            if settled || Instant::now() > until {
+                break services;
+            }
+            async_io::Timer::after(Duration::from_millis(100)).await;
+        };
+        let _guard = Pids(statuses.iter().filter_map(|s| s.pid).collect());
+        let mut limited = 0;
+        for s in &statuses {
+            match &s.state {
+                _ if s.pid.is_some() => {}
+                ServiceState::Restarting { reason, .. } => {
+                    assert!(
+                        reason.contains("Too many open files")
+                            || reason.contains("too many open files"),
+                        "{}: {reason}",
+                        s.name
+                    );
+                    limited += 1;
+                }
+                other => panic!("{}: {other}", s.name),
+            }
+        }
+        eprintln!(
+            "{} of 500 running at RLIMIT_NOFILE 1024, {limited} waiting to restart for want of descriptors",
+            500 - limited
+        );
+        down(&c, &project).await;
+    });
+}

@@ -56,6 +56,26 @@ impl TestDaemon {
         self.wait_ready(pid);
     }
 
+    /// Starts a daemon process on this state dir through `sh -c`, after the
+    /// shell commands `prelude` (e.g. `ulimit -n 1024`), and waits until it is ready.
+    pub fn spawn_after(&mut self, prelude: &str, args: &[&str]) {
+        let plain = self.command(args);
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(format!("{prelude} && exec \"$0\" \"$@\""))
+            .arg(plain.get_program())
+            .args(plain.get_args())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env_remove("HARNESS_STATE_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let child = c.spawn().expect("spawn harnessd");
+        let pid = child.id();
+        self.child = Some(child);
+        self.wait_ready(pid);
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_harnessd"));
         c.arg("--state-dir")
