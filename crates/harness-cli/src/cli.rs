@@ -253,6 +253,15 @@ pub struct CompletionsArgs {
 
 /// `harness up`.
 #[derive(Debug, Args)]
+#[command(after_help = concat!(
+    "Progress view: ",
+    "✔ ready (healthy, or a job that completed), ● running without a readiness check, ",
+    "✖ failed, ○ not ready when up stopped waiting. ",
+    "While a service starts, its last output line is shown dimmed.\n",
+    "Signals: attached, Ctrl-C (SIGINT, SIGTERM, SIGHUP) stops the project's services ",
+    "(a second one leaves them running); with -d a signal only stops the waiting and ",
+    "the services keep running."
+))]
 pub struct UpArgs {
     /// Configuration files given after the verb.
     #[command(flatten)]
@@ -290,6 +299,10 @@ pub struct ServicesArgs {
     /// The services.
     #[arg(required = true)]
     pub services: Vec<String>,
+    /// Print the daemon's answer as JSON: the services' status and, under `affected`, every
+    /// service the request stopped or restarted (dependents included).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `harness status`.
