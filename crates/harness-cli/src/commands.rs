@@ -208,12 +208,7 @@ async fn up(ctx: &Ctx, a: UpArgs) -> CliResult {
         remote::up_with_progress(&client, params, &mut progress, &mut interrupts, &state_dir).await;
     let status = match outcome {
         Ok(status) => {
-            for s in &status.services {
-                if involved.iter().any(|n| n == s.name.as_str()) {
-                    progress.update(s.name.as_str(), &s.state);
-                }
-            }
-            progress.finish();
+            show_final(&mut progress, &status, &involved);
             status
         }
         Err(CliError::Interrupted(signal)) => {
@@ -230,6 +225,18 @@ async fn up(ctx: &Ctx, a: UpArgs) -> CliResult {
             return interrupted_stop(&client, project_ref, &state_dir, signal).await;
         }
         Err(e) => {
+            // The answer may overtake the last state changes (the failure that ended the
+            // waiting): draw the states as they are now.
+            if let Ok(now) = client
+                .status(ServicesParams {
+                    project: project_ref.clone(),
+                    services: Vec::new(),
+                })
+                .await
+                && let [status] = now.as_slice()
+            {
+                show_final(&mut progress, status, &involved);
+            }
             progress.finish();
             if a.detach || a.wait {
                 return Err(e);
@@ -297,6 +304,20 @@ async fn up(ctx: &Ctx, a: UpArgs) -> CliResult {
         None,
     )
     .await
+}
+
+/// Draws the states of `status` for the `involved` services, and ends the progress view.
+fn show_final(
+    progress: &mut Progress,
+    status: &harness_protocol::ProjectStatus,
+    involved: &[String],
+) {
+    for s in &status.services {
+        if involved.iter().any(|n| n == s.name.as_str()) {
+            progress.update(s.name.as_str(), &s.state);
+        }
+    }
+    progress.finish();
 }
 
 /// `up` in the foreground: follow the logs from the start of `up` until Ctrl-C, then stop

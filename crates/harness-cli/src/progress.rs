@@ -92,6 +92,34 @@ struct Line {
     bar: ProgressBar,
     /// It has a readiness check.
     checked: bool,
+    /// The last output line, shown while the service is on its way.
+    output: String,
+}
+
+impl Line {
+    fn new(multi: &MultiProgress, checked: bool) -> Self {
+        let bar = multi.add(ProgressBar::new_spinner().with_style(active_style()));
+        bar.enable_steady_tick(Duration::from_millis(100));
+        Line {
+            bar,
+            checked,
+            output: String::new(),
+        }
+    }
+
+    /// Draws `state`: a final one with its mark and the time it was reached, a service
+    /// on its way with its ticking time and last output line. The line stays live, so a
+    /// service that fails after it ran is redrawn.
+    fn show(&self, service: &str, width: usize, state: &ServiceState, elapsed: Duration) {
+        self.bar.set_prefix(prefix(service, width, state));
+        if is_final(state, self.checked) {
+            self.bar.set_style(final_style(mark(state, self.checked)));
+            self.bar.set_message(human_duration(elapsed));
+        } else {
+            self.bar.set_style(active_style());
+            self.bar.set_message(self.output.clone());
+        }
+    }
 }
 
 enum Sink {
@@ -127,10 +155,10 @@ impl Progress {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let mut lines = BTreeMap::new();
             for (n, checked) in services {
-                let bar = multi.add(ProgressBar::new_spinner().with_style(active_style()));
-                bar.set_prefix(prefix(n, width, &ServiceState::Pending));
-                bar.enable_steady_tick(Duration::from_millis(100));
-                lines.insert(n.to_string(), Line { bar, checked });
+                let line = Line::new(&multi, checked);
+                line.bar
+                    .set_prefix(prefix(n, width, &ServiceState::Pending));
+                lines.insert(n.to_string(), line);
             }
             Sink::Live { multi, lines }
         } else {
@@ -161,21 +189,11 @@ impl Progress {
                 let _ = writeln!(err, "{}", plain_line(elapsed, service, width, state));
             }
             Sink::Live { multi, lines } => {
-                let line = lines.entry(service.to_string()).or_insert_with(|| {
-                    let bar = multi.add(ProgressBar::new_spinner().with_style(active_style()));
-                    bar.enable_steady_tick(Duration::from_millis(100));
-                    Line {
-                        bar,
-                        checked: false,
-                    }
-                });
-                if line.bar.is_finished() {
-                    return;
-                }
-                line.bar.set_prefix(prefix(service, width, state));
-                if is_final(state, line.checked) {
-                    line.bar.set_style(final_style(mark(state, line.checked)));
-                    line.bar.finish_with_message(human_duration(elapsed));
+                let line = lines
+                    .entry(service.to_string())
+                    .or_insert_with(|| Line::new(multi, false));
+                if !line.bar.is_finished() {
+                    line.show(service, width, state, elapsed);
                 }
             }
         }
@@ -183,13 +201,21 @@ impl Progress {
 
     /// Shows `text` as the last output line of `service` while it is on its way.
     pub fn output(&mut self, service: &str, text: &str) {
+        let on_its_way = |line: &Line| {
+            self.states
+                .get(service)
+                .is_none_or(|(s, _)| !is_final(s, line.checked))
+        };
         if let Sink::Live { lines, .. } = &mut self.sink
-            && let Some(line) = lines.get(service)
-            && !line.bar.is_finished()
+            && let Some(line) = lines.get_mut(service)
         {
             let excerpt = output_excerpt(text);
-            if !excerpt.is_empty() {
-                line.bar.set_message(excerpt);
+            if excerpt.is_empty() {
+                return;
+            }
+            line.output = excerpt;
+            if !line.bar.is_finished() && on_its_way(line) {
+                line.bar.set_message(line.output.clone());
             }
         }
     }
@@ -203,18 +229,25 @@ impl Progress {
     /// Stops redrawing, leaving the last frame on screen: a service still on its way is
     /// marked not ready (`○`), never `✔`.
     pub fn finish(&mut self) {
-        let elapsed = human_duration(self.started.elapsed());
+        let now = self.started.elapsed();
         if let Sink::Live { lines, .. } = &mut self.sink {
             for (name, line) in lines.iter() {
                 if line.bar.is_finished() {
                     continue;
                 }
-                let state = self
+                let (state, at) = self
                     .states
                     .get(name)
-                    .map_or(ServiceState::Pending, |(s, _)| s.clone());
+                    .map_or((ServiceState::Pending, now), |(s, at)| {
+                        (s.clone(), at.duration_since(self.started))
+                    });
+                let at = if is_final(&state, line.checked) {
+                    at
+                } else {
+                    now
+                };
                 line.bar.set_style(final_style(mark(&state, line.checked)));
-                line.bar.abandon_with_message(elapsed.clone());
+                line.bar.abandon_with_message(human_duration(at));
             }
         }
     }
