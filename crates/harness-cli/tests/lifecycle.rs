@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use support::{Env, alive, kill, sh_service, wait_until};
+use support::{Env, alive, kill, sh_project, wait_until};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -39,22 +39,23 @@ fn running_pid(env: &Env, service: &str) -> u32 {
 
 /// Project `name` with services that only sleep, each with its extra configuration.
 fn sleepers(name: &str, services: &[(&str, &str)]) -> String {
-    let mut y = format!("name: {name}\nservices:\n");
-    for (service, extra) in services {
-        y += &sh_service(service, "exec sleep 300", extra);
-    }
-    y
+    let services: Vec<(&str, &str, &str)> = services
+        .iter()
+        .map(|(s, extra)| (*s, "exec sleep 300", *extra))
+        .collect();
+    sh_project(name, &services)
 }
 
 /// Project `name` with a service whose readiness check never passes.
 fn never_ready(name: &str) -> String {
-    let mut y = format!("name: {name}\nservices:\n");
-    y += &sh_service(
-        "slow",
-        "echo slow starting; exec sleep 300",
-        "health_check:\n  command: \"false\"\n  interval: 0.2s",
-    );
-    y
+    sh_project(
+        name,
+        &[(
+            "slow",
+            "echo slow starting; exec sleep 300",
+            "readiness:\n  command: \"false\"\n  interval: 0.2s",
+        )],
+    )
 }
 
 #[test]
@@ -87,8 +88,7 @@ fn a_signal_to_up_detached_only_stops_the_waiting() {
 /// Attached `up` of project `name` with a service `web`, once it follows web's logs;
 /// with web's pid.
 fn attached_up_following(env: &Env, name: &str) -> (support::Background, u32) {
-    let mut y = format!("name: {name}\nservices:\n");
-    y += &sh_service("web", "echo web up; exec sleep 300", "");
+    let y = sh_project(name, &[("web", "echo web up; exec sleep 300", "")]);
     env.write("services.yaml", &y);
     let mut up = env.spawn(&["up"]);
     up.wait_line(LONG, |l| l.contains("| web up"));

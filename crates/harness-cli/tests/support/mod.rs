@@ -395,3 +395,13 @@ impl Env {
         }
     }
 }
+
+/// A `services.yaml` of project `name` with `sh -c` services: (name, script, extra
+/// configuration) each, as [`sh_service`] writes them.
+pub fn sh_project(name: &str, services: &[(&str, &str, &str)]) -> String {
+    let mut y = format!("name: {name}\nservices:\n");
+    for (service, script, extra) in services {
+        y += &sh_service(service, script, extra);
+    }
+    y
+}
