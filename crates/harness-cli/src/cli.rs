@@ -11,7 +11,7 @@ use clap_complete::Shell;
     name = "harness",
     version,
     about = "Heterogeneous service orchestrator: local processes, Docker containers and remote hosts from one services.yaml",
-    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 configuration invalid, 4 daemon unreachable, 5 not ready in time, 130 interrupted."
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 configuration invalid, 4 daemon unreachable, 5 not ready in time, 129/130/143 interrupted by SIGHUP/SIGINT/SIGTERM."
 )]
 pub struct Cli {
     /// Options that apply to every verb.
