@@ -11,7 +11,7 @@ use clap_complete::Shell;
     name = "harness",
     version,
     about = "Heterogeneous service orchestrator: local processes, Docker containers and remote hosts from one services.yaml",
-    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 configuration invalid, 4 daemon unreachable, 5 not ready in time, 130 interrupted."
+    after_help = "Exit codes: 0 ok, 1 failure, 2 usage, 3 configuration invalid, 4 daemon unreachable, 5 not ready in time, 129/130/143 interrupted by SIGHUP/SIGINT/SIGTERM."
 )]
 pub struct Cli {
     /// Options that apply to every verb.
@@ -257,6 +257,15 @@ pub struct CompletionsArgs {
 
 /// `harness up`.
 #[derive(Debug, Args)]
+#[command(after_help = concat!(
+    "Progress view: ",
+    "✔ ready (healthy, or a job that completed), ● running without a readiness check, ",
+    "✖ failed, ○ not ready when up stopped waiting. ",
+    "While a service starts, its last output line is shown dimmed.\n",
+    "Signals: attached, Ctrl-C (SIGINT, SIGTERM, SIGHUP) stops the project's services ",
+    "(a second one leaves them running); with -d a signal only stops the waiting and ",
+    "the services keep running."
+))]
 pub struct UpArgs {
     /// Configuration files given after the verb.
     #[command(flatten)]
@@ -294,6 +303,10 @@ pub struct ServicesArgs {
     /// The services.
     #[arg(required = true)]
     pub services: Vec<String>,
+    /// Print the daemon's answer as JSON: the services' status and, under `affected`, every
+    /// service the request stopped or restarted (dependents included).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `harness status`.

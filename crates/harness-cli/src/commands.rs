@@ -11,7 +11,7 @@ use harness_protocol::{LogsParams, ProjectRef, ServicesParams, UpParams};
 use crate::cli::{
     Cli, Command, CompletionsArgs, DaemonAction, LogsArgs, ServicesArgs, StatusArgs, UpArgs,
 };
-use crate::error::{CliError, CliResult};
+use crate::error::{CliError, CliResult, Interrupt};
 use crate::progress::Progress;
 use crate::remote::{self, Followed, Interrupts};
 use crate::{deploy, load, render};
@@ -34,15 +34,15 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Env(a) => smol::block_on(env(&ctx, &a.service, a.json)),
         Command::Completions(a) => completions(&a),
         Command::Up(a) => smol::block_on(up(&ctx, a)),
-        Command::Down(_) => smol::block_on(lifecycle(&ctx, "down", &[])),
-        Command::Start(ServicesArgs { services, .. }) => {
-            smol::block_on(lifecycle(&ctx, "start", &services))
+        Command::Down(_) => smol::block_on(lifecycle(&ctx, "down", &[], false)),
+        Command::Start(ServicesArgs { services, json, .. }) => {
+            smol::block_on(lifecycle(&ctx, "start", &services, json))
         }
-        Command::Stop(ServicesArgs { services, .. }) => {
-            smol::block_on(lifecycle(&ctx, "stop", &services))
+        Command::Stop(ServicesArgs { services, json, .. }) => {
+            smol::block_on(lifecycle(&ctx, "stop", &services, json))
         }
-        Command::Restart(ServicesArgs { services, .. }) => {
-            smol::block_on(lifecycle(&ctx, "restart", &services))
+        Command::Restart(ServicesArgs { services, json, .. }) => {
+            smol::block_on(lifecycle(&ctx, "restart", &services, json))
         }
         Command::Status(a) => smol::block_on(status(&ctx, a)),
         Command::Logs(a) => smol::block_on(logs(&ctx, a)),
@@ -153,14 +153,11 @@ async fn up(ctx: &Ctx, a: UpArgs) -> CliResult {
     let files = load::effective_files(&ctx.files);
     let project = load::load_project(&files, ctx.project.as_deref())?;
     let requested = remote::service_names(&a.services)?;
-    for s in &requested {
-        if project.service(s.as_str()).is_none() {
-            return Err(CliError::Usage(format!(
-                "no service `{s}` in project `{}`",
-                project.name
-            )));
-        }
-    }
+    remote::check_known(
+        &requested,
+        project.services.keys().map(|s| s.as_str()),
+        project.name.as_str(),
+    )?;
     let involved: Vec<String> = if requested.is_empty() {
         project
             .graph()
@@ -192,7 +189,12 @@ async fn up(ctx: &Ctx, a: UpArgs) -> CliResult {
     let began = Instant::now();
     let mut interrupts = Interrupts::catch();
     let mut progress = Progress::new(
-        involved.iter().map(String::as_str),
+        involved.iter().map(|s| {
+            let checked = project
+                .service(s)
+                .is_some_and(|spec| spec.has_health_check());
+            (s.as_str(), checked)
+        }),
         render::stdout_is_tty() && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         a.quiet,
     );
@@ -207,19 +209,35 @@ async fn up(ctx: &Ctx, a: UpArgs) -> CliResult {
         remote::up_with_progress(&client, params, &mut progress, &mut interrupts, &state_dir).await;
     let status = match outcome {
         Ok(status) => {
-            for s in &status.services {
-                if involved.iter().any(|n| n == s.name.as_str()) {
-                    progress.update(s.name.as_str(), &s.state);
-                }
-            }
-            progress.finish();
+            show_final(&mut progress, &status, &involved);
             status
         }
-        Err(CliError::Interrupted) => {
+        Err(CliError::Interrupted(signal)) => {
             progress.finish();
-            return interrupted_stop(&client, project_ref, &state_dir).await;
+            if a.detach {
+                // Detached means the services are not this command's to stop: it only
+                // stops waiting for them.
+                writeln!(
+                    err,
+                    "\nstopped waiting ({signal}); the services keep starting: `harness status` shows them, `harness down` stops them"
+                )?;
+                return Err(CliError::Said(signal.exit()));
+            }
+            return interrupted_stop(&client, project_ref, &state_dir, signal).await;
         }
         Err(e) => {
+            // The answer may overtake the last state changes (the failure that ended the
+            // waiting): draw the states as they are now.
+            if let Ok(now) = client
+                .status(ServicesParams {
+                    project: project_ref.clone(),
+                    services: Vec::new(),
+                })
+                .await
+                && let [status] = now.as_slice()
+            {
+                show_final(&mut progress, status, &involved);
+            }
             progress.finish();
             if a.detach || a.wait {
                 return Err(e);
@@ -289,6 +307,20 @@ async fn up(ctx: &Ctx, a: UpArgs) -> CliResult {
     .await
 }
 
+/// Draws the states of `status` for the `involved` services, and ends the progress view.
+fn show_final(
+    progress: &mut Progress,
+    status: &harness_protocol::ProjectStatus,
+    involved: &[String],
+) {
+    for s in &status.services {
+        if involved.iter().any(|n| n == s.name.as_str()) {
+            progress.update(s.name.as_str(), &s.state);
+        }
+    }
+    progress.finish();
+}
+
 /// `up` in the foreground: follow the logs from the start of `up` until Ctrl-C, then stop
 /// the project's services.
 async fn foreground_logs(
@@ -308,7 +340,7 @@ async fn foreground_logs(
         tail: None,
         since_ms: Some(since_ms),
     };
-    match remote::follow_logs(
+    let followed = remote::follow_logs(
         client,
         params,
         width,
@@ -317,17 +349,35 @@ async fn foreground_logs(
         Some(interrupts),
         state_dir,
     )
-    .await?
-    {
-        Followed::Interrupted => interrupted_stop(client, project, state_dir).await,
-        Followed::Ended => failure.map_or(Ok(()), Err),
+    .await;
+    match followed {
+        Ok(Followed::Interrupted(signal)) => {
+            interrupted_stop(client, project, state_dir, signal).await
+        }
+        // The daemon ends the logs of a project taken down (`harness down` elsewhere).
+        Ok(Followed::Ended) | Err(_) if remote::project_gone(client, &project).await => {
+            let name = project
+                .name
+                .as_ref()
+                .map_or_else(|| "the project".to_string(), |n| format!("project {n}"));
+            writeln!(
+                anstream::stderr(),
+                "{name} was taken down (`harness down`); nothing left to follow"
+            )?;
+            Ok(())
+        }
+        Ok(Followed::Ended) => failure.map_or(Ok(()), Err),
+        Err(e) => Err(e),
     }
 }
 
+/// Attached `up` was interrupted: stop the project's services (a second signal leaves them
+/// running), say what happened, and end with the signal's exit code.
 async fn interrupted_stop(
     client: &harness_protocol::Client,
     project: ProjectRef,
     state_dir: &std::path::Path,
+    signal: Interrupt,
 ) -> CliResult {
     let mut err = anstream::stderr();
     writeln!(
@@ -351,15 +401,21 @@ async fn interrupted_stop(
     .await;
     match res {
         Some(Ok(status)) => {
-            writeln!(err, "stopped ({})", remote::summary(&status.services))?;
+            let stopped = status
+                .services
+                .iter()
+                .filter(|s| !s.state.is_alive())
+                .count();
+            let noun = if stopped == 1 { "service" } else { "services" };
+            writeln!(err, "stopped {stopped} {noun}")?;
         }
         Some(Err(e)) => writeln!(err, "stopping failed: {e}")?,
         None => writeln!(err, "left running")?,
     }
-    Err(CliError::Interrupted)
+    Err(CliError::Said(signal.exit()))
 }
 
-async fn lifecycle(ctx: &Ctx, verb: &str, services: &[String]) -> CliResult {
+async fn lifecycle(ctx: &Ctx, verb: &str, services: &[String], json: bool) -> CliResult {
     let state_dir = ctx.state_dir()?;
     let client = if verb == "start" {
         remote::connect_or_start(&state_dir).await?.0
@@ -367,9 +423,11 @@ async fn lifecycle(ctx: &Ctx, verb: &str, services: &[String]) -> CliResult {
         remote::connect(&state_dir).await?
     };
     let (project, _) = ctx.project_ref()?;
+    let names = remote::service_names(services)?;
+    remote::check_known_to_daemon(&client, &project, &names).await?;
     let params = ServicesParams {
         project,
-        services: remote::service_names(services)?,
+        services: names,
     };
     let status = remote::lifecycle(&client, verb, params, &state_dir).await?;
     let mut err = anstream::stderr();
@@ -379,12 +437,20 @@ async fn lifecycle(ctx: &Ctx, verb: &str, services: &[String]) -> CliResult {
         .filter(|s| matches!(s.state, ServiceState::Failed { .. }))
         .filter(|s| services.is_empty() || services.iter().any(|n| n == s.name.as_str()))
         .collect();
-    writeln!(
-        err,
-        "{verb}: project {} ({})",
-        status.project,
-        remote::summary(&status.services)
-    )?;
+    if json {
+        let text = serde_json::to_string_pretty(&status)
+            .map_err(|e| CliError::Failed(format!("encoding the answer: {e}")))?;
+        writeln!(anstream::stdout(), "{text}")?;
+    }
+    match remote::cascade_line(verb, services, &status.affected) {
+        Some(line) => writeln!(err, "{line}")?,
+        None => writeln!(
+            err,
+            "{verb}: project {} ({})",
+            status.project,
+            remote::summary(&status.services)
+        )?,
+    }
     if let Some(f) = failed.first()
         && verb != "stop"
         && verb != "down"
@@ -428,6 +494,7 @@ async fn logs(ctx: &Ctx, a: LogsArgs) -> CliResult {
     let state_dir = ctx.state_dir()?;
     let client = remote::connect(&state_dir).await?;
     let (project, names) = ctx.project_ref()?;
+    remote::check_known_to_daemon(&client, &project, &remote::service_names(&a.services)?).await?;
     let since_ms = a
         .since
         .as_deref()
@@ -471,7 +538,7 @@ async fn logs(ctx: &Ctx, a: LogsArgs) -> CliResult {
     .await?
     {
         // Ctrl-C while following is how `logs -f` ends: not an error.
-        Followed::Interrupted | Followed::Ended => Ok(()),
+        Followed::Interrupted(_) | Followed::Ended => Ok(()),
     }
 }
 

@@ -15,8 +15,12 @@ pub enum Exit {
     Daemon = 4,
     /// 5: services were not ready within the timeout.
     Timeout = 5,
-    /// 130: interrupted by Ctrl-C.
+    /// 129: the terminal hung up (SIGHUP).
+    HangUp = 129,
+    /// 130: interrupted by Ctrl-C (SIGINT).
     Interrupted = 130,
+    /// 143: asked to terminate (SIGTERM).
+    Terminated = 143,
 }
 
 impl Exit {
@@ -52,9 +56,13 @@ pub enum CliError {
     /// A request failed.
     #[error("{0}")]
     Failed(String),
-    /// Ctrl-C.
-    #[error("interrupted")]
-    Interrupted,
+    /// Ctrl-C, SIGTERM or SIGHUP, with nothing said about it yet.
+    #[error("interrupted ({0})")]
+    Interrupted(Interrupt),
+    /// The command ended with this exit code and has already said why on stderr: no
+    /// further error line.
+    #[error("exit {}", .0.code())]
+    Said(Exit),
     /// Writing output failed (e.g. a closed pipe).
     #[error("writing output: {0}")]
     Io(#[from] std::io::Error),
@@ -69,8 +77,41 @@ impl CliError {
             CliError::DaemonUnreachable { .. } | CliError::DaemonStart(_) => Exit::Daemon,
             CliError::Timeout(_) => Exit::Timeout,
             CliError::Failed(_) | CliError::Io(_) => Exit::Failure,
-            CliError::Interrupted => Exit::Interrupted,
+            CliError::Interrupted(i) => i.exit(),
+            CliError::Said(exit) => *exit,
         }
+    }
+}
+
+/// A signal that interrupts a command (the CLI catches these instead of dying of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// SIGINT (Ctrl-C).
+    Int,
+    /// SIGTERM.
+    Term,
+    /// SIGHUP (the terminal went away).
+    Hup,
+}
+
+impl Interrupt {
+    /// The exit code for it: 128 plus the signal number, as a shell reports it.
+    pub fn exit(self) -> Exit {
+        match self {
+            Interrupt::Int => Exit::Interrupted,
+            Interrupt::Term => Exit::Terminated,
+            Interrupt::Hup => Exit::HangUp,
+        }
+    }
+}
+
+impl std::fmt::Display for Interrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Interrupt::Int => "SIGINT",
+            Interrupt::Term => "SIGTERM",
+            Interrupt::Hup => "SIGHUP",
+        })
     }
 }
 

@@ -15,6 +15,7 @@ mod load;
 mod progress;
 mod remote;
 mod render;
+mod suggest;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
+            let e = suggest::strict_subcommand_error(e, &<Cli as clap::CommandFactory>::command());
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() {
                 Exit::Usage.code()
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(CliError::Said(exit)) => ExitCode::from(exit.code()),
         Err(e) => {
             report(&e);
             ExitCode::from(e.exit().code())

@@ -1,25 +1,32 @@
-//! The live progress view of `harness up`: a line per service (waiting on X / starting /
-//! healthy), with the time since `up` began. On a terminal it redraws in place (indicatif);
-//! otherwise it prints one plain line per state change.
+//! The live progress view of `harness up`: a line per service with its state, the time
+//! since `up` began (ticking while the service is on its way) and, while it starts, its
+//! last output line, dimmed. On a terminal it redraws in place (indicatif); otherwise it
+//! prints one plain line per state change.
+//!
+//! Marks: `✔` ready (healthy, or a job that completed), `●` running without a readiness
+//! check (nothing says it is ready), `✖` failed, `○` not ready when `up` stopped waiting.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use harness_core::ServiceState;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::render::{human_duration, service_style, state_style};
 
-/// True when this state ends the progress of a service during `up`.
-pub fn is_final(state: &ServiceState) -> bool {
-    matches!(
-        state,
+/// True when this state ends the progress of a service during `up`; `checked` says whether
+/// the service has a readiness check (without one, running is as far as it gets).
+pub fn is_final(state: &ServiceState, checked: bool) -> bool {
+    match state {
         ServiceState::Healthy
-            | ServiceState::Completed
-            | ServiceState::Failed { .. }
-            | ServiceState::Stopped
-    )
+        | ServiceState::Completed
+        | ServiceState::Failed { .. }
+        | ServiceState::Unknown { .. }
+        | ServiceState::Stopped => true,
+        ServiceState::Running => !checked,
+        _ => false,
+    }
 }
 
 /// True when this state counts as "up" for `up --wait`: ready, or a job that completed.
@@ -28,12 +35,14 @@ pub fn is_ready(state: &ServiceState) -> bool {
     matches!(state, ServiceState::Healthy | ServiceState::Completed)
 }
 
-fn symbol(state: &ServiceState) -> &'static str {
+/// The mark drawn before a service whose progress ended in `state`: `✔` only for ready.
+fn mark(state: &ServiceState, checked: bool) -> &'static str {
     match state {
         ServiceState::Healthy | ServiceState::Completed => "✔",
-        ServiceState::Failed { .. } => "✖",
-        ServiceState::Running => "●",
-        _ => "…",
+        ServiceState::Failed { .. } | ServiceState::Unknown { .. } => "✖",
+        ServiceState::Running if !checked => "●",
+        ServiceState::Stopped => "■",
+        _ => "○",
     }
 }
 
@@ -45,11 +54,79 @@ pub fn plain_line(elapsed: Duration, service: &str, width: usize, state: &Servic
     )
 }
 
+/// A service's output line as the live view shows it: one line of plain text (escape
+/// sequences and control characters removed, tabs as spaces). The view truncates it to
+/// the terminal's width.
+pub fn output_excerpt(line: &str) -> String {
+    let plain = anstream::adapter::strip_str(line).to_string();
+    plain
+        .chars()
+        .filter_map(|c| match c {
+            '\t' => Some(' '),
+            c if c.is_control() => None,
+            c => Some(c),
+        })
+        .collect::<String>()
+        .trim_end()
+        .to_string()
+}
+
+/// The line of a service that is still on its way: spinner, name and state, the ticking
+/// time since `up` began, and its last output line, dimmed, cut at the terminal's width.
+fn active_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {prefix}  {since}  {wide_msg:.dim}")
+        .expect("the progress template is valid")
+        .with_key("since", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:>6}", human_duration(s.elapsed()));
+        })
+        .tick_strings(&["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏", "○"])
+}
+
+/// The line of a service whose progress ended: its mark, name and state, and the time.
+fn final_style(mark: &str) -> ProgressStyle {
+    ProgressStyle::with_template(&format!("{mark} {{prefix}}  {{msg}}"))
+        .expect("the progress template is valid")
+}
+
+struct Line {
+    bar: ProgressBar,
+    /// It has a readiness check.
+    checked: bool,
+    /// The last output line, shown while the service is on its way.
+    output: String,
+}
+
+impl Line {
+    fn new(multi: &MultiProgress, checked: bool) -> Self {
+        let bar = multi.add(ProgressBar::new_spinner().with_style(active_style()));
+        bar.enable_steady_tick(Duration::from_millis(100));
+        Line {
+            bar,
+            checked,
+            output: String::new(),
+        }
+    }
+
+    /// Draws `state`: a final one with its mark and the time it was reached, a service
+    /// on its way with its ticking time and last output line. The line stays live, so a
+    /// service that fails after it ran is redrawn.
+    fn show(&self, service: &str, width: usize, state: &ServiceState, elapsed: Duration) {
+        self.bar.set_prefix(prefix(service, width, state));
+        if is_final(state, self.checked) {
+            self.bar.set_style(final_style(mark(state, self.checked)));
+            self.bar.set_message(human_duration(elapsed));
+        } else {
+            self.bar.set_style(active_style());
+            self.bar.set_message(self.output.clone());
+        }
+    }
+}
+
 enum Sink {
     Plain,
     Live {
         multi: MultiProgress,
-        bars: BTreeMap<String, ProgressBar>,
+        lines: BTreeMap<String, Line>,
     },
     Quiet,
 }
@@ -63,26 +140,27 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A view for `services` (the width of the name column comes from them).
-    /// `live` redraws in place; `quiet` prints nothing.
-    pub fn new<'a>(services: impl IntoIterator<Item = &'a str>, live: bool, quiet: bool) -> Self {
-        let names: Vec<&str> = services.into_iter().collect();
-        let width = names.iter().map(|s| s.len()).max().unwrap_or(0);
+    /// A view for `services`, each with whether it has a readiness check (the width of
+    /// the name column comes from them). `live` redraws in place; `quiet` prints nothing.
+    pub fn new<'a>(
+        services: impl IntoIterator<Item = (&'a str, bool)>,
+        live: bool,
+        quiet: bool,
+    ) -> Self {
+        let services: Vec<(&str, bool)> = services.into_iter().collect();
+        let width = services.iter().map(|(s, _)| s.len()).max().unwrap_or(0);
         let sink = if quiet {
             Sink::Quiet
         } else if live {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-            let style = ProgressStyle::with_template("{spinner} {msg}")
-                .expect("the progress template is valid")
-                .tick_strings(&["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏", "✔"]);
-            let mut bars = BTreeMap::new();
-            for n in &names {
-                let bar = multi.add(ProgressBar::new_spinner().with_style(style.clone()));
-                bar.enable_steady_tick(Duration::from_millis(100));
-                bar.set_message(format!("{n:<width$}  pending"));
-                bars.insert((*n).to_string(), bar);
+            let mut lines = BTreeMap::new();
+            for (n, checked) in services {
+                let line = Line::new(&multi, checked);
+                line.bar
+                    .set_prefix(prefix(n, width, &ServiceState::Pending));
+                lines.insert(n.to_string(), line);
             }
-            Sink::Live { multi, bars }
+            Sink::Live { multi, lines }
         } else {
             Sink::Plain
         };
@@ -110,27 +188,34 @@ impl Progress {
                 let mut err = anstream::stderr();
                 let _ = writeln!(err, "{}", plain_line(elapsed, service, width, state));
             }
-            Sink::Live { multi, bars } => {
-                let name = service_style(service);
-                let st = state_style(state);
-                let msg = format!(
-                    "{name}{service:<width$}{name:#}  {st}{state}{st:#}  ({})",
-                    human_duration(elapsed)
-                );
-                let bar = bars.entry(service.to_string()).or_insert_with(|| {
-                    let b = multi.add(ProgressBar::new_spinner());
-                    b.enable_steady_tick(Duration::from_millis(100));
-                    b
-                });
-                if is_final(state) {
-                    bar.set_style(
-                        ProgressStyle::with_template(&format!("{} {{msg}}", symbol(state)))
-                            .expect("the progress template is valid"),
-                    );
-                    bar.finish_with_message(msg);
-                } else {
-                    bar.set_message(msg);
+            Sink::Live { multi, lines } => {
+                let line = lines
+                    .entry(service.to_string())
+                    .or_insert_with(|| Line::new(multi, false));
+                if !line.bar.is_finished() {
+                    line.show(service, width, state, elapsed);
                 }
+            }
+        }
+    }
+
+    /// Shows `text` as the last output line of `service` while it is on its way.
+    pub fn output(&mut self, service: &str, text: &str) {
+        let on_its_way = |line: &Line| {
+            self.states
+                .get(service)
+                .is_none_or(|(s, _)| !is_final(s, line.checked))
+        };
+        if let Sink::Live { lines, .. } = &mut self.sink
+            && let Some(line) = lines.get_mut(service)
+        {
+            let excerpt = output_excerpt(text);
+            if excerpt.is_empty() {
+                return;
+            }
+            line.output = excerpt;
+            if !line.bar.is_finished() && on_its_way(line) {
+                line.bar.set_message(line.output.clone());
             }
         }
     }
@@ -141,16 +226,38 @@ impl Progress {
         self.states.iter().map(|(k, (s, _))| (k.as_str(), s))
     }
 
-    /// Stops redrawing (leaves the last frame on screen).
+    /// Stops redrawing, leaving the last frame on screen: a service still on its way is
+    /// marked not ready (`○`), never `✔`.
     pub fn finish(&mut self) {
-        if let Sink::Live { bars, .. } = &mut self.sink {
-            for bar in bars.values() {
-                if !bar.is_finished() {
-                    bar.abandon();
+        let now = self.started.elapsed();
+        if let Sink::Live { lines, .. } = &mut self.sink {
+            for (name, line) in lines.iter() {
+                if line.bar.is_finished() {
+                    continue;
                 }
+                let (state, at) = self
+                    .states
+                    .get(name)
+                    .map_or((ServiceState::Pending, now), |(s, at)| {
+                        (s.clone(), at.duration_since(self.started))
+                    });
+                let at = if is_final(&state, line.checked) {
+                    at
+                } else {
+                    now
+                };
+                line.bar.set_style(final_style(mark(&state, line.checked)));
+                line.bar.abandon_with_message(human_duration(at));
             }
         }
     }
+}
+
+/// `name  state`, each in its colour, the name padded to the column.
+fn prefix(service: &str, width: usize, state: &ServiceState) -> String {
+    let name = service_style(service);
+    let st = state_style(state);
+    format!("{name}{service:<width$}{name:#}  {st}{state}{st:#}")
 }
 
 impl Drop for Progress {
@@ -178,16 +285,38 @@ mod tests {
 
     #[test]
     fn final_and_ready_states() {
-        assert!(is_final(&ServiceState::Healthy));
-        assert!(is_final(&ServiceState::Failed { reason: "x".into() }));
-        assert!(!is_final(&ServiceState::Starting));
+        assert!(is_final(&ServiceState::Healthy, true));
+        assert!(is_final(&ServiceState::Failed { reason: "x".into() }, true));
+        assert!(!is_final(&ServiceState::Starting, false));
+        assert!(is_final(&ServiceState::Running, false));
+        assert!(!is_final(&ServiceState::Running, true));
         assert!(is_ready(&ServiceState::Completed));
         assert!(!is_ready(&ServiceState::Running));
     }
 
     #[test]
+    fn only_ready_services_get_a_tick() {
+        let failed = ServiceState::Failed { reason: "x".into() };
+        assert_eq!(mark(&failed, true), "✖");
+        assert_eq!(mark(&ServiceState::Pending, true), "○");
+        assert_eq!(mark(&ServiceState::Starting, false), "○");
+        assert_eq!(mark(&ServiceState::Running, true), "○");
+        assert_eq!(mark(&ServiceState::Running, false), "●");
+        assert_eq!(mark(&ServiceState::Healthy, true), "✔");
+        assert_eq!(mark(&ServiceState::Completed, false), "✔");
+    }
+
+    #[test]
+    fn output_excerpts_are_one_plain_line() {
+        assert_eq!(
+            output_excerpt("\u{1b}[31mcompiling\u{1b}[0m\tfoo\r\n"),
+            "compiling foo"
+        );
+    }
+
+    #[test]
     fn repeated_states_are_recorded_once() {
-        let mut p = Progress::new(["a"], false, true);
+        let mut p = Progress::new([("a", true)], false, true);
         p.update("a", &ServiceState::Starting);
         p.update("a", &ServiceState::Starting);
         p.update("a", &ServiceState::Healthy);

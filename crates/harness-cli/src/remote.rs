@@ -14,7 +14,7 @@ use harness_protocol::{
 };
 
 use crate::daemon;
-use crate::error::{CliError, CliResult};
+use crate::error::{CliError, CliResult, Interrupt};
 use crate::progress::Progress;
 use crate::render;
 
@@ -130,6 +130,109 @@ pub fn service_names(names: &[String]) -> CliResult<Vec<ServiceName>> {
         .collect()
 }
 
+/// Checks that every service in `wanted` is one of `known` (the services of `project`);
+/// the usage error names the first that is not, and the known name it was probably meant
+/// to be.
+pub fn check_known<'a>(
+    wanted: &[ServiceName],
+    known: impl IntoIterator<Item = &'a str> + Clone,
+    project: &str,
+) -> CliResult {
+    for w in wanted {
+        if known.clone().into_iter().any(|k| k == w.as_str()) {
+            continue;
+        }
+        let hint = crate::suggest::did_you_mean(w.as_str(), known.clone())
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        return Err(CliError::Usage(format!(
+            "no service `{w}` in project `{project}`{hint}"
+        )));
+    }
+    Ok(())
+}
+
+/// [`check_known`] against the services the daemon runs for `project`. When the daemon
+/// cannot say (it does not run the project), nothing is checked here: the request itself
+/// reports that.
+pub async fn check_known_to_daemon(
+    client: &Client,
+    project: &ProjectRef,
+    wanted: &[ServiceName],
+) -> CliResult {
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let Ok(projects) = client
+        .status(ServicesParams {
+            project: project.clone(),
+            services: Vec::new(),
+        })
+        .await
+    else {
+        return Ok(());
+    };
+    match projects.as_slice() {
+        [one] => check_known(
+            wanted,
+            one.services.iter().map(|s| s.name.as_str()),
+            one.project.as_str(),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// True when the daemon no longer has `project` (it was taken down).
+pub async fn project_gone(client: &Client, project: &ProjectRef) -> bool {
+    let asked = client
+        .status(ServicesParams {
+            project: project.clone(),
+            services: Vec::new(),
+        })
+        .await;
+    matches!(asked, Err(e) if e.remote().is_some_and(|b| b.code == ErrorCode::NotFound))
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// The line saying what a stop or restart did, dependents included: `stopped db, api, web
+/// (api and web depend on db)`. `None` when the daemon did not say (an older daemon, or a
+/// verb that does not cascade), or when nothing was affected.
+pub fn cascade_line(verb: &str, requested: &[String], affected: &[ServiceName]) -> Option<String> {
+    let done = match verb {
+        "stop" => "stopped",
+        "restart" => "restarted",
+        _ => return None,
+    };
+    if affected.is_empty() {
+        return None;
+    }
+    let all: Vec<&str> = affected.iter().map(ServiceName::as_str).collect();
+    let mut line = format!("{done} {}", all.join(", "));
+    let along: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|a| !requested.iter().any(|r| r == a))
+        .collect();
+    if !along.is_empty() {
+        let named: Vec<&str> = requested.iter().map(String::as_str).collect();
+        let verb = if along.len() == 1 {
+            "depends"
+        } else {
+            "depend"
+        };
+        line += &format!(" ({} {verb} on {})", and_list(&along), and_list(&named));
+    }
+    Some(line)
+}
+
 /// The reference to a project sent to the daemon when it must (re)load the files.
 pub fn project_with_files(project: Option<&str>, files: &[PathBuf]) -> CliResult<ProjectRef> {
     let cwd = std::env::current_dir()
@@ -196,31 +299,36 @@ pub fn print_log(item: &LogItem, width: usize, timestamps: bool, json: bool) -> 
 pub enum Followed {
     /// The daemon ended the stream.
     Ended,
-    /// Ctrl-C (or SIGTERM) arrived.
-    Interrupted,
+    /// Ctrl-C, SIGTERM or SIGHUP arrived.
+    Interrupted(Interrupt),
 }
 
-/// A future that resolves on SIGINT or SIGTERM.
+/// A future that resolves on SIGINT, SIGTERM or SIGHUP.
 pub struct Interrupts {
     signals: Option<async_signal::Signals>,
 }
 
 impl Interrupts {
-    /// Starts catching SIGINT and SIGTERM (so they no longer kill the CLI outright).
+    /// Starts catching SIGINT, SIGTERM and SIGHUP (so they no longer kill the CLI outright).
     pub fn catch() -> Self {
-        let signals =
-            async_signal::Signals::new([async_signal::Signal::Int, async_signal::Signal::Term])
-                .ok();
+        use async_signal::Signal;
+        let signals = async_signal::Signals::new([Signal::Int, Signal::Term, Signal::Hup]).ok();
         Interrupts { signals }
     }
 
-    /// Waits for the next one.
-    pub async fn next(&mut self) {
-        match &mut self.signals {
-            Some(s) => {
-                let _ = s.next().await;
-            }
-            None => future::pending::<()>().await,
+    /// Waits for the next one and says which it was.
+    pub async fn next(&mut self) -> Interrupt {
+        use async_signal::Signal;
+        let Some(signals) = &mut self.signals else {
+            return future::pending().await;
+        };
+        match signals.next().await {
+            Some(Ok(Signal::Int)) => Interrupt::Int,
+            Some(Ok(Signal::Term)) => Interrupt::Term,
+            Some(Ok(Signal::Hup)) => Interrupt::Hup,
+            // Only the three above are registered; a stream that fails never resolves, as
+            // when no handler could be installed.
+            _ => future::pending().await,
         }
     }
 }
@@ -251,8 +359,7 @@ pub async fn follow_logs(
     match interrupts {
         Some(i) => {
             future::or(printing, async {
-                i.next().await;
-                Ok(Followed::Interrupted)
+                Ok(Followed::Interrupted(i.next().await))
             })
             .await
         }
@@ -281,7 +388,7 @@ pub async fn up_with_progress(
         while let Some(item) = stream.next().await {
             match item {
                 Ok(StreamItem::Event(ev)) => progress.update(ev.service.as_str(), &ev.state),
-                Ok(StreamItem::Log(_)) => {}
+                Ok(StreamItem::Log(line)) => progress.output(line.service.as_str(), &line.line),
                 Err(e) => return Err(remote_error(e, state_dir)),
             }
         }
@@ -290,8 +397,7 @@ pub async fn up_with_progress(
             .map_err(|e| CliError::Failed(format!("unexpected answer to up: {e}")))
     };
     future::or(work, async {
-        interrupts.next().await;
-        Err(CliError::Interrupted)
+        Err(CliError::Interrupted(interrupts.next().await))
     })
     .await
 }
@@ -386,12 +492,47 @@ mod tests {
                     },
                 ),
             ],
+            affected: Vec::new(),
         };
         assert_eq!(
             not_ready(&status, &[]),
             vec![("b".to_string(), "failed: exit code 1".to_string())]
         );
         assert!(not_ready(&status, &["a".into()]).is_empty());
+    }
+
+    #[test]
+    fn cascades_name_every_service_and_why() {
+        let names = |v: &[&str]| -> Vec<ServiceName> {
+            v.iter().map(|n| ServiceName::new(*n).unwrap()).collect()
+        };
+        assert_eq!(
+            cascade_line("stop", &["db".into()], &names(&["db", "api", "web"])).as_deref(),
+            Some("stopped db, api, web (api and web depend on db)")
+        );
+        assert_eq!(
+            cascade_line("restart", &["api".into()], &names(&["api", "web"])).as_deref(),
+            Some("restarted api, web (web depends on api)")
+        );
+        assert_eq!(
+            cascade_line("stop", &["web".into()], &names(&["web"])).as_deref(),
+            Some("stopped web")
+        );
+        assert_eq!(cascade_line("stop", &["db".into()], &[]), None);
+        assert_eq!(cascade_line("start", &["db".into()], &names(&["db"])), None);
+    }
+
+    #[test]
+    fn unknown_services_get_a_suggestion() {
+        let known = ["api", "db", "web"];
+        let err = check_known(&[ServiceName::new("apii").unwrap()], known, "p").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no service `apii` in project `p`; did you mean `api`?"
+        );
+        let err = check_known(&[ServiceName::new("cache").unwrap()], known, "p").unwrap_err();
+        assert_eq!(err.to_string(), "no service `cache` in project `p`");
+        assert!(check_known(&[ServiceName::new("db").unwrap()], known, "p").is_ok());
     }
 
     #[test]

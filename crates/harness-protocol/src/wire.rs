@@ -398,6 +398,11 @@ pub struct ProjectStatus {
     pub project: ProjectName,
     /// Its services, in the order of the configuration.
     pub services: Vec<ServiceStatus>,
+    /// For [`Method::Stop`] and [`Method::Restart`] of named services: the services the
+    /// request stopped or restarted, the named ones first, then the services depending on
+    /// them that it took along. Empty for other methods, and from daemons that predate it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub affected: Vec<ServiceName>,
 }
 
 /// The answer to [`Method::Env`].

@@ -250,7 +250,16 @@ fn read_lines_bounded(path: &Path, from: u64) -> (Vec<(u64, Vec<u8>)>, u64) {
 
 /// Sends the history, then (with `follow`) new lines as they are written,
 /// until the client goes away.
-pub async fn stream_logs(files: Vec<LogFile>, query: LogQuery, follow: bool, out: ItemSink) {
+/// Sends the lines of `files` matching `query` to `out`; with `follow`, then every new line
+/// until nobody listens or `closed` resolves (the project was taken down), after one last
+/// read so the final lines of its services are not lost.
+pub async fn stream_logs(
+    files: Vec<LogFile>,
+    query: LogQuery,
+    follow: bool,
+    out: ItemSink,
+    closed: impl std::future::Future<Output = ()>,
+) {
     let files2 = files.clone();
     let (items, mut offsets) = blocking::unblock(move || history(&files2, &query)).await;
     for it in items {
@@ -261,8 +270,19 @@ pub async fn stream_logs(files: Vec<LogFile>, query: LogQuery, follow: bool, out
     if !follow {
         return;
     }
+    let mut closed = std::pin::pin!(closed);
     loop {
-        async_io::Timer::after(POLL_INTERVAL).await;
+        let last = futures_lite::future::or(
+            async {
+                async_io::Timer::after(POLL_INTERVAL).await;
+                false
+            },
+            async {
+                (&mut closed).await;
+                true
+            },
+        )
+        .await;
         let files2 = files.clone();
         let offs = offsets.clone();
         let (items, new_offsets) = blocking::unblock(move || {
@@ -290,6 +310,9 @@ pub async fn stream_logs(files: Vec<LogFile>, query: LogQuery, follow: bool, out
             if !out.send(StreamItem::Log(it)).await {
                 return;
             }
+        }
+        if last {
+            return;
         }
     }
 }

@@ -13,8 +13,8 @@ use futures_lite::StreamExt;
 use harness_config::{LoadOptions, Project};
 use harness_core::{ProjectName, ServiceKind, ServiceName, SharedSpawner};
 use harness_protocol::{
-    EnvParams, EnvResult, ErrorBody, ErrorCode, EventItem, LogsParams, ProjectRef, ProjectStatus,
-    ServicesParams, StateDir, StreamItem, UpParams, write_atomic,
+    EnvParams, EnvResult, ErrorBody, ErrorCode, EventItem, LogItem, LogsParams, ProjectRef,
+    ProjectStatus, ServicesParams, StateDir, StreamItem, UpParams, write_atomic,
 };
 use serde::{Deserialize, Serialize};
 use service_orchestration::{
@@ -74,6 +74,29 @@ struct Entry {
     manager: ServiceManager,
     project: Arc<Project>,
     targets: ProjectTargets,
+    /// Closed when the entry is dropped (the project was taken down): followers of its
+    /// logs and events hold the receiver and end their streams then.
+    _alive: async_channel::Sender<()>,
+    taken_down: async_channel::Receiver<()>,
+}
+
+impl Entry {
+    fn new(
+        spec: ProjectRef,
+        manager: ServiceManager,
+        project: Arc<Project>,
+        targets: ProjectTargets,
+    ) -> Self {
+        let (alive, taken_down) = async_channel::bounded(1);
+        Entry {
+            spec,
+            manager,
+            project,
+            targets,
+            _alive: alive,
+            taken_down,
+        }
+    }
 }
 
 /// The backend of a daemon with service orchestration.
@@ -115,6 +138,14 @@ fn manager_err(e: ManagerError) -> ErrorBody {
         }
         ManagerError::NotReady { .. } => err(ErrorCode::ServiceFailed, e.to_string()),
         _ => err(ErrorCode::Internal, e.to_string()),
+    }
+}
+
+/// Resolves once the project of `signal` is taken down (at once when it is no longer loaded).
+async fn until_taken_down(signal: Option<async_channel::Receiver<()>>) {
+    if let Some(rx) = signal {
+        // Nothing is ever sent: the channel closes when the project's entry is dropped.
+        let _ = rx.recv().await;
     }
 }
 
@@ -227,12 +258,7 @@ impl ManagerBackend {
                                 }
                                 backend.projects.lock().await.insert(
                                     name.clone(),
-                                    Entry {
-                                        spec: p.spec,
-                                        manager,
-                                        project,
-                                        targets,
-                                    },
+                                    Entry::new(p.spec, manager, project, targets),
                                 );
                             }
                             Err(e) => {
@@ -501,12 +527,7 @@ impl ManagerBackend {
             }
             projects.insert(
                 name.clone(),
-                Entry {
-                    spec: r.clone(),
-                    manager: manager.clone(),
-                    project: project.clone(),
-                    targets,
-                },
+                Entry::new(r.clone(), manager.clone(), project.clone(), targets),
             );
             drop(projects);
             self.dormant.lock().await.remove(&name);
@@ -546,6 +567,15 @@ impl ManagerBackend {
         ))
     }
 
+    /// The receiving end of the project's taken-down signal; `None` when it is not loaded.
+    async fn taken_down(&self, name: &ProjectName) -> Option<async_channel::Receiver<()>> {
+        self.projects
+            .lock()
+            .await
+            .get(name)
+            .map(|e| e.taken_down.clone())
+    }
+
     fn check_services(project: &Project, services: &[ServiceName]) -> BackendResult<()> {
         for s in services {
             if !project.services.contains_key(s) {
@@ -580,13 +610,57 @@ impl ManagerBackend {
         ProjectStatus {
             project: name.clone(),
             services,
+            affected: Vec::new(),
         }
     }
 
+    /// What a stop or restart of `requested` acts on: the named services, then those
+    /// depending on them (directly or not) that were active `before`, in start order.
+    /// A named service that was not active is left out of a stop (nothing stopped it).
+    fn cascade(
+        project: &Project,
+        requested: &[ServiceName],
+        before: &[harness_core::ServiceStatus],
+        restart: bool,
+    ) -> Vec<ServiceName> {
+        let active = |n: &ServiceName| before.iter().any(|s| &s.name == n && !s.state.is_settled());
+        let names: Vec<&str> = requested.iter().map(ServiceName::as_str).collect();
+        let closure = project.graph().with_dependents(&names);
+        let mut affected: Vec<ServiceName> = requested
+            .iter()
+            .filter(|n| restart || active(n))
+            .cloned()
+            .collect();
+        for n in project.graph().start_order() {
+            if closure.contains(n) && !affected.contains(n) && active(n) {
+                affected.push(n.clone());
+            }
+        }
+        affected
+    }
+
+    /// The answer to a stop or restart of `requested`: the affected services (see
+    /// [`Self::cascade`]) and the status of them and the named ones.
+    fn cascade_status(
+        name: &ProjectName,
+        m: &ServiceManager,
+        requested: &[ServiceName],
+        affected: Vec<ServiceName>,
+    ) -> ProjectStatus {
+        let mut only = requested.to_vec();
+        only.extend(affected.iter().cloned());
+        let mut status = Self::status_of(name, m, &only);
+        status.affected = affected;
+        status
+    }
+
+    /// Sends the project's state changes (and, with `output`, its services' output lines)
+    /// to `out` until nobody listens.
     async fn forward_events(
         name: &ProjectName,
         m: &ServiceManager,
         only: &[ServiceName],
+        output: bool,
         out: &ItemSink,
     ) {
         let mut sub = m.subscribe();
@@ -596,6 +670,25 @@ impl ManagerBackend {
                 ManagerEvent::Health {
                     service, health, ..
                 } => (service, None, Some(health)),
+                ManagerEvent::Output {
+                    service,
+                    line,
+                    timestamp,
+                } if output && (only.is_empty() || only.contains(&service)) => {
+                    let item = LogItem {
+                        project: name.clone(),
+                        service,
+                        stream: line.stream,
+                        ts_ms: timestamp
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64),
+                        line: line.text().into_owned(),
+                    };
+                    if !out.send(StreamItem::Log(item)).await {
+                        return;
+                    }
+                    continue;
+                }
                 _ => continue,
             };
             if !only.is_empty() && !only.contains(&service) {
@@ -633,7 +726,8 @@ impl Backend for ManagerBackend {
             p.services.clone()
         };
         // Subscribe before starting so no transition is missed.
-        let watch = Self::forward_events(&name, &m, &[], &progress);
+        // Output lines go along so a client can show what a starting service is doing.
+        let watch = Self::forward_events(&name, &m, &[], true, &progress);
         let work = async {
             m.start(&services).map_err(manager_err)?;
             let _ = self.persist_if_changed().await;
@@ -696,11 +790,13 @@ impl Backend for ManagerBackend {
         Self::check_services(&project, &p.services)?;
         if p.services.is_empty() {
             m.stop_all().await;
-        } else {
-            m.stop(&p.services).await.map_err(manager_err)?;
+            self.persist_if_changed().await?;
+            return Ok(Self::status_of(&name, &m, &[]));
         }
+        let affected = Self::cascade(&project, &p.services, &m.status(), false);
+        m.stop(&p.services).await.map_err(manager_err)?;
         self.persist_if_changed().await?;
-        Ok(Self::status_of(&name, &m, &p.services))
+        Ok(Self::cascade_status(&name, &m, &p.services, affected))
     }
 
     async fn restart(&self, p: ServicesParams) -> BackendResult<ProjectStatus> {
@@ -711,9 +807,10 @@ impl Backend for ManagerBackend {
         } else {
             p.services.clone()
         };
+        let affected = Self::cascade(&project, &services, &m.status(), true);
         m.restart(&services).await.map_err(manager_err)?;
         self.persist_if_changed().await?;
-        Ok(Self::status_of(&name, &m, &p.services))
+        Ok(Self::cascade_status(&name, &m, &p.services, affected))
     }
 
     async fn status(&self, p: ServicesParams) -> BackendResult<Vec<ProjectStatus>> {
@@ -737,14 +834,20 @@ impl Backend for ManagerBackend {
             tail: p.tail,
             since_ms: p.since_ms,
         };
-        logs::stream_logs(files, query, p.follow, out).await;
+        let closed = until_taken_down(self.taken_down(&name).await);
+        logs::stream_logs(files, query, p.follow, out, closed).await;
         Ok(())
     }
 
     async fn events(&self, p: ServicesParams, out: ItemSink) -> BackendResult<()> {
         let (name, m, project) = self.resolve(&p.project, false).await?;
         Self::check_services(&project, &p.services)?;
-        Self::forward_events(&name, &m, &p.services, &out).await;
+        let closed = until_taken_down(self.taken_down(&name).await);
+        futures_lite::future::or(
+            Self::forward_events(&name, &m, &p.services, false, &out),
+            closed,
+        )
+        .await;
         Ok(())
     }
 

@@ -284,3 +284,124 @@ pub fn sh_service(name: &str, script: &str, extra: &str) -> String {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
+
+/// A `harness` run in the background: its stdout lines as they come, its stderr kept whole.
+pub struct Background {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stdout: Vec<String>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // A test that failed half-way leaves no `harness` behind.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Background {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (up to `timeout`) for a stdout line matching `pred`; panics with what was
+    /// seen when none comes.
+    #[track_caller]
+    pub fn wait_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        if let Some(l) = self.stdout.iter().find(|l| pred(l)) {
+            return l.clone();
+        }
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.stdout.push(l.clone());
+                    if pred(&l) {
+                        return l;
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!("no such line within {timeout:?}; stdout: {:?}", self.stdout);
+                }
+            }
+        }
+    }
+
+    /// Waits (up to `timeout`) for the process to exit; panics (after killing it) if it
+    /// does not.
+    #[track_caller]
+    pub fn finish(mut self, timeout: Duration) -> Run {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match self.child.try_wait().expect("wait for harness") {
+                Some(status) => break status,
+                None if Instant::now() >= deadline => {
+                    let _ = self.child.kill();
+                    panic!("harness did not exit within {timeout:?}");
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        self.stdout.extend(self.lines.iter());
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: self.stdout.join("\n"),
+            stderr: self
+                .stderr
+                .take()
+                .and_then(|h| h.join().ok())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl Env {
+    /// Starts `harness ARGS` in the background.
+    pub fn spawn(&self, args: &[&str]) -> Background {
+        use std::io::{BufRead, BufReader, Read};
+        let mut child = self
+            .cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn harness");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        Background {
+            child,
+            lines,
+            stdout: Vec::new(),
+            stderr: Some(stderr),
+        }
+    }
+}
+
+/// A `services.yaml` of project `name` with `sh -c` services: (name, script, extra
+/// configuration) each, as [`sh_service`] writes them.
+pub fn sh_project(name: &str, services: &[(&str, &str, &str)]) -> String {
+    let mut y = format!("name: {name}\nservices:\n");
+    for (service, script, extra) in services {
+        y += &sh_service(service, script, extra);
+    }
+    y
+}
