@@ -150,14 +150,26 @@ fn attach_local(target: AttachTarget) -> Result<(AttachedHandle, EventStream), E
     if let Some(path) = &target.stdout_log {
         let (file, pos) = follow_start(path, target.follow_from, OutputStream::Stdout)?;
         offsets.stdout = pos;
-        follow.push(FileSource::new(file, OutputStream::Stdout, 16 * 1024, pos));
+        follow.push(FileSource::new(
+            path.clone(),
+            file,
+            OutputStream::Stdout,
+            16 * 1024,
+            pos,
+        ));
     }
     if let Some(path) = &target.stderr_log
         && target.stdout_log.as_ref() != Some(path)
     {
         let (file, pos) = follow_start(path, target.follow_from, OutputStream::Stderr)?;
         offsets.stderr = pos;
-        follow.push(FileSource::new(file, OutputStream::Stderr, 16 * 1024, pos));
+        follow.push(FileSource::new(
+            path.clone(),
+            file,
+            OutputStream::Stderr,
+            16 * 1024,
+            pos,
+        ));
     }
 
     let pump = Pump::get().map_err(|source| ExecError::Watch {

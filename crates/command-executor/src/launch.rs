@@ -251,6 +251,7 @@ fn launch_with(
                 open_log(stderr)?
             };
             follow.push(FileSource::new(
+                stdout.clone(),
                 open_follow(stdout)?,
                 OutputStream::Stdout,
                 opts.max_line_bytes,
@@ -258,6 +259,7 @@ fn launch_with(
             ));
             if stderr != stdout {
                 follow.push(FileSource::new(
+                    stderr.clone(),
                     open_follow(stderr)?,
                     OutputStream::Stderr,
                     opts.max_line_bytes,

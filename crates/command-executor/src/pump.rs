@@ -4,16 +4,21 @@
 //! each queue with the exit status.
 //!
 //! The thread waits in a single `epoll` set (level triggered) holding every
-//! pipe and pidfd, with a timeout while log files are followed. It starts
+//! pipe and pidfd, and one inotify instance with a watch on the directory of
+//! each followed log file: a file is read when it changes, never polled, and
+//! is held open only while it is being read (so following costs no file
+//! descriptor while the file is quiet). Only processes without a pidfd, and
+//! files whose directory cannot be watched, need a periodic tick. It starts
 //! with the first process and runs for the life of the program. Registering
-//! a process is two or three `epoll_ctl` calls; the thread is woken only when
-//! something happened.
+//! a process is a few `epoll_ctl` and `inotify_add_watch` calls; the thread
+//! is woken only when something happened.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -216,14 +221,27 @@ impl PipeSource {
 
 /// One log file being followed.
 pub(crate) struct FileSource {
-    file: File,
+    path: PathBuf,
+    /// Open while being read; let go at its end once its directory is
+    /// watched (reopened by path when it changes).
+    file: Option<File>,
+    /// True once changes to the file are reported by inotify.
+    watched: bool,
     splitter: LineSplitter,
 }
 
 impl FileSource {
-    pub(crate) fn new(file: File, stream: OutputStream, max_line: usize, from: u64) -> Self {
+    pub(crate) fn new(
+        path: PathBuf,
+        file: File,
+        stream: OutputStream,
+        max_line: usize,
+        from: u64,
+    ) -> Self {
         FileSource {
-            file,
+            path,
+            file: Some(file),
+            watched: false,
             splitter: LineSplitter::new(stream, max_line, from),
         }
     }
@@ -236,13 +254,21 @@ impl FileSource {
     /// Reads one chunk from the current offset: `Ok(true)` if bytes were read.
     /// A file shorter than the offset was truncated: following restarts at 0.
     fn read_chunk(&mut self, shared: &Shared, buf: &mut [u8]) -> io::Result<bool> {
-        let n = self.file.read_at(buf, self.splitter.pos)?;
+        let file = match self.file.take() {
+            Some(f) => f,
+            None => File::open(&self.path)?,
+        };
+        let n = file.read_at(buf, self.splitter.pos)?;
         if n == 0 {
-            if self.file.metadata()?.len() < self.splitter.pos {
+            if file.metadata()?.len() < self.splitter.pos {
                 self.splitter.restart_at(0);
+            }
+            if !self.watched {
+                self.file = Some(file);
             }
             return Ok(false);
         }
+        self.file = Some(file);
         deliver(shared, &mut self.splitter, &buf[..n], false);
         Ok(true)
     }
@@ -282,12 +308,15 @@ struct Entry {
     status: Option<ExitStatus>,
     /// Files to look at before waiting (new, woken for room, or not done).
     follow_now: bool,
+    /// The inotify watches on the directories of its log files.
+    wds: Vec<i32>,
 }
 
 impl Entry {
-    /// True if it needs the tick: log files to follow, or `/proc` to watch.
+    /// True if it needs the tick: log files that no watch reports, or `/proc`
+    /// to watch.
     fn ticks(&self) -> bool {
-        matches!(&self.w.output, Output::Files(f) if !f.is_empty())
+        matches!(&self.w.output, Output::Files(f) if f.iter().any(|f| !f.watched))
             || matches!(self.w.watch, ExitWatch::Proc(_))
     }
 
@@ -487,16 +516,33 @@ pub(crate) fn peek_status(fd: BorrowedFd<'_>) -> ExitStatus {
 
 /// Key of the eventfd that wakes the pump thread.
 const WAKE_KEY: u64 = u64::MAX;
+/// Key of the inotify instance.
+const INOTIFY_KEY: u64 = u64::MAX - 1;
 
-/// An `epoll` set, level triggered, and an eventfd to wake its waiter.
+/// What inotify reported in one wait.
+#[derive(Default)]
+struct Changes {
+    /// Watches whose directory saw a file change.
+    wds: Vec<i32>,
+    /// The kernel's event queue overflowed: anything may have changed.
+    overflow: bool,
+}
+
+/// An `epoll` set, level triggered, an eventfd to wake its waiter, and an
+/// inotify instance (absent where the kernel refuses one: files are then
+/// followed by the tick).
 struct Poller {
     epoll: OwnedFd,
     wake: OwnedFd,
+    inotify: Option<OwnedFd>,
+    /// Entries per watch descriptor: a watch is removed when its last user goes.
+    watch_users: Mutex<HashMap<i32, usize>>,
 }
 
 impl Poller {
     fn new() -> io::Result<Poller> {
         use rustix::event::{EventfdFlags, eventfd};
+        use rustix::fs::inotify;
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         let wake = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
         epoll::add(
@@ -505,7 +551,72 @@ impl Poller {
             epoll::EventData::new_u64(WAKE_KEY),
             epoll::EventFlags::IN,
         )?;
-        Ok(Poller { epoll, wake })
+        let inotify = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
+            .ok()
+            .filter(|fd| {
+                epoll::add(
+                    &epoll,
+                    fd,
+                    epoll::EventData::new_u64(INOTIFY_KEY),
+                    epoll::EventFlags::IN,
+                )
+                .is_ok()
+            });
+        Ok(Poller {
+            epoll,
+            wake,
+            inotify,
+            watch_users: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn watch_users(&self) -> MutexGuard<'_, HashMap<i32, usize>> {
+        // Every update is one insert or removal: a poisoned lock is consistent.
+        self.watch_users.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Watches directory `dir` for files changing in it; its watch descriptor.
+    fn watch_dir(&self, dir: &Path) -> Option<i32> {
+        use rustix::fs::inotify::{WatchFlags, add_watch};
+        let inotify = self.inotify.as_ref()?;
+        let mut users = self.watch_users();
+        let flags = WatchFlags::MODIFY | WatchFlags::CREATE | WatchFlags::MOVED_TO;
+        let wd = add_watch(inotify, dir, flags).ok()?;
+        *users.entry(wd).or_default() += 1;
+        Some(wd)
+    }
+
+    /// One user of watch `wd` is gone; the last removes it.
+    fn unwatch(&self, wd: i32) {
+        let Some(inotify) = &self.inotify else { return };
+        let mut users = self.watch_users();
+        if let Some(n) = users.get_mut(&wd) {
+            *n -= 1;
+            if *n == 0 {
+                users.remove(&wd);
+                let _ = rustix::fs::inotify::remove_watch(inotify, wd);
+            }
+        }
+    }
+
+    /// Reads every pending inotify event into `changes`.
+    fn read_changes(&self, changes: &mut Changes) {
+        use rustix::fs::inotify::{ReadFlags, Reader};
+        let Some(inotify) = &self.inotify else { return };
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
+        let mut reader = Reader::new(inotify, &mut buf);
+        loop {
+            match reader.next() {
+                Ok(ev) => {
+                    if ev.events().contains(ReadFlags::QUEUE_OVERFLOW) {
+                        changes.overflow = true;
+                    } else {
+                        changes.wds.push(ev.wd());
+                    }
+                }
+                Err(_) => break,
+            }
+        }
     }
 
     /// Reports `fd` readable (or hung up) under `key` until it is deleted.
@@ -536,10 +647,13 @@ impl Poller {
         &self,
         events: &mut Vec<epoll::Event>,
         keys: &mut Vec<usize>,
+        changes: &mut Changes,
         timeout: Option<Duration>,
     ) -> io::Result<()> {
         events.clear();
         keys.clear();
+        changes.wds.clear();
+        changes.overflow = false;
         let timeout = timeout.map(|t| {
             let ms = t.as_nanos().div_ceil(1_000_000);
             Timespec {
@@ -560,6 +674,8 @@ impl Poller {
             if key == WAKE_KEY {
                 let mut count = [0u8; 8];
                 let _ = rustix::io::read(&self.wake, &mut count);
+            } else if key == INOTIFY_KEY {
+                self.read_changes(changes);
             } else if let Ok(key) = usize::try_from(key) {
                 keys.push(key);
             }
@@ -648,7 +764,25 @@ impl Pump {
             w,
             status: None,
             follow_now: false,
+            wds: Vec::new(),
         };
+        // Watched from before the first read: a change after it is reported.
+        if let Output::Files(sources) = &mut entry.w.output {
+            let mut dirs: Vec<(PathBuf, Option<i32>)> = Vec::new();
+            for src in sources.iter_mut() {
+                let dir = src.path.parent().unwrap_or(Path::new(".")).to_owned();
+                let wd = match dirs.iter().find(|(d, _)| *d == dir) {
+                    Some((_, wd)) => *wd,
+                    None => {
+                        let wd = self.poller.watch_dir(&dir);
+                        dirs.push((dir, wd));
+                        entry.wds.extend(wd);
+                        wd
+                    }
+                };
+                src.watched = wd.is_some();
+            }
+        }
         let mut added: Vec<BorrowedFd<'_>> = Vec::new();
         let key = |slot: usize| (id << 2) | slot;
         let mut sources: Vec<(BorrowedFd<'_>, usize)> = Vec::new();
@@ -667,6 +801,9 @@ impl Pump {
                 for fd in added {
                     let _ = self.poller.delete(fd);
                 }
+                for &wd in &entry.wds {
+                    self.poller.unwatch(wd);
+                }
                 return Err(e);
             }
             added.push(fd);
@@ -674,11 +811,12 @@ impl Pump {
         drop(added);
         // Events of its descriptors may come before the pump takes the entry
         // from the inbox: level triggering reports them again.
-        // Log files are read from the start, without waiting for the tick.
-        let ticks = entry.ticks();
-        entry.follow_now = ticks;
+        // Log files are read from the start, without waiting for a change or the tick.
+        let first_read =
+            entry.ticks() || matches!(&entry.w.output, Output::Files(f) if !f.is_empty());
+        entry.follow_now = first_read;
         self.inbox().new.push(entry);
-        if ticks {
+        if first_read {
             // Writing to the eventfd fails only with 2^64 - 1 wake-ups pending.
             let _ = self.poller.notify();
         }
@@ -691,6 +829,9 @@ impl Pump {
         let mut events = Vec::with_capacity(256);
         let mut keys = Vec::with_capacity(256);
         let mut buf = vec![0u8; CHUNK];
+        let mut changes = Changes::default();
+        // The entries whose files each watch reports.
+        let mut watchers: HashMap<i32, Vec<usize>> = HashMap::new();
         let mut next_tick = Instant::now() + FOLLOW_TICK;
         // Entries to move forward in this turn.
         let mut due: Vec<usize> = Vec::new();
@@ -702,7 +843,11 @@ impl Pump {
             } else {
                 None
             };
-            if self.poller.wait(&mut events, &mut keys, timeout).is_err() {
+            if self
+                .poller
+                .wait(&mut events, &mut keys, &mut changes, timeout)
+                .is_err()
+            {
                 // Out of resources: try again shortly rather than spin.
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -710,6 +855,9 @@ impl Pump {
             for entry in inbox.new {
                 if entry.ticks() {
                     ticking += 1;
+                }
+                for &wd in &entry.wds {
+                    watchers.entry(wd).or_default().push(entry.id);
                 }
                 if entry.follow_now {
                     due.push(entry.id);
@@ -728,6 +876,22 @@ impl Pump {
                     due.push(id);
                 } else {
                     entry.on_pipe_ready(slot, &self.poller, &mut buf, PIPE_BURST);
+                }
+            }
+            if changes.overflow {
+                for entry in entries.values_mut() {
+                    if matches!(entry.w.output, Output::Files(_)) {
+                        entry.follow_now = true;
+                        due.push(entry.id);
+                    }
+                }
+            }
+            for wd in &changes.wds {
+                for &id in watchers.get(wd).into_iter().flatten() {
+                    if let Some(entry) = entries.get_mut(&id) {
+                        entry.follow_now = true;
+                        due.push(id);
+                    }
                 }
             }
             for (id, status) in inbox.exited {
@@ -761,6 +925,15 @@ impl Pump {
                         if let Some(mut entry) = entries.remove(&id) {
                             if entry.ticks() {
                                 ticking -= 1;
+                            }
+                            for wd in &entry.wds {
+                                if let Some(ids) = watchers.get_mut(wd) {
+                                    ids.retain(|&i| i != id);
+                                    if ids.is_empty() {
+                                        watchers.remove(wd);
+                                    }
+                                }
+                                self.poller.unwatch(*wd);
                             }
                             entry.forget(&self.poller);
                         }

@@ -637,3 +637,55 @@ fn many_processes_at_once_each_end_with_their_own_status() {
         }
     });
 }
+
+/// Paths of the files this process holds open.
+fn open_files() -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .collect()
+}
+
+/// A quiet process's log files are not held open between changes, and a
+/// change is delivered when it happens (an inotify watch on their directory,
+/// not a poll).
+#[test]
+fn quiet_log_files_are_not_held_open_and_changes_arrive() {
+    smol::block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("stdout.log");
+        let err = dir.path().join("stderr.log");
+        let (h, mut ev) = LocalLauncher::new()
+            .spawn(
+                &sh("echo first; exec sleep 300"),
+                LaunchOptions::files(&out, &err),
+            )
+            .unwrap();
+        let _g = GroupGuard(h.identity());
+        events_until(
+            &mut ev,
+            30,
+            |e| matches!(e, ProcessEvent::Output(l) if l.text() == "first"),
+        )
+        .await;
+        eventually(30, "log files let go once read", || {
+            !open_files().iter().any(|p| p == &out || p == &err)
+        })
+        .await;
+        // Another writer appends: the line is read without the process writing.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&err).unwrap();
+        std::io::Write::write_all(&mut f, b"appended\n").unwrap();
+        drop(f);
+        events_until(
+            &mut ev,
+            30,
+            |e| matches!(e, ProcessEvent::Output(l) if l.text() == "appended" && l.stream == OutputStream::Stderr),
+        )
+        .await;
+        eventually(30, "let go again", || {
+            !open_files().iter().any(|p| p == &out || p == &err)
+        })
+        .await;
+    });
+}
