@@ -605,16 +605,11 @@ impl Poller {
         let Some(inotify) = &self.inotify else { return };
         let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 4096];
         let mut reader = Reader::new(inotify, &mut buf);
-        loop {
-            match reader.next() {
-                Ok(ev) => {
-                    if ev.events().contains(ReadFlags::QUEUE_OVERFLOW) {
-                        changes.overflow = true;
-                    } else {
-                        changes.wds.push(ev.wd());
-                    }
-                }
-                Err(_) => break,
+        while let Ok(ev) = reader.next() {
+            if ev.events().contains(ReadFlags::QUEUE_OVERFLOW) {
+                changes.overflow = true;
+            } else {
+                changes.wds.push(ev.wd());
             }
         }
     }

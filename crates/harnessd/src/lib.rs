@@ -10,6 +10,7 @@
 //! It exits on SIGTERM, SIGINT or a `daemon_stop` request, leaving the
 //! services it started running.
 
+pub mod activity;
 pub mod backend;
 pub mod lock;
 pub mod logs;

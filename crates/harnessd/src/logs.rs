@@ -112,9 +112,13 @@ impl Stamper {
         Stamper { files }
     }
 
-    /// Checks every file once; blocking file I/O.
-    pub fn tick(&mut self, now: u64) {
+    /// Checks every file once (or those of the services in `only`);
+    /// blocking file I/O.
+    pub fn tick(&mut self, now: u64, only: Option<&std::collections::BTreeSet<ServiceName>>) {
         for (f, stamped) in &mut self.files {
+            if only.is_some_and(|s| !s.contains(&f.service)) {
+                continue;
+            }
             let size = f.size();
             if size < *stamped {
                 // Truncated or replaced: start over.
@@ -335,12 +339,12 @@ mod tests {
         let [out, err, _] = files(dir.path());
         fs::write(&out.path, "a\nb\n").unwrap();
         let mut st = Stamper::new([out.clone(), err.clone()]);
-        st.tick(1000);
+        st.tick(1000, None);
         fs::write(&err.path, "e1\n").unwrap();
-        st.tick(2000);
+        st.tick(2000, None);
         let mut f = OpenOptions::new().append(true).open(&out.path).unwrap();
         f.write_all(b"c\npartial").unwrap();
-        st.tick(3000);
+        st.tick(3000, None);
         let all = [out.clone(), err.clone()];
         let (items, offsets) = history(&all, &LogQuery::default());
         let lines: Vec<_> = items.iter().map(|i| (i.line.as_str(), i.ts_ms)).collect();
@@ -365,7 +369,7 @@ mod tests {
         assert_eq!(items.len(), 2);
         // A restarted stamper resumes after its last checkpoint.
         let mut st = Stamper::new(all.clone());
-        st.tick(4000);
+        st.tick(4000, None);
         assert_eq!(read_stamps(&out.stamps).len(), 2);
     }
 }

@@ -38,6 +38,7 @@ pub struct ServiceLabels {
     /// The service.
     pub service: String,
 }
+use crate::activity::{Activity, watch_manager};
 use crate::logs::{self, LogFile, LogQuery, Stamper};
 
 /// Format version of `state.json`.
@@ -116,6 +117,8 @@ pub struct ManagerBackend {
     /// Each project's registry, opened once (one writer per file) and shared
     /// by its successive managers.
     registries: Mutex<BTreeMap<ProjectName, service_registry::Registry>>,
+    /// What changed since the background task last stamped and persisted.
+    activity: Arc<Activity>,
 }
 
 impl std::fmt::Debug for ManagerBackend {
@@ -226,6 +229,7 @@ impl ManagerBackend {
             restarts_gauge: Family::default(),
             names: std::sync::Mutex::new(Vec::new()),
             registries: Mutex::new(BTreeMap::new()),
+            activity: Arc::default(),
         });
         let path = state.state_file();
         let persisted: Option<PersistedState> = blocking::unblock(move || {
@@ -293,9 +297,10 @@ impl ManagerBackend {
         opts.registry = Some(self.registry(&project.name).await?);
         opts.topology = Some(topology(&project).await?);
         let manager = ServiceManager::new(project.clone(), opts).map_err(manager_err)?;
-        self.spawner.spawn(Box::pin(log_lifecycle(
+        self.spawner.spawn(Box::pin(watch_manager(
             project.name.clone(),
             manager.subscribe(),
+            self.activity.clone(),
         )));
         for (kind, executor) in targets.executors.iter().chain(&self.executors) {
             manager.register_executor(*kind, executor.clone());
@@ -359,47 +364,83 @@ impl ManagerBackend {
         }
     }
 
-    /// Persists state periodically and stamps log files.
+    /// Stamps the log files that grew and persists the state whenever
+    /// something changed (stamps at most every [`logs::POLL_INTERVAL`], the
+    /// state at most every [`PERSIST_INTERVAL`]); an idle daemon does nothing.
     fn start_background(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
+        let activity = self.activity.clone();
         self.spawner.spawn(Box::pin(async move {
             let mut stampers: BTreeMap<ProjectName, (usize, Stamper)> = BTreeMap::new();
             let mut last_persist = std::time::Instant::now();
+            let mut persist_due = false;
+            // Whatever was written while no daemon ran is stamped now.
+            activity.everything();
             loop {
-                async_io::Timer::after(logs::POLL_INTERVAL).await;
-                let Some(b) = weak.upgrade() else { return };
-                // Stamp log files of every project.
-                let files: Vec<(ProjectName, Vec<LogFile>)> = {
-                    let projects = b.projects.lock().await;
-                    projects
-                        .iter()
-                        .map(|(n, e)| (n.clone(), b.log_files(n, &e.project, &[])))
-                        .collect()
-                };
-                stampers.retain(|n, _| files.iter().any(|(m, _)| m == n));
-                let mut work = std::mem::take(&mut stampers);
-                let now = logs::now_ms();
-                work = blocking::unblock(move || {
-                    for (name, fs) in files {
-                        let entry = work
-                            .entry(name)
-                            .or_insert_with(|| (fs.len(), Stamper::new(fs.clone())));
-                        if entry.0 != fs.len() {
-                            *entry = (fs.len(), Stamper::new(fs));
-                        }
-                        entry.1.tick(now);
+                let listener = activity.listen();
+                let changes = activity.take();
+                if changes.is_empty() {
+                    if persist_due {
+                        // A persist held back by the interval is due even without news.
+                        let wait = PERSIST_INTERVAL.saturating_sub(last_persist.elapsed());
+                        futures_lite::future::or(listener, async {
+                            async_io::Timer::after(wait).await;
+                        })
+                        .await;
+                        activity.state();
+                    } else {
+                        listener.await;
                     }
-                    work
-                })
-                .await;
-                stampers = work;
-                if last_persist.elapsed() >= PERSIST_INTERVAL {
-                    last_persist = std::time::Instant::now();
-                    b.update_gauges().await;
-                    if let Err(e) = b.persist_if_changed().await {
-                        tracing::warn!(error = %e.message, "persisting state");
+                    continue;
+                }
+                drop(listener);
+                let Some(b) = weak.upgrade() else { return };
+                if changes.all_output || !changes.output.is_empty() {
+                    let files: Vec<(ProjectName, Vec<LogFile>)> = {
+                        let projects = b.projects.lock().await;
+                        projects
+                            .iter()
+                            .filter(|(n, _)| changes.all_output || changes.output.contains_key(*n))
+                            .map(|(n, e)| (n.clone(), b.log_files(n, &e.project, &[])))
+                            .collect()
+                    };
+                    let mut work = std::mem::take(&mut stampers);
+                    let now = logs::now_ms();
+                    let grown = changes.output;
+                    let all = changes.all_output;
+                    work = blocking::unblock(move || {
+                        for (name, fs) in files {
+                            let only = if all { None } else { grown.get(&name) };
+                            let entry = work
+                                .entry(name)
+                                .or_insert_with(|| (fs.len(), Stamper::new(fs.clone())));
+                            if entry.0 != fs.len() {
+                                *entry = (fs.len(), Stamper::new(fs));
+                            }
+                            entry.1.tick(now, only);
+                        }
+                        work
+                    })
+                    .await;
+                    stampers = work;
+                    let projects = b.projects.lock().await;
+                    stampers.retain(|n, _| projects.contains_key(n));
+                }
+                if changes.state || persist_due {
+                    if last_persist.elapsed() >= PERSIST_INTERVAL {
+                        last_persist = std::time::Instant::now();
+                        persist_due = false;
+                        b.update_gauges().await;
+                        if let Err(e) = b.persist_if_changed().await {
+                            tracing::warn!(error = %e.message, "persisting state");
+                        }
+                    } else {
+                        persist_due = true;
                     }
                 }
+                drop(b);
+                // Changes of the next moment are handled together.
+                async_io::Timer::after(logs::POLL_INTERVAL).await;
             }
         }));
     }
@@ -925,33 +966,4 @@ async fn topology(project: &Project) -> Result<service_registry::NetworkTopology
 /// Where a project's service logs live.
 pub fn project_log_dir(state: &StateDir, project: &ProjectName) -> PathBuf {
     state.log_dir().join(project.as_str())
-}
-
-/// Records in the daemon's log what happens to a project's services: every
-/// exit, restart and failure with its reason, as plain-string fields
-/// (`project`, `service`, `state`, `reason`), until the manager is gone.
-async fn log_lifecycle(project: ProjectName, mut events: service_orchestration::Subscription) {
-    while let Some(ev) = events.next().await {
-        match ev {
-            ManagerEvent::Output { service, line, .. }
-                if line.stream == harness_core::OutputStream::Harness =>
-            {
-                tracing::info!(project = %project, service = %service, event = %line.text(), "service lifecycle");
-            }
-            ManagerEvent::State { service, state } => match &state {
-                harness_core::ServiceState::Failed { reason }
-                | harness_core::ServiceState::Restarting { reason, .. }
-                | harness_core::ServiceState::Unknown { reason } => {
-                    tracing::warn!(project = %project, service = %service, state = state.label(), reason = %reason, "service state");
-                }
-                _ => {
-                    tracing::debug!(project = %project, service = %service, state = state.label(), "service state");
-                }
-            },
-            ManagerEvent::Warning { service, message } => {
-                tracing::warn!(project = %project, service = %service, warning = %message, "service warning");
-            }
-            _ => {}
-        }
-    }
 }
