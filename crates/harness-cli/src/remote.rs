@@ -386,6 +386,7 @@ mod tests {
                     },
                 ),
             ],
+            warnings: Vec::new(),
         };
         assert_eq!(
             not_ready(&status, &[]),

@@ -398,6 +398,11 @@ pub struct ProjectStatus {
     pub project: ProjectName,
     /// Its services, in the order of the configuration.
     pub services: Vec<ServiceStatus>,
+    /// Conditions of the daemon that concern what this status can be trusted
+    /// for, e.g. that its state cannot be saved (a full disk): services are
+    /// still tracked, in memory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The answer to [`Method::Env`].
@@ -431,6 +436,9 @@ pub struct DaemonInfo {
     /// The metrics listener address, if enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_address: Option<String>,
+    /// Conditions that need attention, e.g. that the state cannot be saved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[cfg(test)]
