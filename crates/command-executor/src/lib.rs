@@ -59,7 +59,7 @@ pub use launch::{
     LaunchOptions, Launcher, LayeredLauncher, LocalLauncher, OutputMode, ProcessHandle,
 };
 pub use layer::{ControlMaster, DockerLayer, Layer, LocalLayer, SshLayer};
-pub use proc::ProcessIdentity;
+pub use proc::{ProcessIdentity, all_pids, process_group_of};
 pub use quote::{shell_command_line, shell_quote};
 
 #[cfg(test)]

@@ -47,6 +47,27 @@ impl ProcessIdentity {
     }
 }
 
+/// The pids of every process `/proc` shows now (empty if it cannot be read).
+pub fn all_pids() -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// The process group of `pid` (field 5 of `/proc/<pid>/stat`; 0 for kernel
+/// threads).
+pub fn process_group_of(pid: u32) -> Result<u32, ExecError> {
+    let stat = read_stat(pid)?;
+    u32::try_from(stat.pgrp).map_err(|_| ExecError::Proc {
+        pid,
+        reason: format!("process group {} out of range", stat.pgrp),
+    })
+}
+
 /// The fields of `/proc/<pid>/stat` we use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stat {

@@ -493,6 +493,7 @@ mod tests {
                 ),
             ],
             affected: Vec::new(),
+            warnings: Vec::new(),
         };
         assert_eq!(
             not_ready(&status, &[]),

@@ -8,7 +8,7 @@ use harness_core::{ProjectName, ServiceName};
 
 use crate::de::{DeError, did_you_mean, from_node};
 use crate::diag::{Diagnostic, Diagnostics, Severity, Sources};
-use crate::interp::{InterpIssue, interpolate};
+use crate::interp::{InterpIssue, VarSource, interpolate};
 use crate::model::*;
 use crate::raw::{self, RawFile, RawProbe, RawService, ServiceType};
 use crate::tree::{Key, Node, Pos, Value};
@@ -85,6 +85,10 @@ pub struct Loaded {
     pub project: Project,
     /// Warnings (no errors: with errors, loading fails).
     pub warnings: Diagnostics,
+    /// The names of the interpolation variables the files looked up (set or
+    /// not), [`STRICT_ENV_VAR`] included when it is set: loading the same
+    /// files again needs only these from [`LoadOptions::env`].
+    pub referenced_vars: std::collections::BTreeSet<String>,
 }
 
 impl Loaded {
@@ -198,11 +202,26 @@ pub async fn load_async(opts: LoadOptions) -> Result<Loaded, Diagnostics> {
     blocking::unblock(move || load(&opts)).await
 }
 
+/// A [`VarSource`] that notes the name of every variable looked up.
+struct Recording<'a> {
+    vars: &'a HashMap<String, String>,
+    seen: &'a std::cell::RefCell<std::collections::BTreeSet<String>>,
+}
+
+impl VarSource for Recording<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.seen.borrow_mut().insert(name.to_owned());
+        self.vars.get(name).cloned()
+    }
+}
+
 struct Loader<'o> {
     opts: &'o LoadOptions,
     sources: Sources,
     diags: Vec<Diagnostic>,
     vars: HashMap<String, String>,
+    /// The variables interpolation looked up.
+    referenced: std::cell::RefCell<std::collections::BTreeSet<String>>,
     project_dir: PathBuf,
     root: Node,
     /// Index of each service in the merged `services` map.
@@ -252,6 +271,7 @@ impl<'o> Loader<'o> {
             sources: Sources::default(),
             diags: Vec::new(),
             vars: HashMap::new(),
+            referenced: Default::default(),
             project_dir: PathBuf::new(),
             root: Node::new(Pos::default(), Value::Null),
             service_index: HashMap::new(),
@@ -288,6 +308,7 @@ impl<'o> Loader<'o> {
             Some(p) if !diags.has_errors() => Ok(Loaded {
                 project: p,
                 warnings: diags,
+                referenced_vars: self.referenced.into_inner(),
             }),
             _ => Err(diags),
         }
@@ -463,12 +484,21 @@ impl<'o> Loader<'o> {
     fn interpolate(&mut self, node: &mut Node) {
         match &mut node.value {
             Value::Str(s) if s.contains('$') => {
-                let strict = self.opts.strict_env
-                    || self
-                        .vars
-                        .get(STRICT_ENV_VAR)
-                        .is_some_and(|v| strict_env_value(v));
-                let r = interpolate(s, &self.vars);
+                let strict_var = self.vars.get(STRICT_ENV_VAR);
+                if strict_var.is_some() {
+                    self.referenced
+                        .borrow_mut()
+                        .insert(STRICT_ENV_VAR.to_owned());
+                }
+                let strict =
+                    self.opts.strict_env || strict_var.is_some_and(|v| strict_env_value(v));
+                let r = interpolate(
+                    s,
+                    &Recording {
+                        vars: &self.vars,
+                        seen: &self.referenced,
+                    },
+                );
                 for issue in &r.issues {
                     match issue {
                         InterpIssue::Unset(name) if !strict => self.warn(

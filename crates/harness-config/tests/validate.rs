@@ -552,3 +552,17 @@ fn an_empty_file_on_disk_is_reported_at_its_first_line() {
         e.render(false)
     );
 }
+
+#[test]
+fn referenced_variables_are_listed_and_others_are_not() {
+    let opts = LoadOptions::default().with_env([
+        ("PORT", "8080"),
+        ("SECRET_TOKEN", "hunter2"),
+        ("HARNESS_STRICT_ENV", "0"),
+    ]);
+    let yaml = "name: x\nservices:\n  api:\n    type: process\n    binary: sh\n    \
+                args: [-c, 'echo ${PORT} $$LITERAL ${MISSING:-d}']\n";
+    let loaded = from_sources(&[("services.yaml", yaml)], &opts).unwrap();
+    let names: Vec<&str> = loaded.referenced_vars.iter().map(String::as_str).collect();
+    assert_eq!(names, ["HARNESS_STRICT_ENV", "MISSING", "PORT"]);
+}

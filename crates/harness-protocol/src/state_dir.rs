@@ -80,11 +80,22 @@ impl StateDir {
         &self.root
     }
 
-    /// Creates the directory (mode 0700) if it is missing.
+    /// Creates the directory and its `tls`, `logs`, `registry` and
+    /// `projects` folders (mode 0700) where they are missing. The mode of a
+    /// directory that already exists is never changed; one that another user
+    /// owns, or that every user may write to (like `/tmp`), is refused:
+    /// the daemon's certificates and state would not be its own.
     pub fn create(&self) -> Result<(), StateDirError> {
-        create_private_dir(&self.root)?;
-        create_private_dir(&self.tls_dir())?;
-        create_private_dir(&self.log_dir())
+        for dir in [
+            self.root.clone(),
+            self.tls_dir(),
+            self.log_dir(),
+            self.registry_dir(),
+            self.projects_dir(),
+        ] {
+            ensure_private_dir(&dir)?;
+        }
+        Ok(())
     }
 
     /// The lock file only one daemon holds.
@@ -110,6 +121,23 @@ impl StateDir {
     /// Where service output goes.
     pub fn log_dir(&self) -> PathBuf {
         self.root.join("logs")
+    }
+
+    /// The last state file known to be whole, kept next to `state.json`.
+    pub fn last_good_state_file(&self) -> PathBuf {
+        self.root.join("state.json.last-good")
+    }
+
+    /// Where each project's registry is persisted (`<project>.json`).
+    pub fn registry_dir(&self) -> PathBuf {
+        self.root.join("registry")
+    }
+
+    /// Where a copy of each managed project's reference (files, directory,
+    /// variables) is kept, `<project>.json`, so that the project can be loaded
+    /// again even when `state.json` is lost.
+    pub fn projects_dir(&self) -> PathBuf {
+        self.root.join("projects")
     }
 
     /// Where the certificates live.
@@ -139,13 +167,47 @@ pub struct DaemonAddress {
     pub protocol: u32,
 }
 
-fn create_private_dir(path: &Path) -> Result<(), StateDirError> {
-    match fs::create_dir_all(path) {
-        Ok(()) => {}
+/// Makes `path` (and missing parents) with mode 0700, or checks the directory
+/// that is there: it must be ours and not writable by every user. Its mode is
+/// left as it is.
+fn ensure_private_dir(path: &Path) -> Result<(), StateDirError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    match fs::DirBuilder::new().mode(0o700).create(path) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A parent is missing: make the parents (0700 as well) and then this.
+            return fs::DirBuilder::new()
+                .mode(0o700)
+                .recursive(true)
+                .create(path)
+                .map_err(|e| StateDirError::io(path, e));
+        }
         Err(e) => return Err(StateDirError::io(path, e)),
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
-        .map_err(|e| StateDirError::io(path, e))
+    let meta = fs::metadata(path).map_err(|e| StateDirError::io(path, e))?;
+    let invalid = |message: String| StateDirError::Invalid {
+        path: path.to_owned(),
+        message,
+    };
+    if !meta.is_dir() {
+        return Err(invalid("not a directory".to_owned()));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(invalid(format!(
+            "owned by uid {}, not by this user (uid {me}); choose a directory of your own",
+            meta.uid()
+        )));
+    }
+    if meta.permissions().mode() & 0o002 != 0 {
+        return Err(invalid(format!(
+            "every user may write to it (mode {:o}); choose a directory of your own, \
+             e.g. a folder in it that only you can write to",
+            meta.permissions().mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same
@@ -208,6 +270,34 @@ mod tests {
         let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn an_existing_directory_keeps_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s");
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
+        StateDir::new(&root).create().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&root), 0o755);
+        assert_eq!(mode(&root.join("tls")), 0o700);
+        assert_eq!(mode(&root.join("projects")), 0o700);
+    }
+
+    #[test]
+    fn a_directory_everyone_may_write_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("shared");
+        fs::create_dir(&root).unwrap();
+        fs::set_permissions(&root, fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = StateDir::new(&root).create().unwrap_err().to_string();
+        assert!(e.contains("every user may write"), "{e}");
+        assert_eq!(
+            fs::metadata(&root).unwrap().permissions().mode() & 0o7777,
+            0o1777
+        );
+        assert!(!root.join("tls").exists());
     }
 
     #[test]

@@ -403,6 +403,11 @@ pub struct ProjectStatus {
     /// them that it took along. Empty for other methods, and from daemons that predate it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub affected: Vec<ServiceName>,
+    /// Conditions of the daemon that concern what this status can be trusted
+    /// for, e.g. that its state cannot be saved (a full disk): services are
+    /// still tracked, in memory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The answer to [`Method::Env`].
@@ -436,6 +441,9 @@ pub struct DaemonInfo {
     /// The metrics listener address, if enabled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_address: Option<String>,
+    /// Conditions that need attention, e.g. that the state cannot be saved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[cfg(test)]

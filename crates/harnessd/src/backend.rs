@@ -66,6 +66,12 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Adds the backend's own metrics to the daemon's registry.
     fn register_metrics(&self, _registry: &mut prometheus_client::registry::Registry) {}
+
+    /// Conditions that need attention (e.g. the state cannot be saved), for
+    /// `daemon status`.
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A backend that manages no projects: status is empty, logs and events

@@ -16,6 +16,7 @@ pub mod lock;
 pub mod logs;
 pub mod metrics;
 pub mod projects;
+pub mod recovery;
 mod server;
 pub mod targets;
 
@@ -136,6 +137,7 @@ impl Daemon {
             projects: self.backend.projects(),
             connections: self.open_connections.load(Ordering::SeqCst),
             metrics_address: self.metrics_address.map(|a| a.to_string()),
+            warnings: self.backend.warnings(),
         }
     }
 
@@ -177,7 +179,7 @@ where
 {
     let state = StateDir::new(&options.state_dir);
     state.create()?;
-    let lock = StateLock::acquire(&state.lock_file())?;
+    let lock = StateLock::acquire_dir(state.root(), &state.lock_file(), &state.address_file())?;
     let (soft, hard) = raise_open_file_limit();
     tracing::info!(soft, hard, "open-file limit (RLIMIT_NOFILE)");
     let tls_state = state.clone();

@@ -1,4 +1,6 @@
-//! One daemon per state directory: an exclusive `flock` on a lock file,
+//! One daemon per state directory: an exclusive `flock` on the state
+//! directory itself (which cannot be deleted away under a running daemon,
+//! unlike a file in it) and on the lock file that holds the daemon's pid,
 //! held for the daemon's life and released by the kernel when it dies.
 
 use std::fs::{File, OpenOptions};
@@ -37,17 +39,53 @@ fn holder_text(holder: &Option<u32>) -> String {
 /// The held lock; dropping it releases it.
 #[derive(Debug)]
 pub struct StateLock {
+    _dir: File,
     _file: File,
     path: PathBuf,
 }
 
 impl StateLock {
-    /// Takes the lock at `path` without waiting, and writes our pid into it.
+    /// Takes the lock of the state directory `dir` without waiting: the
+    /// directory itself, then the lock file `path` in it, into which our pid
+    /// is written. When another daemon holds it, the error names that
+    /// daemon's pid, read from the lock file or else from `address_file`.
+    pub fn acquire_dir(
+        dir: &Path,
+        path: &Path,
+        address_file: &Path,
+    ) -> Result<StateLock, LockError> {
+        let d = File::open(dir).map_err(|source| LockError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        if flock(&d, FlockOperation::NonBlockingLockExclusive).is_err() {
+            let from_lock = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| t.trim().parse().ok());
+            let from_address = || {
+                let text = std::fs::read_to_string(address_file).ok()?;
+                let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+                v.get("pid")?.as_u64().and_then(|p| u32::try_from(p).ok())
+            };
+            return Err(LockError::Held {
+                path: dir.to_owned(),
+                holder: from_lock.or_else(from_address),
+            });
+        }
+        let mut lock = StateLock::acquire(path)?;
+        lock._dir = d;
+        Ok(lock)
+    }
+
+    /// Takes the lock file at `path` without waiting, and writes our pid into it.
     pub fn acquire(path: &Path) -> Result<StateLock, LockError> {
         let io = |source| LockError::Io {
             path: path.to_owned(),
             source,
         };
+        // Until `acquire_dir` puts the directory's lock here: a handle on the
+        // lock file's directory, not locked.
+        let dir = File::open(path.parent().unwrap_or(Path::new("."))).map_err(io)?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -68,6 +106,7 @@ impl StateLock {
         file.rewind().map_err(io)?;
         write!(file, "{}", std::process::id()).map_err(io)?;
         Ok(StateLock {
+            _dir: dir,
             _file: file,
             path: path.to_owned(),
         })
@@ -94,5 +133,20 @@ mod tests {
         }
         drop(first);
         StateLock::acquire(&p).unwrap();
+    }
+
+    #[test]
+    fn deleting_the_lock_file_does_not_free_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, a) = (dir.path().join("l"), dir.path().join("a.json"));
+        let first = StateLock::acquire_dir(dir.path(), &p, &a).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        std::fs::write(&a, r#"{"pid": 4242}"#).unwrap();
+        match StateLock::acquire_dir(dir.path(), &p, &a) {
+            Err(LockError::Held { holder, .. }) => assert_eq!(holder, Some(4242)),
+            other => panic!("expected Held, got {other:?}"),
+        }
+        drop(first);
+        StateLock::acquire_dir(dir.path(), &p, &a).unwrap();
     }
 }

@@ -3,7 +3,7 @@
 //! what must survive the daemon persisted atomically in `state.json`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,12 +14,11 @@ use harness_config::{LoadOptions, Project};
 use harness_core::{ProjectName, ServiceKind, ServiceName, SharedSpawner};
 use harness_protocol::{
     EnvParams, EnvResult, ErrorBody, ErrorCode, EventItem, LogItem, LogsParams, ProjectRef,
-    ProjectStatus, ServicesParams, StateDir, StreamItem, UpParams, write_atomic,
+    ProjectStatus, ServicesParams, StateDir, StreamItem, UpParams,
 };
-use serde::{Deserialize, Serialize};
 use service_orchestration::{
-    ManagerError, ManagerEvent, ManagerOptions, PendingStart, Placement, ServiceManager,
-    ServiceRecord, SharedExecutor, package::PackageExecutor,
+    ManagerError, ManagerEvent, ManagerOptions, Placement, ServiceManager, ServiceRecord,
+    SharedExecutor, package::PackageExecutor,
 };
 
 use crate::backend::{Backend, BackendResult, ItemSink};
@@ -40,35 +39,14 @@ pub struct ServiceLabels {
 }
 use crate::activity::{Activity, watch_manager};
 use crate::logs::{self, LogFile, LogQuery, Stamper};
+use crate::recovery;
 
-/// Format version of `state.json`.
-const STATE_FORMAT: u32 = 1;
 /// How often the persisted state is refreshed (services restart by themselves).
 const PERSIST_INTERVAL: Duration = Duration::from_millis(500);
 /// Default deadline of `up --wait`.
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 
-/// What `state.json` holds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PersistedState {
-    /// Format version.
-    pub format: u32,
-    /// Every project the daemon manages.
-    pub projects: BTreeMap<ProjectName, PersistedProject>,
-}
-
-/// One project in `state.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PersistedProject {
-    /// How to load it again.
-    pub spec: ProjectRef,
-    /// Its running services, to re-adopt.
-    pub records: Vec<ServiceRecord>,
-    /// Services asked to run that had no process (waiting for a restart or a
-    /// dependency): started again, with their restart counts.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pending: Vec<PendingStart>,
-}
+pub use crate::recovery::{PersistedProject, PersistedState};
 
 struct Entry {
     spec: ProjectRef,
@@ -111,6 +89,10 @@ pub struct ManagerBackend {
     /// were so nothing persisted is lost.
     dormant: Mutex<BTreeMap<ProjectName, PersistedProject>>,
     last_written: Mutex<Option<PersistedState>>,
+    /// The project references last written to `<state>/projects/`.
+    specs_written: Mutex<BTreeMap<ProjectName, ProjectRef>>,
+    /// Why the state could not be saved the last time, if it could not.
+    save_error: std::sync::Mutex<Option<String>>,
     services_gauge: Family<ServiceStateLabels, Gauge>,
     restarts_gauge: Family<ServiceLabels, Gauge>,
     names: std::sync::Mutex<Vec<ProjectName>>,
@@ -152,8 +134,9 @@ async fn until_taken_down(signal: Option<async_channel::Receiver<()>>) {
     }
 }
 
-/// Loads a project (blocking).
-fn load_project(spec: &ProjectRef) -> Result<Project, ErrorBody> {
+/// Loads a project (blocking), with `spec` trimmed to the variables the
+/// files refer to (what is kept to load it again).
+fn load_project(spec: &ProjectRef) -> Result<(Project, ProjectRef), ErrorBody> {
     let mut opts = LoadOptions {
         files: spec.files.clone(),
         project_dir: spec.working_dir.clone(),
@@ -190,7 +173,7 @@ fn load_project(spec: &ProjectRef) -> Result<Project, ErrorBody> {
             .collect::<HashMap<_, _>>(),
     );
     match harness_config::load(&opts) {
-        Ok(l) => Ok(l.project),
+        Ok(l) => Ok((l.project, recovery::trim_env(spec, &l.referenced_vars))),
         Err(diags) => Err(err(ErrorCode::ConfigInvalid, diags.render(false))),
     }
 }
@@ -225,56 +208,73 @@ impl ManagerBackend {
             projects: Mutex::new(BTreeMap::new()),
             dormant: Mutex::new(BTreeMap::new()),
             last_written: Mutex::new(None),
+            specs_written: Mutex::new(BTreeMap::new()),
+            save_error: std::sync::Mutex::new(None),
             services_gauge: Family::default(),
             restarts_gauge: Family::default(),
             names: std::sync::Mutex::new(Vec::new()),
             registries: Mutex::new(BTreeMap::new()),
             activity: Arc::default(),
         });
-        let path = state.state_file();
-        let persisted: Option<PersistedState> = blocking::unblock(move || {
-            let text = std::fs::read_to_string(&path).ok()?;
-            match serde_json::from_str(&text) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "unreadable state file; keeping it aside");
-                    let _ = std::fs::rename(&path, path.with_extension("json.unreadable"));
-                    None
-                }
-            }
+        let dir = state.clone();
+        let (persisted, specs, found) = blocking::unblock(move || {
+            let (persisted, _) = recovery::read_state(&dir);
+            let specs = recovery::read_specs(&dir);
+            let found = recovery::scan_processes(&dir.log_dir());
+            (persisted, specs, found)
         })
         .await;
-        if let Some(persisted) = persisted {
-            for (name, p) in persisted.projects {
-                let spec = p.spec.clone();
-                match blocking::unblock(move || load_project(&spec)).await {
-                    Ok(project) => {
-                        let project = Arc::new(project);
-                        match backend.new_manager(project.clone()).await {
-                            Ok((manager, targets)) => {
-                                let errors = manager.adopt(p.records.clone()).await;
-                                for e in errors {
-                                    tracing::warn!(project = %name, error = %e, "re-adopting");
-                                }
-                                tracing::info!(project = %name, services = p.records.len(), "re-adopted project");
-                                if let Err(e) = manager.resume(p.pending.clone()) {
-                                    tracing::warn!(project = %name, error = %e, "resuming services that were to restart");
-                                }
-                                backend.projects.lock().await.insert(
-                                    name.clone(),
-                                    Entry::new(p.spec, manager, project, targets),
-                                );
+        // Every project the state or a kept reference names; the state's
+        // entry first (it has the records).
+        let mut all: BTreeMap<ProjectName, PersistedProject> = persisted.projects;
+        for (name, spec) in specs {
+            all.entry(name).or_insert(PersistedProject {
+                spec,
+                records: Vec::new(),
+                pending: Vec::new(),
+            });
+        }
+        for f in &found {
+            if !all.keys().any(|n| n.as_str() == f.project) {
+                tracing::error!(project = %f.project, service = %f.service, pid = f.identity.pid, "a service of a project this daemon has no reference to runs; it cannot be loaded again and is left as it is");
+            }
+        }
+        for (name, p) in all {
+            let spec = p.spec.clone();
+            match blocking::unblock(move || load_project(&spec)).await {
+                Ok((project, spec)) => {
+                    let project = Arc::new(project);
+                    match backend.new_manager(project.clone()).await {
+                        Ok((manager, targets)) => {
+                            let records = recovery::merge_records(
+                                &project,
+                                p.records.clone(),
+                                &found,
+                                &targets.containers,
+                            );
+                            let errors = manager.adopt(records.clone()).await;
+                            for e in errors {
+                                tracing::warn!(project = %name, error = %e, "re-adopting");
                             }
-                            Err(e) => {
-                                tracing::error!(project = %name, error = %e.message, "cannot manage project");
-                                backend.dormant.lock().await.insert(name, p);
+                            tracing::info!(project = %name, services = records.len(), "re-adopted project");
+                            if let Err(e) = manager.resume(p.pending.clone()) {
+                                tracing::warn!(project = %name, error = %e, "resuming services that were to restart");
                             }
+                            backend
+                                .projects
+                                .lock()
+                                .await
+                                .insert(name.clone(), Entry::new(spec, manager, project, targets));
+                        }
+                        Err(e) => {
+                            tracing::error!(project = %name, error = %e.message, "cannot manage project");
+                            backend.dormant.lock().await.insert(name, p);
                         }
                     }
-                    Err(e) => {
-                        tracing::error!(project = %name, error = %e.message, "cannot load project again; its services are left as they are");
-                        backend.dormant.lock().await.insert(name, p);
-                    }
+                }
+                Err(e) => {
+                    tracing::error!(project = %name, error = %e.message, "cannot load project again; its services are left as they are");
+                    backend.dormant.lock().await.insert(name, p);
                 }
             }
         }
@@ -336,11 +336,8 @@ impl ManagerBackend {
         if let Some(r) = registries.get(project) {
             return Ok(r.clone());
         }
+        // Its directory is made with the state directory (`StateDir::create`).
         let path = registry_path(&self.state, project);
-        if let Some(dir) = path.parent().map(Path::to_path_buf) {
-            // Opening reports a missing directory; making it here is enough.
-            let _ = blocking::unblock(move || std::fs::create_dir_all(dir)).await;
-        }
         let registry = match service_registry::Registry::open(&path).await {
             Ok((r, report)) => {
                 if report.source == service_registry::LoadSource::Backup {
@@ -431,8 +428,9 @@ impl ManagerBackend {
                         last_persist = std::time::Instant::now();
                         persist_due = false;
                         b.update_gauges().await;
-                        if let Err(e) = b.persist_if_changed().await {
-                            tracing::warn!(error = %e.message, "persisting state");
+                        // A failure is kept as a warning and retried.
+                        if b.persist_if_changed().await.is_err() {
+                            persist_due = true;
                         }
                     } else {
                         persist_due = true;
@@ -489,25 +487,87 @@ impl ManagerBackend {
             );
         }
         PersistedState {
-            format: STATE_FORMAT,
+            format: recovery::STATE_FORMAT,
+            sha256: None,
             projects,
         }
     }
 
+    /// Writes the state and the project references if they changed. A
+    /// failure (e.g. a full disk) loses nothing: the state stays in memory,
+    /// the failure is shown as a warning in `status` and `daemon status`, and
+    /// the next call (every half second) tries again.
     async fn persist_if_changed(&self) -> BackendResult<()> {
+        let result = self.save().await;
+        let mut error = self.save_error.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Ok(()) => {
+                if error.take().is_some() {
+                    tracing::info!("state saved again");
+                }
+            }
+            Err(e) => {
+                if error.is_none() {
+                    tracing::error!(error = %e.message, "cannot save the state; keeping it in memory and retrying");
+                }
+                *error = Some(format!(
+                    "the daemon cannot save its state ({}); services are tracked in memory and saving is retried",
+                    e.message
+                ));
+            }
+        }
+        result
+    }
+
+    async fn save(&self) -> BackendResult<()> {
+        let io = |e: harness_protocol::StateDirError| err(ErrorCode::Internal, e.to_string());
         let snap = self.snapshot().await;
+        // The project references first: a state naming a project is only
+        // written once that project can be loaded again without it.
+        {
+            let mut written = self.specs_written.lock().await;
+            let wanted: BTreeMap<ProjectName, ProjectRef> = snap
+                .projects
+                .iter()
+                .map(|(n, p)| (n.clone(), p.spec.clone()))
+                .collect();
+            if *written != wanted {
+                let (dir, w, old) = (self.state.clone(), wanted.clone(), written.clone());
+                blocking::unblock(move || {
+                    for (name, spec) in &w {
+                        if old.get(name) != Some(spec) {
+                            recovery::write_spec(&dir, name, spec)?;
+                        }
+                    }
+                    for name in old.keys().filter(|n| !w.contains_key(*n)) {
+                        recovery::remove_spec(&dir, name)?;
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(io)?;
+                *written = wanted;
+            }
+        }
         let mut last = self.last_written.lock().await;
         if last.as_ref() == Some(&snap) {
             return Ok(());
         }
-        let json = serde_json::to_vec_pretty(&snap)
-            .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
-        let path = self.state.state_file();
-        blocking::unblock(move || write_atomic(&path, &json, 0o600))
+        let (dir, s) = (self.state.clone(), snap.clone());
+        blocking::unblock(move || recovery::write_state(&dir, &s))
             .await
-            .map_err(|e| err(ErrorCode::Internal, e.to_string()))?;
+            .map_err(io)?;
         *last = Some(snap);
         Ok(())
+    }
+
+    fn save_warnings(&self) -> Vec<String> {
+        self.save_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Finds the project a request is about, loading it if files are given.
@@ -518,11 +578,11 @@ impl ManagerBackend {
     ) -> BackendResult<(ProjectName, ServiceManager, Arc<Project>)> {
         if load && (!r.files.is_empty() || r.working_dir.is_some()) {
             let spec = r.clone();
-            let project = blocking::unblock(move || load_project(&spec)).await?;
+            let (project, kept) = blocking::unblock(move || load_project(&spec)).await?;
             let name = project.name.clone();
             let mut projects = self.projects.lock().await;
             if let Some(e) = projects.get_mut(&name) {
-                e.spec = r.clone();
+                e.spec = kept;
                 if e.project.to_json_value() == project.to_json_value() {
                     // Unchanged: keep its manager and running services.
                     return Ok((name, e.manager.clone(), e.project.clone()));
@@ -568,7 +628,7 @@ impl ManagerBackend {
             }
             projects.insert(
                 name.clone(),
-                Entry::new(r.clone(), manager.clone(), project.clone(), targets),
+                Entry::new(kept, manager.clone(), project.clone(), targets),
             );
             drop(projects);
             self.dormant.lock().await.remove(&name);
@@ -629,7 +689,12 @@ impl ManagerBackend {
         Ok(())
     }
 
-    fn status_of(name: &ProjectName, m: &ServiceManager, only: &[ServiceName]) -> ProjectStatus {
+    fn status_of(
+        &self,
+        name: &ProjectName,
+        m: &ServiceManager,
+        only: &[ServiceName],
+    ) -> ProjectStatus {
         let mut services: Vec<_> = m
             .status()
             .into_iter()
@@ -652,6 +717,7 @@ impl ManagerBackend {
             project: name.clone(),
             services,
             affected: Vec::new(),
+            warnings: self.save_warnings(),
         }
     }
 
@@ -683,6 +749,7 @@ impl ManagerBackend {
     /// The answer to a stop or restart of `requested`: the affected services (see
     /// [`Self::cascade`]) and the status of them and the named ones.
     fn cascade_status(
+        &self,
         name: &ProjectName,
         m: &ServiceManager,
         requested: &[ServiceName],
@@ -690,7 +757,7 @@ impl ManagerBackend {
     ) -> ProjectStatus {
         let mut only = requested.to_vec();
         only.extend(affected.iter().cloned());
-        let mut status = Self::status_of(name, m, &only);
+        let mut status = self.status_of(name, m, &only);
         status.affected = affected;
         status
     }
@@ -782,7 +849,7 @@ impl Backend for ManagerBackend {
                     .map_err(manager_err)?;
             }
             let _ = self.persist_if_changed().await;
-            Ok(Self::status_of(&name, &m, &[]))
+            Ok(self.status_of(&name, &m, &[]))
         };
         futures_lite::future::or(work, async {
             watch.await;
@@ -794,7 +861,7 @@ impl Backend for ManagerBackend {
     async fn down(&self, p: ServicesParams) -> BackendResult<ProjectStatus> {
         let (name, m, _) = self.resolve(&p.project, false).await?;
         m.stop_all().await;
-        let status = Self::status_of(&name, &m, &[]);
+        let status = self.status_of(&name, &m, &[]);
         let entry = self.projects.lock().await.remove(&name);
         if let Some(targets) = entry.map(|e| e.targets) {
             // Stopped containers are gone already; this removes the project
@@ -810,7 +877,8 @@ impl Backend for ManagerBackend {
             }
         }
         self.refresh_names().await;
-        self.persist_if_changed().await?;
+        // Saving failures are warnings in the status; the request is done.
+        let _ = self.persist_if_changed().await;
         Ok(status)
     }
 
@@ -822,8 +890,9 @@ impl Backend for ManagerBackend {
         } else {
             m.start(&p.services).map_err(manager_err)?;
         }
-        self.persist_if_changed().await?;
-        Ok(Self::status_of(&name, &m, &p.services))
+        // Saving failures are warnings in the status; the request is done.
+        let _ = self.persist_if_changed().await;
+        Ok(self.status_of(&name, &m, &p.services))
     }
 
     async fn stop(&self, p: ServicesParams) -> BackendResult<ProjectStatus> {
@@ -832,12 +901,13 @@ impl Backend for ManagerBackend {
         if p.services.is_empty() {
             m.stop_all().await;
             self.persist_if_changed().await?;
-            return Ok(Self::status_of(&name, &m, &[]));
+            return Ok(self.status_of(&name, &m, &[]));
         }
         let affected = Self::cascade(&project, &p.services, &m.status(), false);
         m.stop(&p.services).await.map_err(manager_err)?;
-        self.persist_if_changed().await?;
-        Ok(Self::cascade_status(&name, &m, &p.services, affected))
+        // Saving failures are warnings in the status; the request is done.
+        let _ = self.persist_if_changed().await;
+        Ok(self.cascade_status(&name, &m, &p.services, affected))
     }
 
     async fn restart(&self, p: ServicesParams) -> BackendResult<ProjectStatus> {
@@ -850,8 +920,9 @@ impl Backend for ManagerBackend {
         };
         let affected = Self::cascade(&project, &services, &m.status(), true);
         m.restart(&services).await.map_err(manager_err)?;
-        self.persist_if_changed().await?;
-        Ok(Self::cascade_status(&name, &m, &p.services, affected))
+        // Saving failures are warnings in the status; the request is done.
+        let _ = self.persist_if_changed().await;
+        Ok(self.cascade_status(&name, &m, &p.services, affected))
     }
 
     async fn status(&self, p: ServicesParams) -> BackendResult<Vec<ProjectStatus>> {
@@ -859,12 +930,12 @@ impl Backend for ManagerBackend {
             let projects = self.projects.lock().await;
             return Ok(projects
                 .iter()
-                .map(|(n, e)| Self::status_of(n, &e.manager, &p.services))
+                .map(|(n, e)| self.status_of(n, &e.manager, &p.services))
                 .collect());
         }
         let (name, m, project) = self.resolve(&p.project, false).await?;
         Self::check_services(&project, &p.services)?;
-        Ok(vec![Self::status_of(&name, &m, &p.services)])
+        Ok(vec![self.status_of(&name, &m, &p.services)])
     }
 
     async fn logs(&self, p: LogsParams, out: ItemSink) -> BackendResult<()> {
@@ -916,6 +987,10 @@ impl Backend for ManagerBackend {
 
     async fn persist(&self) -> BackendResult<()> {
         self.persist_if_changed().await
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        self.save_warnings()
     }
 
     fn register_metrics(&self, registry: &mut Registry) {

@@ -4,24 +4,16 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
-use harness_core::{ServiceName, ServiceStatus};
+use harness_core::ServiceName;
 use harness_protocol::{
     Client, ErrorCode, LogsParams, ProjectRef, ServicesParams, StateDir, StreamItem, UpParams,
 };
 use support::*;
 
 const SERVICES: usize = 20;
-
-fn pids(statuses: &[ServiceStatus]) -> BTreeMap<ServiceName, u32> {
-    statuses
-        .iter()
-        .map(|s| (s.name.clone(), s.pid.expect("running service has a pid")))
-        .collect()
-}
 
 /// Checks that `lines` are `line 0`, `line 1`, ... with nothing missing or repeated.
 fn assert_consecutive(lines: &[String], from: u64) {
@@ -289,9 +281,26 @@ fn an_unreadable_state_file_is_set_aside_not_fatal() {
     d.wait_exit();
     let state_file = StateDir::new(&d.state).state_file();
     std::fs::write(&state_file, b"{ this is not json").unwrap();
+    std::fs::write(
+        StateDir::new(&d.state).last_good_state_file(),
+        b"{ this is not json either",
+    )
+    .unwrap();
     d.spawn(&[]);
-    let aside = state_file.with_extension("json.unreadable");
-    assert_eq!(std::fs::read(&aside).unwrap(), b"{ this is not json");
+    let mut aside: Vec<Vec<u8>> = std::fs::read_dir(&d.state)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect();
+    aside.sort();
+    assert_eq!(
+        aside,
+        [
+            b"{ this is not json".to_vec(),
+            b"{ this is not json either".to_vec()
+        ]
+    );
     smol::block_on(async {
         let c = Client::connect(&d.state).await.unwrap();
         assert!(

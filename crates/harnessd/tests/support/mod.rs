@@ -309,3 +309,28 @@ pub fn service_status(
         .cloned()
         .unwrap_or_else(|| panic!("{name} in status: {st:?}"))
 }
+
+/// The pid of each service of `statuses` (each must have one).
+pub fn pids(
+    statuses: &[harness_core::ServiceStatus],
+) -> std::collections::BTreeMap<harness_core::ServiceName, u32> {
+    statuses
+        .iter()
+        .map(|s| (s.name.clone(), s.pid.expect("running service has a pid")))
+        .collect()
+}
+
+/// `up --wait` of the whole `project` (30 s at most).
+pub async fn up_wait(
+    c: &harness_protocol::Client,
+    project: &harness_protocol::ProjectRef,
+) -> harness_protocol::ProjectStatus {
+    c.up(harness_protocol::UpParams {
+        project: project.clone(),
+        wait: true,
+        timeout_ms: Some(30_000),
+        ..harness_protocol::UpParams::default()
+    })
+    .await
+    .expect("up --wait")
+}
