@@ -487,6 +487,14 @@ async fn status(ctx: &Ctx, a: StatusArgs) -> CliResult {
         }
         Err(e) => return Err(remote::remote_error(e, &state_dir)),
     };
+    // What the daemon says about its own condition (e.g. it cannot save its
+    // state): on stderr, so the table or JSON on stdout stays as it is.
+    let mut warnings: Vec<&String> = projects.iter().flat_map(|p| &p.warnings).collect();
+    warnings.dedup();
+    let mut err = anstream::stderr();
+    for w in warnings {
+        writeln!(err, "warning: {w}")?;
+    }
     remote::print_status(&remote::flatten(projects), a.json)
 }
 
@@ -624,6 +632,9 @@ async fn daemon(ctx: &Ctx, action: DaemonAction) -> CliResult {
                     }
                 )?;
                 writeln!(out, "  clients:    {}", info.connections)?;
+                for w in &info.warnings {
+                    writeln!(out, "  warning:    {w}")?;
+                }
                 if let Some(m) = info.metrics_address {
                     writeln!(out, "  metrics:    http://{m}/metrics")?;
                 }

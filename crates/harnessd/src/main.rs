@@ -32,7 +32,20 @@ struct Args {
     log: String,
 }
 
+/// Threads the blocking pool may keep (spawns, file and /proc work). The
+/// pool never lets a thread go below its limit, so the limit is what an idle
+/// daemon keeps: without it a burst of 500 starts leaves hundreds of threads.
+const BLOCKING_THREADS: &str = "8";
+
 fn main() -> ExitCode {
+    if std::env::var_os("BLOCKING_MAX_THREADS").is_none() {
+        // SAFETY: the first statement of `main`, before any other thread
+        // exists that could read the environment.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("BLOCKING_MAX_THREADS", BLOCKING_THREADS)
+        };
+    }
     let args = Args::parse();
     let state_dir = match harness_protocol::resolve_state_dir(args.state_dir.as_deref()) {
         Ok(d) => d,

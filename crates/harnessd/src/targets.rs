@@ -302,13 +302,29 @@ impl ToLogFiles {
         };
         let (tx, rx) = async_channel::unbounded::<OutputLine>();
         let service = spec.name.to_string();
-        ctx.spawner.spawn(Box::pin(blocking::unblock(move || {
-            if let Err(e) = write_lines(&dir, &rx) {
-                tracing::warn!(%service, dir = %dir.display(), error = %e, "writing the service's log files");
-                // Keep draining so the instance's events are not held up.
-                while rx.recv_blocking().is_ok() {}
+        ctx.spawner.spawn(Box::pin(async move {
+            // Lines that wait are written together, off the executor, by a
+            // pool thread held only for the write.
+            let mut failed = false;
+            while let Ok(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < WRITE_BATCH
+                    && let Ok(line) = rx.try_recv()
+                {
+                    batch.push(line);
+                }
+                let d = dir.clone();
+                let written = blocking::unblock(move || append_lines(&d, &batch)).await;
+                match written {
+                    Err(e) if !failed => {
+                        failed = true;
+                        tracing::warn!(%service, dir = %dir.display(), error = %e, "writing the service's log files");
+                    }
+                    Ok(()) => failed = false,
+                    Err(_) => {}
+                }
             }
-        })));
+        }));
         let events = launched.events.map(move |ev| {
             if let InstanceEvent::Output(line) = &ev {
                 // Unbounded: fails only once the writer is gone.
@@ -323,36 +339,33 @@ impl ToLogFiles {
     }
 }
 
-/// Appends each line (with a newline) to `stdout.log` or `stderr.log` in `dir`
-/// until the sender is dropped. Lines that are already waiting are written
-/// together; the files are flushed whenever no more lines wait, so a line is
-/// in its file as soon as the writer catches up.
-fn write_lines(dir: &Path, rx: &async_channel::Receiver<OutputLine>) -> std::io::Result<()> {
+/// Lines written to the log files in one go, at most.
+const WRITE_BATCH: usize = 4096;
+
+/// Appends each line (with a newline) to `stdout.log` or `stderr.log` in
+/// `dir`; the files are open only while written.
+fn append_lines(dir: &Path, lines: &[OutputLine]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let open = |name: &str| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(name))
-            .map(|f| std::io::BufWriter::with_capacity(64 * 1024, f))
-    };
-    let mut stdout = open("stdout.log")?;
-    let mut stderr = open("stderr.log")?;
-    while let Ok(first) = rx.recv_blocking() {
-        let mut next = Some(first);
-        while let Some(line) = next {
-            let file = match line.stream {
-                OutputStream::Stdout => &mut stdout,
-                // Executors report only the two streams; harness's own lines
-                // go to `harness.log` through the manager.
-                OutputStream::Stderr | OutputStream::Harness => &mut stderr,
-            };
-            file.write_all(&line.bytes)?;
-            file.write_all(b"\n")?;
-            next = rx.try_recv().ok();
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    for line in lines {
+        let buf = match line.stream {
+            OutputStream::Stdout => &mut stdout,
+            // Executors report only the two streams; harness's own lines
+            // go to `harness.log` through the manager.
+            OutputStream::Stderr | OutputStream::Harness => &mut stderr,
+        };
+        buf.extend_from_slice(&line.bytes);
+        buf.push(b'\n');
+    }
+    for (name, bytes) in [("stdout.log", stdout), ("stderr.log", stderr)] {
+        if !bytes.is_empty() {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(name))?
+                .write_all(&bytes)?;
         }
-        stdout.flush()?;
-        stderr.flush()?;
     }
     Ok(())
 }

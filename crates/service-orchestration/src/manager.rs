@@ -386,8 +386,10 @@ enum DataMsg {
 /// to the service (exits, restarts, failures to start), one line each.
 pub const LIFECYCLE_LOG: &str = "harness.log";
 
-/// Lines buffered between an instance's reader and its actor.
-const DATA_CAPACITY: usize = 1024;
+/// Lines buffered between an instance's reader and its actor. A bounded
+/// channel allocates all its slots at once, so this is memory every service
+/// holds while idle: small, since the executor's own queue buffers bursts.
+const DATA_CAPACITY: usize = 64;
 
 fn now_ms() -> u64 {
     SystemTime::now()
