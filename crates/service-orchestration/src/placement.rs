@@ -252,8 +252,13 @@ impl Placement {
             .map(|r| r.service)
             .collect();
         relevant.extend(refs.iter());
-        let mut snapshot = self.snapshot();
-        snapshot.entries.retain(|name, _| relevant.contains(&name));
+        // Only those entries: O(dependencies), not O(services), per start.
+        let mut snapshot = RegistrySnapshot::default();
+        for name in relevant {
+            if let Ok(e) = self.entry(name.as_str()) {
+                snapshot.entries.insert(name.clone(), e);
+            }
+        }
         service_environment(
             &self.inner.project.name,
             &snapshot,
