@@ -8,6 +8,7 @@ use harness_core::{ProjectName, ServiceName};
 
 use crate::de::{DeError, did_you_mean, from_node};
 use crate::diag::{Diagnostic, Diagnostics, Severity, Sources};
+use crate::file::{MAX_CONFIG_BYTES, ReadFileError, read_limited};
 use crate::interp::{InterpIssue, interpolate};
 use crate::model::*;
 use crate::raw::{self, RawFile, RawProbe, RawService, ServiceType};
@@ -143,19 +144,25 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Diagnostics> {
     let mut loader = Loader::new(opts);
     let mut texts = Vec::new();
     for f in &files {
-        match std::fs::read_to_string(f) {
+        match read_limited(f, MAX_CONFIG_BYTES) {
             Ok(t) => texts.push((f.clone(), Some(t))),
             Err(e) => {
-                let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                    Some("check the path, or pass the file with -f".to_owned())
-                } else {
-                    None
+                let hint = match &e {
+                    _ if e.is_not_found() => {
+                        Some("check the path, or pass the file with -f".to_owned())
+                    }
+                    ReadFileError::NotRegular { .. } => {
+                        Some("the configuration must be a regular file".to_owned())
+                    }
+                    ReadFileError::TooLarge { .. } => Some(format!(
+                        "configuration files are limited to {} MiB",
+                        MAX_CONFIG_BYTES >> 20
+                    )),
+                    _ => None,
                 };
-                loader.diags.push(loader.sources.file_diag(
-                    f,
-                    format!("cannot read `{}`: {e}", f.display()),
-                    hint,
-                ));
+                loader
+                    .diags
+                    .push(loader.sources.file_diag(f, e.to_string(), hint));
                 texts.push((f.clone(), None));
             }
         }
@@ -396,11 +403,18 @@ impl<'o> Loader<'o> {
     fn variables(&mut self) -> HashMap<String, String> {
         let mut vars = HashMap::new();
         let dotenv = self.project_dir.join(".env");
-        if let Ok(text) = std::fs::read_to_string(&dotenv) {
-            let id = self.sources.add(&dotenv, text);
-            let text = self.sources.files[id].1.clone();
-            for (k, v) in self.parse_env_text(&text, id) {
-                vars.insert(k, v);
+        match read_limited(&dotenv, MAX_CONFIG_BYTES) {
+            Ok(text) => {
+                let id = self.sources.add(&dotenv, text);
+                let text = self.sources.files[id].1.clone();
+                for (k, v) in self.parse_env_text(&text, id) {
+                    vars.insert(k, v);
+                }
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                let diag = self.sources.file_diag(&dotenv, e.to_string(), None);
+                self.diags.push(diag);
             }
         }
         match &self.opts.env {
@@ -1029,7 +1043,7 @@ impl<'o> Loader<'o> {
             };
             let path_s = self.plain(&path_s, &p(&path("env_file")));
             let full = self.resolve_path(&path_s);
-            match std::fs::read_to_string(&full) {
+            match read_limited(&full, MAX_CONFIG_BYTES) {
                 Ok(text) => {
                     let id = self.sources.add(&full, text);
                     let text = self.sources.files[id].1.clone();
@@ -1037,11 +1051,11 @@ impl<'o> Loader<'o> {
                         env.insert(k, crate::template::escape(&v));
                     }
                 }
-                Err(e) if required || e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e) if required || !e.is_not_found() => {
                     let pos = self.pos(&p(&path("env_file")));
                     self.error(
                         Some(pos),
-                        format!("cannot read env file `{}`: {e}", full.display()),
+                        format!("env file: {e}"),
                         Some("fix the path, or mark it `required: false`".into()),
                     );
                 }

@@ -42,6 +42,8 @@ use crate::logs::{self, LogFile, LogQuery, Stamper};
 
 /// Format version of `state.json`.
 const STATE_FORMAT: u32 = 1;
+/// The largest state file read at start (it holds every project's records).
+const MAX_STATE_BYTES: u64 = 256 * 1024 * 1024;
 /// How often the persisted state is refreshed (services restart by themselves).
 const PERSIST_INTERVAL: Duration = Duration::from_millis(500);
 /// Default deadline of `up --wait`.
@@ -198,7 +200,15 @@ impl ManagerBackend {
         });
         let path = state.state_file();
         let persisted: Option<PersistedState> = blocking::unblock(move || {
-            let text = std::fs::read_to_string(&path).ok()?;
+            let text = match harness_config::read_limited(&path, MAX_STATE_BYTES) {
+                Ok(text) => text,
+                Err(e) if e.is_not_found() => return None,
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "unreadable state file; keeping it aside");
+                    let _ = std::fs::rename(&path, path.with_extension("json.unreadable"));
+                    return None;
+                }
+            };
             match serde_json::from_str(&text) {
                 Ok(s) => Some(s),
                 Err(e) => {
