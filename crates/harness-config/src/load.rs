@@ -330,7 +330,10 @@ impl<'o> Loader<'o> {
                     self.error(
                         Some(e.pos),
                         format!("invalid YAML: {}", e.message),
-                        Some("fix the YAML syntax here".to_owned()),
+                        Some(
+                            e.hint
+                                .unwrap_or_else(|| "fix the YAML syntax here".to_owned()),
+                        ),
                     );
                     continue;
                 }

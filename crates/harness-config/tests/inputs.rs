@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use harness_config::{Diagnostics, LoadOptions, MAX_CONFIG_BYTES, load};
+use harness_config::tree::MAX_ALIAS_EVENTS;
+use harness_config::{Diagnostics, LoadOptions, MAX_CONFIG_BYTES, from_sources, load};
 
 fn messages(d: &Diagnostics) -> String {
     d.errors()
@@ -105,4 +106,49 @@ fn a_dotenv_that_is_a_fifo_is_an_error_not_a_hang() {
     let err = load(&LoadOptions::files([&cfg]).with_env([("X", "1")])).unwrap_err();
     let msg = messages(&err);
     assert!(msg.contains(".env") && msg.contains("FIFO"), "{msg}");
+}
+
+/// Ten anchors, each a list of ten aliases of the one before: 10^12 nodes if expanded.
+fn alias_bomb() -> String {
+    let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let prev = format!("*a{}", i - 1);
+        text.push_str(&format!(
+            "a{i}: &a{i} [{}]\n",
+            std::iter::repeat_n(prev.as_str(), 10)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    text
+}
+
+#[test]
+fn an_alias_bomb_is_refused_with_a_located_error_naming_the_limit() {
+    let err = from_sources(&[("bomb.yaml", &alias_bomb())], &LoadOptions::default()).unwrap_err();
+    let errors: Vec<_> = err.errors().collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    let e = errors[0];
+    assert!(
+        e.message.contains(&format!(
+            "aliases expand to more than {MAX_ALIAS_EVENTS} YAML events"
+        )),
+        "{e:?}"
+    );
+    assert!(e.hint.as_deref().unwrap_or("").contains("aliases"), "{e:?}");
+    let loc = e.location.as_ref().expect("located");
+    assert!(loc.file.ends_with("bomb.yaml") && loc.line > 1, "{loc:?}");
+}
+
+#[test]
+fn a_thousand_services_sharing_defaults_through_an_alias_load() {
+    let mut text = String::from(
+        "name: shop\nx-defaults: &defaults\n  binary: sleep\n  args: [\"300\"]\n  restart: on-failure\n  env: { A: \"1\", B: \"2\", C: \"3\", D: \"4\" }\nservices:\n",
+    );
+    for i in 0..1000 {
+        text.push_str(&format!("  s{i}:\n    <<: *defaults\n"));
+    }
+    let loaded = from_sources(&[("services.yaml", &text)], &LoadOptions::default())
+        .unwrap_or_else(|d| panic!("{d}"));
+    assert_eq!(loaded.project.services.len(), 1000);
 }
