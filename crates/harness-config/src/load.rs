@@ -1795,10 +1795,12 @@ impl<'o> Loader<'o> {
             let mapping = match rp {
                 raw::RawPort::Number(p) => Some(PortMapping {
                     host: None,
+                    host_ip: None,
                     container: *p,
                     protocol: Protocol::Tcp,
                 }),
                 raw::RawPort::Long(l) => {
+                    let host_ip = l.host_ip.as_deref().map(parse_host_ip);
                     if l.container == 0 || l.host == Some(0) {
                         self.error(
                             Some(pos),
@@ -1806,9 +1808,18 @@ impl<'o> Loader<'o> {
                             Some("use 1-65535".into()),
                         );
                         None
+                    } else if let Some(None) = host_ip {
+                        let ip = l.host_ip.clone().unwrap_or_default();
+                        self.error(
+                            Some(pos),
+                            format!("`{ip}` is not an IP address"),
+                            Some("write `host_ip: 127.0.0.1` or `host_ip: \"::1\"`".into()),
+                        );
+                        None
                     } else {
                         Some(PortMapping {
                             host: l.host,
+                            host_ip: host_ip.flatten(),
                             container: l.container,
                             protocol: l.protocol.unwrap_or_default(),
                         })
@@ -1845,7 +1856,11 @@ impl<'o> Loader<'o> {
                 let m = if kind == ServiceType::Docker {
                     m
                 } else {
-                    PortMapping { host: None, ..m }
+                    PortMapping {
+                        host: None,
+                        host_ip: None,
+                        ..m
+                    }
                 };
                 out.push(m);
             }
@@ -2403,27 +2418,34 @@ pub(crate) fn parse_port(s: &str) -> Result<PortMapping, String> {
     match parts.as_slice() {
         [c] => Ok(PortMapping {
             host: None,
+            host_ip: None,
             container: num(c)?,
             protocol: proto,
         }),
         [c, h] => Ok(PortMapping {
             host: if h.is_empty() { None } else { Some(num(h)?) },
+            host_ip: None,
             container: num(c)?,
             protocol: proto,
         }),
         [c, h, ip] => {
-            let ip = ip.trim_start_matches('[').trim_end_matches(']');
-            if ip.parse::<std::net::IpAddr>().is_err() {
-                return Err(format!("`{ip}` is not an IP address"));
-            }
+            let host_ip =
+                parse_host_ip(ip).ok_or_else(|| format!("`{ip}` is not an IP address"))?;
             Ok(PortMapping {
                 host: if h.is_empty() { None } else { Some(num(h)?) },
+                host_ip: Some(host_ip),
                 container: num(c)?,
                 protocol: proto,
             })
         }
         _ => Err("too many `:`".to_owned()),
     }
+}
+
+/// A host address of a published port: `127.0.0.1`, `::1` or `[::1]`.
+fn parse_host_ip(ip: &str) -> Option<std::net::IpAddr> {
+    let bare = ip.strip_prefix('[').and_then(|i| i.strip_suffix(']'));
+    bare.unwrap_or(ip).parse().ok()
 }
 
 /// The absolute, lexically cleaned form of a path.
@@ -2474,11 +2496,23 @@ mod tests {
             parse_port("8080").unwrap(),
             PortMapping {
                 host: None,
+                host_ip: None,
                 container: 8080,
                 protocol: Protocol::Tcp
             }
         );
         assert_eq!(parse_port("8080:80").unwrap().host, Some(8080));
+        assert_eq!(parse_port("8080:80").unwrap().host_ip, None);
+        let v4 = parse_port("127.0.0.1:8081:80").unwrap();
+        assert_eq!(
+            (v4.host_ip, v4.host, v4.container),
+            (Some([127, 0, 0, 1].into()), Some(8081), 80)
+        );
+        let v6 = parse_port("[::1]:8081:80").unwrap();
+        assert_eq!(v6.host_ip, Some(std::net::Ipv6Addr::LOCALHOST.into()));
+        assert_eq!((v6.host, v6.container), (Some(8081), 80));
+        assert!(parse_port("[::1]:8081:80/udp").is_ok());
+        assert!(parse_port("[nope]:8081:80").is_err());
         assert_eq!(
             parse_port("127.0.0.1:8080:80/udp").unwrap().protocol,
             Protocol::Udp
