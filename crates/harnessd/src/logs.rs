@@ -24,8 +24,11 @@ use crate::backend::ItemSink;
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// At most this much of the end of a file is read for history.
 const MAX_HISTORY_BYTES: u64 = 32 << 20;
-/// At most this much of a file is read per look while following (the rest at the next).
+/// At most this much of a file is read per look while following (the rest at
+/// the next), and per chunk of history.
 const MAX_FOLLOW_BYTES: u64 = 1 << 20;
+/// History lines read ahead of the client at a time.
+const HISTORY_BATCH: usize = 1024;
 
 /// The log files of one service stream.
 #[derive(Debug, Clone)]
@@ -393,42 +396,119 @@ pub struct LogQuery {
     pub since_ms: Option<u64>,
 }
 
-/// Reads the history of `files` (blocking): lines in time order, and the
-/// offset of each file where following continues. Reads only what the query
-/// needs: the last `tail` lines of each file (found by reading backwards), from
-/// the checkpoint before `since_ms` on, and never more than the last
-/// `MAX_HISTORY_BYTES` of a file.
-pub fn history(files: &[LogFile], query: &LogQuery) -> (Vec<LogItem>, Vec<u64>) {
-    let now = now_ms();
-    let mut items: Vec<(u64, usize, u64, LogItem)> = Vec::new();
-    let mut offsets = Vec::with_capacity(files.len());
-    for (fi, f) in files.iter().enumerate() {
-        let (start, end) = history_range(f, query);
-        offsets.push(end);
-        if start >= end {
-            continue;
-        }
-        let stamps = StampFile::open(&f.stamps)
-            .and_then(|s| {
-                let first = s.first(|c| c.offset > start)?;
-                Some(s.run_until(first, end))
+/// One file's part of a history read: the lines of its range not yet sent,
+/// read a chunk at a time.
+struct Cursor {
+    pos: u64,
+    end: u64,
+    /// Read and not yet sent: `(time, end offset, line)`.
+    lines: std::collections::VecDeque<(u64, u64, Vec<u8>)>,
+}
+
+/// Reads the history of log files in time order, a batch at a time, holding
+/// at most one chunk (`MAX_FOLLOW_BYTES`) of each file in memory.
+pub struct HistoryReader {
+    files: Vec<LogFile>,
+    cursors: Vec<Cursor>,
+    since_ms: Option<u64>,
+    now: u64,
+}
+
+impl HistoryReader {
+    /// A reader of what `query` asks of `files` (blocking: finds the ranges), and
+    /// the offset of each file where following continues. Reads only what the
+    /// query needs: the last `tail` lines of each file (found by reading
+    /// backwards), from the checkpoint before `since_ms` on, and never more than
+    /// the last `MAX_HISTORY_BYTES` of a file.
+    pub fn new(files: &[LogFile], query: &LogQuery) -> (HistoryReader, Vec<u64>) {
+        let mut offsets = Vec::with_capacity(files.len());
+        let cursors = files
+            .iter()
+            .map(|f| {
+                let (start, end) = history_range(f, query);
+                offsets.push(end);
+                Cursor {
+                    pos: start,
+                    end,
+                    lines: Default::default(),
+                }
             })
-            .unwrap_or_default();
-        let (lines, _) = read_lines(&f.path, start, end);
-        for (off, line) in lines {
-            let ts = stamp_for(&stamps, off).unwrap_or(now);
-            if query.since_ms.is_some_and(|s| ts < s) {
-                continue;
+            .collect();
+        let reader = HistoryReader {
+            files: files.to_vec(),
+            cursors,
+            since_ms: query.since_ms,
+            now: now_ms(),
+        };
+        (reader, offsets)
+    }
+
+    /// Reads the next chunk of file `fi` if it has nothing buffered.
+    fn fill(&mut self, fi: usize) {
+        let f = &self.files[fi];
+        let c = &mut self.cursors[fi];
+        while c.lines.is_empty() && c.pos < c.end {
+            let to = c.end.min(c.pos + MAX_FOLLOW_BYTES);
+            let (lines, next) = read_lines(&f.path, c.pos, to);
+            let stamps = StampFile::open(&f.stamps)
+                .and_then(|s| {
+                    let first = s.first(|st| st.offset > c.pos)?;
+                    Some(s.run_until(first, next))
+                })
+                .unwrap_or_default();
+            for (off, line) in lines {
+                let ts = stamp_for(&stamps, off).unwrap_or(self.now);
+                if self.since_ms.is_none_or(|s| ts >= s) {
+                    c.lines.push_back((ts, off, line));
+                }
             }
-            items.push((ts, fi, off, item(f, ts, &line)));
+            // Always advance, also past a range that yields no line.
+            c.pos = if next > c.pos { next } else { c.end };
         }
     }
-    // Time order; within one file, file order.
-    items.sort_by_key(|(ts, fi, off, _)| (*ts, *fi, *off));
+
+    /// Up to `max` more lines in time order (within one file, file order);
+    /// empty when the history is exhausted. Blocking file I/O.
+    pub fn next_batch(&mut self, max: usize) -> Vec<LogItem> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            for fi in 0..self.cursors.len() {
+                self.fill(fi);
+            }
+            let next = (0..self.cursors.len())
+                .filter_map(|fi| {
+                    let &(ts, off, _) = self.cursors[fi].lines.front()?;
+                    Some((ts, fi, off))
+                })
+                .min();
+            let Some((ts, fi, _)) = next else {
+                break;
+            };
+            if let Some((_, _, line)) = self.cursors[fi].lines.pop_front() {
+                out.push(item(&self.files[fi], ts, &line));
+            }
+        }
+        out
+    }
+}
+
+/// Reads the history of `files` (blocking): lines in time order, and the
+/// offset of each file where following continues. With `tail`, only the last
+/// `tail` lines of each service (see [`HistoryReader::new`] for what is read).
+pub fn history(files: &[LogFile], query: &LogQuery) -> (Vec<LogItem>, Vec<u64>) {
+    let (mut reader, offsets) = HistoryReader::new(files, query);
+    let mut items = Vec::new();
+    loop {
+        let batch = reader.next_batch(HISTORY_BATCH);
+        if batch.is_empty() {
+            break;
+        }
+        items.extend(batch);
+    }
     if let Some(n) = query.tail {
         let mut per_service: std::collections::HashMap<ServiceName, usize> = Default::default();
         let mut keep = vec![false; items.len()];
-        for (i, (_, _, _, it)) in items.iter().enumerate().rev() {
+        for (i, it) in items.iter().enumerate().rev() {
             let c = per_service.entry(it.service.clone()).or_default();
             if *c < n {
                 *c += 1;
@@ -438,19 +518,46 @@ pub fn history(files: &[LogFile], query: &LogQuery) -> (Vec<LogItem>, Vec<u64>) 
         let mut k = keep.into_iter();
         items.retain(|_| k.next().unwrap_or(false));
     }
-    (items.into_iter().map(|(_, _, _, it)| it).collect(), offsets)
+    (items, offsets)
 }
 
 /// Sends the history, then (with `follow`) new lines as they are written,
 /// until the client goes away.
 pub async fn stream_logs(files: Vec<LogFile>, query: LogQuery, follow: bool, out: ItemSink) {
-    let files2 = files.clone();
-    let (items, mut offsets) = blocking::unblock(move || history(&files2, &query)).await;
-    for it in items {
-        if !out.send(StreamItem::Log(it)).await {
-            return;
+    let mut offsets = if query.tail.is_some() {
+        // The last lines per service are known only at the end; the read is
+        // bounded by `tail` lines per file.
+        let files2 = files.clone();
+        let (items, offsets) = blocking::unblock(move || history(&files2, &query)).await;
+        for it in items {
+            if !out.send(StreamItem::Log(it)).await {
+                return;
+            }
         }
-    }
+        offsets
+    } else {
+        // Everything (or everything since): in batches, never all in memory.
+        let files2 = files.clone();
+        let (mut reader, offsets) =
+            blocking::unblock(move || HistoryReader::new(&files2, &query)).await;
+        loop {
+            let (r, batch) = blocking::unblock(move || {
+                let batch = reader.next_batch(HISTORY_BATCH);
+                (reader, batch)
+            })
+            .await;
+            reader = r;
+            if batch.is_empty() {
+                break;
+            }
+            for it in batch {
+                if !out.send(StreamItem::Log(it)).await {
+                    return;
+                }
+            }
+        }
+        offsets
+    };
     if !follow {
         return;
     }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use futures_lite::StreamExt;
 use harness_core::ServiceName;
-use harness_protocol::{Client, LogsParams, ServicesParams, StreamItem, UpParams};
+use harness_protocol::{Client, LogsParams, ServicesParams, StreamItem};
 use support::*;
 
 /// The daemon's peak resident memory so far (VmHWM), in bytes.
@@ -48,20 +48,7 @@ fn tail_of_a_large_log_reads_only_its_end() {
     smol::block_on(async {
         let c = Client::connect(&d.state).await.unwrap();
         let project = write_project(d.dir.path(), "big", 1, true);
-        c.up(UpParams {
-            project: project.clone(),
-            ..UpParams::default()
-        })
-        .await
-        .unwrap();
-        let _pids = Pids(
-            c.status(ServicesParams::default())
-                .await
-                .unwrap()
-                .iter()
-                .flat_map(|p| p.services.iter().filter_map(|s| s.pid))
-                .collect(),
-        );
+        let _pids = up_with_cleanup(&c, &project).await;
         // 40 MB of output, as if the service had written it.
         let log = d.state.join("logs/big/s0/stdout.log");
         let lines = 1_000_000;
@@ -135,5 +122,87 @@ fn tail_of_a_large_log_reads_only_its_end() {
             assert!(Instant::now() < until, "{got:?}");
             async_io::Timer::after(std::time::Duration::from_millis(50)).await;
         }
+    });
+}
+
+#[test]
+fn clients_that_stop_reading_are_closed_and_cost_bounded_memory() {
+    use async_tungstenite::tungstenite::Message;
+    use harness_protocol::{ClientMessage, Method, Request};
+
+    let d = TestDaemon::start_with(&["--metrics", "127.0.0.1:0"]);
+    smol::block_on(async {
+        let c = Client::connect(&d.state).await.unwrap();
+        let project = project_file(
+            d.dir.path(),
+            "name: chatty\nservices:\n  talk:\n    type: process\n    binary: sh\n    \
+             args: [-c, 'while :; do seq 1 5000; sleep 0.01; done']\n",
+        );
+        let _pids = up_with_cleanup(&c, &project).await;
+        // Enough history to fill every buffer between the daemon and a client at once.
+        {
+            let log = d.state.join("logs/chatty/talk/stdout.log");
+            let mut f = std::io::BufWriter::new(
+                std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+            );
+            for i in 0..600_000 {
+                writeln!(f, "history {i:07} {}", "y".repeat(32)).unwrap();
+            }
+        }
+        let before = peak_rss(d.pid());
+
+        // Clients that ask for `logs -f` and never read a byte of the answer.
+        let stalled = 8;
+        let mut silent = Vec::new();
+        for id in 0..stalled {
+            let mut ws = handshaken(&d).await;
+            let request = ClientMessage::Request(Request {
+                id,
+                method: Method::Logs(LogsParams {
+                    project: project.clone(),
+                    follow: true,
+                    ..LogsParams::default()
+                }),
+            });
+            ws.send(Message::text(harness_protocol::encode(&request)))
+                .await
+                .unwrap();
+            silent.push(ws);
+        }
+
+        // Meanwhile a client that reads is answered, and the stalled ones are closed.
+        let until = Instant::now() + std::time::Duration::from_secs(120);
+        let mut slowest = std::time::Duration::ZERO;
+        loop {
+            let asked = Instant::now();
+            let st = c.status(ServicesParams::default()).await.unwrap();
+            slowest = slowest.max(asked.elapsed());
+            assert_eq!(st.len(), 1);
+            let open = c.daemon_status().await.unwrap().connections;
+            if open == 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "{open} connections still open; the stalled ones must be closed \
+                 (peak RSS grew by {} MiB)",
+                peak_rss(d.pid()).saturating_sub(before) / MIB
+            );
+            async_io::Timer::after(std::time::Duration::from_millis(200)).await;
+        }
+        let grown = peak_rss(d.pid()).saturating_sub(before);
+        eprintln!(
+            "{stalled} stalled logs -f clients: peak RSS grew by {} MiB, slowest status {slowest:?}",
+            grown / MIB
+        );
+        assert!(grown < 128 * MIB, "peak RSS grew by {} MiB", grown / MIB);
+        let addr = c.daemon_status().await.unwrap().metrics_address.unwrap();
+        let body = http_get(&addr, "/metrics");
+        assert!(
+            body.lines()
+                .any(|l| l.contains("stage=\"stalled\"") && l.ends_with(&format!(" {stalled}"))),
+            "{body}"
+        );
+        drop(silent);
     });
 }
