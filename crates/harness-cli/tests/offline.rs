@@ -90,6 +90,59 @@ fn a_missing_file_is_a_config_error_naming_it() {
     assert!(r.stderr.contains("nope.yaml"), "{}", r.stderr);
 }
 
+fn mkfifo(path: &std::path::Path) {
+    let st = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo");
+    assert!(st.success(), "mkfifo {}", path.display());
+}
+
+#[test]
+fn a_fifo_as_the_configuration_fails_at_once_naming_it() {
+    let env = Env::new();
+    mkfifo(&env.dir.path().join("services.yaml"));
+    // Before, `validate` waited forever for a writer; the deadline catches that.
+    let r = env
+        .run_within(&["validate"], std::time::Duration::from_secs(10))
+        .expect_code(3);
+    assert!(r.stderr.contains("services.yaml"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("FIFO, not a regular file"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn a_fifo_as_an_env_file_fails_at_once_naming_it() {
+    let env = Env::new();
+    mkfifo(&env.dir.path().join("app.env"));
+    env.write(
+        "services.yaml",
+        "name: shop\nservices:\n  web:\n    binary: sleep\n    env_file: app.env\n",
+    );
+    let r = env
+        .run_within(&["validate"], std::time::Duration::from_secs(10))
+        .expect_code(3);
+    assert!(r.stderr.contains("app.env"), "{}", r.stderr);
+    assert!(r.stderr.contains("FIFO"), "{}", r.stderr);
+    assert!(r.stderr.contains("services.yaml:5:"), "{}", r.stderr);
+}
+
+#[test]
+fn dev_zero_as_the_configuration_fails_naming_it() {
+    let env = Env::new();
+    let r = env
+        .run_within(
+            &["-f", "/dev/zero", "validate"],
+            std::time::Duration::from_secs(10),
+        )
+        .expect_code(3);
+    assert!(r.stderr.contains("/dev/zero"), "{}", r.stderr);
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+}
+
 #[test]
 fn override_files_merge_in_order() {
     let env = Env::new();

@@ -56,6 +56,7 @@
 
 mod de;
 pub mod diag;
+pub mod file;
 pub mod graph;
 pub mod interp;
 mod load;
@@ -66,6 +67,7 @@ pub mod template;
 pub mod tree;
 
 pub use diag::{Diagnostic, Diagnostics, Location, Severity};
+pub use file::{MAX_CONFIG_BYTES, ReadFileError, read_limited};
 pub use graph::{DependencyGraph, GraphError};
 pub use load::{
     DEFAULT_FILES, LoadOptions, Loaded, STRICT_ENV_VAR, from_sources, from_yaml_str, load,

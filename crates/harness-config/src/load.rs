@@ -8,6 +8,7 @@ use harness_core::{ProjectName, ServiceName};
 
 use crate::de::{DeError, did_you_mean, from_node};
 use crate::diag::{Diagnostic, Diagnostics, Severity, Sources};
+use crate::file::{MAX_CONFIG_BYTES, ReadFileError, read_limited};
 use crate::interp::{InterpIssue, VarSource, interpolate};
 use crate::model::*;
 use crate::raw::{self, RawFile, RawProbe, RawService, ServiceType};
@@ -147,19 +148,25 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Diagnostics> {
     let mut loader = Loader::new(opts);
     let mut texts = Vec::new();
     for f in &files {
-        match std::fs::read_to_string(f) {
+        match read_limited(f, MAX_CONFIG_BYTES) {
             Ok(t) => texts.push((f.clone(), Some(t))),
             Err(e) => {
-                let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                    Some("check the path, or pass the file with -f".to_owned())
-                } else {
-                    None
+                let hint = match &e {
+                    _ if e.is_not_found() => {
+                        Some("check the path, or pass the file with -f".to_owned())
+                    }
+                    ReadFileError::NotRegular { .. } => {
+                        Some("the configuration must be a regular file".to_owned())
+                    }
+                    ReadFileError::TooLarge { .. } => Some(format!(
+                        "configuration files are limited to {} MiB",
+                        MAX_CONFIG_BYTES >> 20
+                    )),
+                    _ => None,
                 };
-                loader.diags.push(loader.sources.file_diag(
-                    f,
-                    format!("cannot read `{}`: {e}", f.display()),
-                    hint,
-                ));
+                loader
+                    .diags
+                    .push(loader.sources.file_diag(f, e.to_string(), hint));
                 texts.push((f.clone(), None));
             }
         }
@@ -344,7 +351,10 @@ impl<'o> Loader<'o> {
                     self.error(
                         Some(e.pos),
                         format!("invalid YAML: {}", e.message),
-                        Some("fix the YAML syntax here".to_owned()),
+                        Some(
+                            e.hint
+                                .unwrap_or_else(|| "fix the YAML syntax here".to_owned()),
+                        ),
                     );
                     continue;
                 }
@@ -417,11 +427,18 @@ impl<'o> Loader<'o> {
     fn variables(&mut self) -> HashMap<String, String> {
         let mut vars = HashMap::new();
         let dotenv = self.project_dir.join(".env");
-        if let Ok(text) = std::fs::read_to_string(&dotenv) {
-            let id = self.sources.add(&dotenv, text);
-            let text = self.sources.files[id].1.clone();
-            for (k, v) in self.parse_env_text(&text, id) {
-                vars.insert(k, v);
+        match read_limited(&dotenv, MAX_CONFIG_BYTES) {
+            Ok(text) => {
+                let id = self.sources.add(&dotenv, text);
+                let text = self.sources.files[id].1.clone();
+                for (k, v) in self.parse_env_text(&text, id) {
+                    vars.insert(k, v);
+                }
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                let diag = self.sources.file_diag(&dotenv, e.to_string(), None);
+                self.diags.push(diag);
             }
         }
         match &self.opts.env {
@@ -1059,7 +1076,7 @@ impl<'o> Loader<'o> {
             };
             let path_s = self.plain(&path_s, &p(&path("env_file")));
             let full = self.resolve_path(&path_s);
-            match std::fs::read_to_string(&full) {
+            match read_limited(&full, MAX_CONFIG_BYTES) {
                 Ok(text) => {
                     let id = self.sources.add(&full, text);
                     let text = self.sources.files[id].1.clone();
@@ -1067,11 +1084,11 @@ impl<'o> Loader<'o> {
                         env.insert(k, crate::template::escape(&v));
                     }
                 }
-                Err(e) if required || e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e) if required || !e.is_not_found() => {
                     let pos = self.pos(&p(&path("env_file")));
                     self.error(
                         Some(pos),
-                        format!("cannot read env file `{}`: {e}", full.display()),
+                        format!("env file: {e}"),
                         Some("fix the path, or mark it `required: false`".into()),
                     );
                 }
@@ -1808,10 +1825,12 @@ impl<'o> Loader<'o> {
             let mapping = match rp {
                 raw::RawPort::Number(p) => Some(PortMapping {
                     host: None,
+                    host_ip: None,
                     container: *p,
                     protocol: Protocol::Tcp,
                 }),
                 raw::RawPort::Long(l) => {
+                    let host_ip = l.host_ip.as_deref().map(parse_host_ip);
                     if l.container == 0 || l.host == Some(0) {
                         self.error(
                             Some(pos),
@@ -1819,9 +1838,18 @@ impl<'o> Loader<'o> {
                             Some("use 1-65535".into()),
                         );
                         None
+                    } else if let Some(None) = host_ip {
+                        let ip = l.host_ip.clone().unwrap_or_default();
+                        self.error(
+                            Some(pos),
+                            format!("`{ip}` is not an IP address"),
+                            Some("write `host_ip: 127.0.0.1` or `host_ip: \"::1\"`".into()),
+                        );
+                        None
                     } else {
                         Some(PortMapping {
                             host: l.host,
+                            host_ip: host_ip.flatten(),
                             container: l.container,
                             protocol: l.protocol.unwrap_or_default(),
                         })
@@ -1858,7 +1886,11 @@ impl<'o> Loader<'o> {
                 let m = if kind == ServiceType::Docker {
                     m
                 } else {
-                    PortMapping { host: None, ..m }
+                    PortMapping {
+                        host: None,
+                        host_ip: None,
+                        ..m
+                    }
                 };
                 out.push(m);
             }
@@ -2416,27 +2448,34 @@ pub(crate) fn parse_port(s: &str) -> Result<PortMapping, String> {
     match parts.as_slice() {
         [c] => Ok(PortMapping {
             host: None,
+            host_ip: None,
             container: num(c)?,
             protocol: proto,
         }),
         [c, h] => Ok(PortMapping {
             host: if h.is_empty() { None } else { Some(num(h)?) },
+            host_ip: None,
             container: num(c)?,
             protocol: proto,
         }),
         [c, h, ip] => {
-            let ip = ip.trim_start_matches('[').trim_end_matches(']');
-            if ip.parse::<std::net::IpAddr>().is_err() {
-                return Err(format!("`{ip}` is not an IP address"));
-            }
+            let host_ip =
+                parse_host_ip(ip).ok_or_else(|| format!("`{ip}` is not an IP address"))?;
             Ok(PortMapping {
                 host: if h.is_empty() { None } else { Some(num(h)?) },
+                host_ip: Some(host_ip),
                 container: num(c)?,
                 protocol: proto,
             })
         }
         _ => Err("too many `:`".to_owned()),
     }
+}
+
+/// A host address of a published port: `127.0.0.1`, `::1` or `[::1]`.
+fn parse_host_ip(ip: &str) -> Option<std::net::IpAddr> {
+    let bare = ip.strip_prefix('[').and_then(|i| i.strip_suffix(']'));
+    bare.unwrap_or(ip).parse().ok()
 }
 
 /// The absolute, lexically cleaned form of a path.
@@ -2487,11 +2526,23 @@ mod tests {
             parse_port("8080").unwrap(),
             PortMapping {
                 host: None,
+                host_ip: None,
                 container: 8080,
                 protocol: Protocol::Tcp
             }
         );
         assert_eq!(parse_port("8080:80").unwrap().host, Some(8080));
+        assert_eq!(parse_port("8080:80").unwrap().host_ip, None);
+        let v4 = parse_port("127.0.0.1:8081:80").unwrap();
+        assert_eq!(
+            (v4.host_ip, v4.host, v4.container),
+            (Some([127, 0, 0, 1].into()), Some(8081), 80)
+        );
+        let v6 = parse_port("[::1]:8081:80").unwrap();
+        assert_eq!(v6.host_ip, Some(std::net::Ipv6Addr::LOCALHOST.into()));
+        assert_eq!((v6.host, v6.container), (Some(8081), 80));
+        assert!(parse_port("[::1]:8081:80/udp").is_ok());
+        assert!(parse_port("[nope]:8081:80").is_err());
         assert_eq!(
             parse_port("127.0.0.1:8080:80/udp").unwrap().protocol,
             Protocol::Udp

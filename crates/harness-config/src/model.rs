@@ -543,6 +543,10 @@ pub struct Resources {
 pub struct PortMapping {
     /// The port published on the host (containers only).
     pub host: Option<u16>,
+    /// The host address it is published on (`127.0.0.1:8080:80`, `[::1]:8080:80`);
+    /// `None`: every interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<std::net::IpAddr>,
     /// The port the service listens on (inside the container, for containers).
     pub container: u16,
     /// `tcp` or `udp`.

@@ -301,11 +301,22 @@ pub struct SyntaxError {
     pub pos: Pos,
     /// What is wrong.
     pub message: String,
+    /// How to fix it, when more specific than "fix the YAML syntax".
+    pub hint: Option<String>,
 }
 
 /// Deepest nesting accepted: a services file needs about 8 levels; the limit
 /// keeps hostile input from exhausting the stack.
 pub const MAX_DEPTH: usize = 24;
+
+/// Most YAML events that alias references (`*name`) may replay in one file. A
+/// `<<: *defaults` of ten keys replays about 25, so a thousand services using it
+/// stay well below; an alias bomb (aliases of aliases, multiplying) reaches it
+/// within milliseconds and is refused.
+pub const MAX_ALIAS_EVENTS: usize = 50_000;
+
+/// Most times one anchor may be expanded (each service using `*defaults` is one).
+pub const MAX_EXPANSIONS_PER_ANCHOR: usize = 5_000;
 
 /// Parses one YAML document into a located tree. An empty document is `Null`.
 pub fn parse(text: &str, file: usize) -> Result<Node, SyntaxError> {
@@ -316,10 +327,14 @@ pub fn parse(text: &str, file: usize) -> Result<Node, SyntaxError> {
             max_depth: MAX_DEPTH,
             max_nodes: 200_000,
             max_aliases: 10_000,
+            // The alias/anchor ratio heuristic refuses a hundred services sharing one
+            // `*defaults`; the replay limits below bound what aliases can cost instead.
+            enforce_alias_anchor_ratio: false,
         },
         alias_limits: serde_saphyr::alias_limits! {
-            max_total_replayed_events: 200_000,
+            max_total_replayed_events: MAX_ALIAS_EVENTS,
             max_replay_stack_depth: MAX_DEPTH,
+            max_alias_expansions_per_anchor: MAX_EXPANSIONS_PER_ANCHOR,
         },
     };
     if text.trim().is_empty() || only_comments(text) {
@@ -342,9 +357,21 @@ pub fn parse(text: &str, file: usize) -> Result<Node, SyntaxError> {
                 .location()
                 .map(|l| Pos::from_location(&l))
                 .unwrap_or_default();
+            let message = clean_message(&e.without_snippet().to_string());
+            let (message, hint) = match alias_limit(&message) {
+                Some(limit) => (
+                    limit,
+                    Some(
+                        "aliases of aliases multiply: expand the anchor where it is used, or use fewer aliases"
+                            .to_owned(),
+                    ),
+                ),
+                None => (message, None),
+            };
             Err(SyntaxError {
                 pos: Pos { file, ..pos },
-                message: clean_message(&e.without_snippet().to_string()),
+                message,
+                hint,
             })
         }
     }
@@ -355,6 +382,26 @@ fn only_comments(text: &str) -> bool {
         let t = l.trim();
         t.is_empty() || t.starts_with('#') || t == "---" || t == "..."
     })
+}
+
+/// A message for an alias limit that was reached, if that is what the parser's
+/// `message` says (serde-saphyr reports these as alias errors with this wording).
+fn alias_limit(message: &str) -> Option<String> {
+    if message.starts_with("alias replay limit exceeded") {
+        Some(format!(
+            "aliases expand to more than {MAX_ALIAS_EVENTS} YAML events (an alias bomb?)"
+        ))
+    } else if message.starts_with("alias expansion limit exceeded") {
+        Some(format!(
+            "an anchor is expanded more than {MAX_EXPANSIONS_PER_ANCHOR} times (an alias bomb?)"
+        ))
+    } else if message.starts_with("alias replay stack depth exceeded") {
+        Some(format!(
+            "aliases nest deeper than {MAX_DEPTH} levels (an alias bomb?)"
+        ))
+    } else {
+        None
+    }
 }
 
 /// Drops a trailing "at line X column Y" from a parser message: we print the position ourselves.

@@ -218,18 +218,3 @@ fn deep_nesting_is_an_error_not_a_crash() {
         check(&format!("a: {}", "{b: ".repeat(depth) + &"}".repeat(depth)));
     }
 }
-
-#[test]
-fn alias_bombs_are_refused() {
-    let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
-    for i in 1..12 {
-        let prev = format!("*a{}", i - 1);
-        text.push_str(&format!(
-            "a{i}: &a{i} [{}]\n",
-            std::iter::repeat_n(prev.as_str(), 10)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    check(&text);
-}

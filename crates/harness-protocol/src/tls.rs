@@ -8,7 +8,6 @@
 //! of that CA. Only the `ring` provider is used.
 
 use std::fs;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,6 +15,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -205,7 +205,7 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// Reads every certificate of a PEM file.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes = fs::read(path).map_err(|e| StateDirError::io(path, e))?;
-    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut BufReader::new(&bytes[..])).collect();
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
     let certs = certs.map_err(|e| TlsError::Pem {
         path: path.to_owned(),
         message: e.to_string(),
@@ -222,15 +222,13 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 /// Reads the private key of a PEM file.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let bytes = fs::read(path).map_err(|e| StateDirError::io(path, e))?;
-    rustls_pemfile::private_key(&mut BufReader::new(&bytes[..]))
-        .map_err(|e| TlsError::Pem {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?
-        .ok_or_else(|| TlsError::Pem {
-            path: path.to_owned(),
-            message: "no private key in file".into(),
-        })
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::Pem {
+        path: path.to_owned(),
+        message: match e {
+            pem::Error::NoItemsFound => "no private key in file".into(),
+            e => e.to_string(),
+        },
+    })
 }
 
 fn roots(ca_cert: &Path) -> Result<RootCertStore, TlsError> {
@@ -308,5 +306,33 @@ mod tests {
         }
         server_config(&paths).unwrap();
         client_config(&paths).unwrap();
+    }
+
+    #[test]
+    fn pem_files_are_read_and_bad_ones_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = CertPaths::in_dir(dir.path());
+        let certs = generate_certificates("test CA").unwrap();
+        write_certificates(&paths, &certs).unwrap();
+        // A chain file holding two certificates yields both, in order.
+        let chain = dir.path().join("chain.pem");
+        fs::write(&chain, format!("{}{}", certs.server_cert, certs.ca_cert)).unwrap();
+        let read = load_certs(&chain).unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[1], load_certs(&paths.ca_cert).unwrap()[0]);
+        assert!(matches!(
+            load_key(&paths.server_key).unwrap(),
+            PrivateKeyDer::Pkcs8(_)
+        ));
+
+        let no_key = load_key(&paths.ca_cert).unwrap_err().to_string();
+        assert!(no_key.contains("no private key in file"), "{no_key}");
+        assert!(no_key.contains("ca.pem"), "{no_key}");
+        let no_cert = load_certs(&paths.ca_key).unwrap_err().to_string();
+        assert!(no_cert.contains("no certificate in file"), "{no_cert}");
+        let broken = dir.path().join("broken.pem");
+        fs::write(&broken, "-----BEGIN CERTIFICATE-----\nnot base64 !!!\n").unwrap();
+        let err = load_certs(&broken).unwrap_err().to_string();
+        assert!(err.contains("broken.pem"), "{err}");
     }
 }

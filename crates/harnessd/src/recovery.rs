@@ -107,6 +107,9 @@ pub enum StateSource {
     Nothing,
 }
 
+/// The largest state file read at start (it holds every project's records).
+const MAX_STATE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Reads the state at start: `state.json` if whole, else its last-good copy.
 /// A damaged file is moved aside (`<name>.corrupt-<millis>`), never
 /// overwritten, with a warning in the daemon's log.
@@ -115,9 +118,11 @@ pub fn read_state(dir: &StateDir) -> (PersistedState, StateSource) {
         (dir.state_file(), StateSource::StateFile),
         (dir.last_good_state_file(), StateSource::LastGood),
     ] {
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        // A regular file of bounded size only: a FIFO or a device put in its
+        // place must not hang or exhaust the daemon.
+        let bytes = match harness_config::read_limited(&path, MAX_STATE_BYTES) {
+            Ok(text) => text.into_bytes(),
+            Err(e) if e.is_not_found() => {
                 tracing::warn!(file = %path.display(), "no state file");
                 continue;
             }
@@ -200,9 +205,9 @@ pub fn read_specs(dir: &StateDir) -> BTreeMap<ProjectName, ProjectRef> {
         else {
             continue;
         };
-        match std::fs::read(&path)
+        match harness_config::read_limited(&path, harness_config::file::MAX_CONFIG_BYTES)
             .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<ProjectRef>(&b).map_err(|e| e.to_string()))
+            .and_then(|b| serde_json::from_str::<ProjectRef>(&b).map_err(|e| e.to_string()))
         {
             Ok(spec) => {
                 out.insert(name, spec);

@@ -3,12 +3,13 @@
 //! cancellable, answered over one writer per connection.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_net::{TcpListener, TcpStream};
 use async_tungstenite::tungstenite::{self, Message};
+use event_listener::Event;
 use futures_lite::{StreamExt, future};
 use futures_rustls::TlsAcceptor;
 use harness_protocol::{
@@ -27,6 +28,17 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_IN_FLIGHT: usize = 1024;
 /// Messages queued for a connection's writer.
 const OUTGOING_QUEUE: usize = 1024;
+/// Bytes queued for a connection's writer beyond which senders wait (one
+/// message larger than this still goes out when the queue is empty).
+const MAX_QUEUED_BYTES: usize = 4 << 20;
+/// How long a full queue may stay full before the client counts as not reading
+/// and is disconnected.
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more are refused with a reason.
+pub(crate) const MAX_CONNECTIONS: usize = 256;
+/// Connections (including those still in their handshakes) beyond which new
+/// ones are closed at once, before TLS.
+const MAX_PENDING_CONNECTIONS: usize = 2 * MAX_CONNECTIONS;
 
 async fn timeout<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {
     future::or(async { Some(f.await) }, async {
@@ -36,8 +48,120 @@ async fn timeout<T>(d: Duration, f: impl Future<Output = T>) -> Option<T> {
     .await
 }
 
+/// The outgoing side of one connection: a queue to its writer bounded in
+/// messages and bytes. A client that stops reading makes senders wait; if it
+/// does not read for [`STALL_TIMEOUT`], the connection is marked stalled, every
+/// sender gives up and the connection is closed, so the daemon's memory does
+/// not grow with what such a client leaves unread.
+#[derive(Clone)]
+struct Outgoing {
+    tx: async_channel::Sender<String>,
+    shared: Arc<OutgoingState>,
+}
+
+#[derive(Default)]
+struct OutgoingState {
+    queued: AtomicUsize,
+    stalled: AtomicBool,
+    /// Notified when the writer took a message, and when the connection stalled.
+    changed: Event,
+}
+
+impl Outgoing {
+    fn new() -> (Outgoing, async_channel::Receiver<String>) {
+        let (tx, rx) = async_channel::bounded(OUTGOING_QUEUE);
+        let out = Outgoing {
+            tx,
+            shared: Arc::default(),
+        };
+        (out, rx)
+    }
+
+    fn stalled(&self) -> bool {
+        self.shared.stalled.load(Ordering::SeqCst)
+    }
+
+    fn stall(&self) {
+        if !self.shared.stalled.swap(true, Ordering::SeqCst) {
+            self.shared.changed.notify(usize::MAX);
+        }
+    }
+
+    /// Waits until the stalled flag is set.
+    async fn until_stalled(&self) {
+        loop {
+            let listener = self.shared.changed.listen();
+            if self.stalled() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Waits until `len` more bytes fit (or the queue is empty); false if the
+    /// client read nothing for [`STALL_TIMEOUT`] (the connection is then stalled).
+    async fn room_for(&self, len: usize) -> bool {
+        let deadline = Instant::now() + STALL_TIMEOUT;
+        loop {
+            if self.stalled() {
+                return false;
+            }
+            let queued = self.shared.queued.load(Ordering::SeqCst);
+            if queued == 0 || queued + len <= MAX_QUEUED_BYTES {
+                return true;
+            }
+            let listener = self.shared.changed.listen();
+            if self.shared.queued.load(Ordering::SeqCst) != queued {
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if timeout(left, listener).await.is_none() {
+                self.stall();
+                return false;
+            }
+        }
+    }
+
+    /// Queues a message; false when the connection is gone or stalled.
+    async fn send(&self, msg: ServerMessage) -> bool {
+        let text = encode(&msg);
+        drop(msg);
+        let len = text.len();
+        if !self.room_for(len).await {
+            return false;
+        }
+        self.shared.queued.fetch_add(len, Ordering::SeqCst);
+        match timeout(STALL_TIMEOUT, self.tx.send(text)).await {
+            Some(Ok(())) => true,
+            failed => {
+                self.shared.queued.fetch_sub(len, Ordering::SeqCst);
+                if failed.is_none() {
+                    self.stall();
+                }
+                false
+            }
+        }
+    }
+
+    /// The writer took a message of `len` bytes off the queue.
+    fn taken(&self, len: usize) {
+        self.shared.queued.fetch_sub(len, Ordering::SeqCst);
+        self.shared.changed.notify(usize::MAX);
+    }
+}
+
+/// Counts a connection from accept to close.
+struct LiveGuard(Arc<AtomicUsize>);
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Accepts connections until shutdown.
 pub(crate) async fn accept_loop(daemon: Arc<Daemon>, listener: TcpListener, acceptor: TlsAcceptor) {
+    let live = Arc::new(AtomicUsize::new(0));
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             daemon.shutdown_requested().await;
@@ -47,9 +171,18 @@ pub(crate) async fn accept_loop(daemon: Arc<Daemon>, listener: TcpListener, acce
         match accepted {
             None => return,
             Some(Ok((stream, peer))) => {
+                if live.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING_CONNECTIONS {
+                    live.fetch_sub(1, Ordering::SeqCst);
+                    tracing::warn!(%peer, limit = MAX_PENDING_CONNECTIONS, "refused connection: too many connections");
+                    daemon.metrics.reject("too_many_connections");
+                    drop(stream);
+                    continue;
+                }
+                let guard = LiveGuard(live.clone());
                 let d = daemon.clone();
                 let acceptor = acceptor.clone();
                 smol::spawn(async move {
+                    let _guard = guard;
                     tracing::debug!(%peer, "connection");
                     connection(d, stream, acceptor).await;
                 })
@@ -157,6 +290,18 @@ async fn connection(daemon: Arc<Daemon>, tcp: TcpStream, acceptor: TlsAcceptor) 
         pid: std::process::id(),
         max_frame_bytes: MAX_FRAME_BYTES,
     });
+    if daemon.open_connections.load(Ordering::SeqCst) >= MAX_CONNECTIONS as u64 {
+        tracing::warn!(client = %client_name, limit = MAX_CONNECTIONS, "refused connection: too many connections");
+        daemon.metrics.reject("too_many_connections");
+        let _ = tx
+            .send(reject(ErrorBody::new(
+                ErrorCode::Unavailable,
+                format!("the daemon serves at most {MAX_CONNECTIONS} connections at once; try again later"),
+            )))
+            .await;
+        let _ = tx.close(None).await;
+        return;
+    }
     if tx.send(Message::text(encode(&welcome))).await.is_err() {
         return;
     }
@@ -166,10 +311,14 @@ async fn connection(daemon: Arc<Daemon>, tcp: TcpStream, acceptor: TlsAcceptor) 
     let _guard = OpenGuard(daemon.clone());
     tracing::debug!(client = %client_name, "client connected");
 
-    let (out_tx, out_rx) = async_channel::bounded::<ServerMessage>(OUTGOING_QUEUE);
+    let (out_tx, out_rx) = Outgoing::new();
+    let out_w = out_tx.clone();
     let writer = smol::spawn(async move {
-        while let Ok(msg) = out_rx.recv().await {
-            if tx.send(Message::text(encode(&msg))).await.is_err() {
+        while let Ok(text) = out_rx.recv().await {
+            let len = text.len();
+            let sent = tx.send(Message::text(text)).await;
+            out_w.taken(len);
+            if sent.is_err() {
                 return;
             }
         }
@@ -178,10 +327,24 @@ async fn connection(daemon: Arc<Daemon>, tcp: TcpStream, acceptor: TlsAcceptor) 
 
     let in_flight: Arc<Mutex<HashMap<RequestId, async_channel::Sender<()>>>> = Arc::default();
     loop {
-        let next = future::or(async { Some(rx.next().await) }, async {
-            daemon.shutdown_requested().await;
-            None
-        })
+        // A client that does not read its replies gets no more requests read
+        // (and is closed when it stalls).
+        if !out_tx.room_for(0).await {
+            break;
+        }
+        let next = future::or(
+            async { Some(rx.next().await) },
+            future::or(
+                async {
+                    daemon.shutdown_requested().await;
+                    None
+                },
+                async {
+                    out_tx.until_stalled().await;
+                    None
+                },
+            ),
+        )
         .await;
         let Some(next) = next else { break };
         let text = match next {
@@ -333,9 +496,19 @@ async fn connection(daemon: Arc<Daemon>, tcp: TcpStream, acceptor: TlsAcceptor) 
         .detach();
     }
     // The connection is over: cancel what is still running, let the
-    // writer flush what is queued.
+    // writer flush what is queued (unless the client stopped reading).
     if let Ok(mut m) = in_flight.lock() {
         m.clear();
+    }
+    if out_tx.stalled() {
+        tracing::warn!(
+            client = %client_name,
+            queued_bytes = out_tx.shared.queued.load(Ordering::SeqCst),
+            "closed connection: the client read nothing for {STALL_TIMEOUT:?}"
+        );
+        daemon.metrics.reject("stalled");
+        drop(writer);
+        return;
     }
     drop(out_tx);
     let _ = timeout(Duration::from_secs(5), writer).await;
@@ -382,14 +555,14 @@ fn to_outcome<T: Serialize>(r: Result<T, ErrorBody>) -> Outcome {
 /// Runs a streaming operation, forwarding its items as they come.
 async fn streamed<T: Serialize, F: Future<Output = Result<T, ErrorBody>>>(
     id: RequestId,
-    out: &async_channel::Sender<ServerMessage>,
+    out: &Outgoing,
     op: impl FnOnce(ItemSink) -> F,
 ) -> Outcome {
     let (sink, items) = ItemSink::new(256);
     let forward = async {
         while let Ok(item) = items.recv().await {
             let item: StreamItem = item;
-            if out.send(ServerMessage::Item { id, item }).await.is_err() {
+            if !out.send(ServerMessage::Item { id, item }).await {
                 break;
             }
         }
@@ -401,11 +574,7 @@ async fn streamed<T: Serialize, F: Future<Output = Result<T, ErrorBody>>>(
     to_outcome(r)
 }
 
-async fn route(
-    daemon: &Arc<Daemon>,
-    request: Request,
-    out: &async_channel::Sender<ServerMessage>,
-) -> Outcome {
+async fn route(daemon: &Arc<Daemon>, request: Request, out: &Outgoing) -> Outcome {
     let id = request.id;
     let b = daemon.backend.clone();
     match request.method {

@@ -338,15 +338,6 @@ fn oversized_frames_are_refused_and_the_daemon_lives_on() {
     assert!(d.alive());
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
-}
-
 #[test]
 fn hundred_concurrent_clients() {
     let d = TestDaemon::start();

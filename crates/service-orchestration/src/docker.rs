@@ -696,10 +696,11 @@ pub fn container_spec(
         c.ports.push(PortSpec {
             container_port: p.container,
             protocol,
-            // A declared port is published on every interface: at its host
-            // port, or at the same number when it has none (`ports: [5432]`).
+            // A declared port is published at its host port, or at the same
+            // number when it has none (`ports: [5432]`); on the host address it
+            // names (`127.0.0.1:8080:80`), else on every interface.
             host_port: Some(p.host.unwrap_or(p.container)),
-            host_ip: Some(IpAddr::from([0, 0, 0, 0])),
+            host_ip: Some(p.host_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]))),
         });
     }
     for v in &d.volumes {
@@ -1093,11 +1094,13 @@ mod tests {
         spec.ports = vec![
             PortMapping {
                 host: None,
+                host_ip: None,
                 container: 5432,
                 protocol: Protocol::Tcp,
             },
             PortMapping {
                 host: Some(8053),
+                host_ip: None,
                 container: 53,
                 protocol: Protocol::Udp,
             },
@@ -1231,6 +1234,7 @@ mod tests {
             let mut spec = service("web", d);
             spec.ports = vec![PortMapping {
                 host: Some(free_port()),
+                host_ip: None,
                 container: 80,
                 protocol: Protocol::Tcp,
             }];
@@ -1327,6 +1331,60 @@ mod tests {
                     .unwrap_err()
                     .is_not_found()
             );
+        })
+    }
+
+    #[test]
+    fn ports_are_published_on_the_host_address_they_name() {
+        smol::block_on(async {
+            let Some(docker) = engine_or_skip("ports_host_address").await else {
+                return;
+            };
+            let cleanup = Cleanup::new();
+            let ctx = project(&cleanup);
+            cleanup.volume(format!("{}-web-state", ctx.project));
+            let mut spec = service("web", docker_spec(WEB));
+            let (v4, v6, any) = (free_port(), free_port(), free_port());
+            // From the configuration text, as a user writes them.
+            let yaml = format!(
+                "services: {{ web: {{ type: docker, image: x, ports: \
+                 [\"127.0.0.1:{v4}:80\", \"[::1]:{v6}:80\", \"{any}:81\"] }} }}"
+            );
+            let loaded = harness_config::from_yaml_str(&yaml).unwrap();
+            spec.ports = loaded.project.services["web"].ports.clone();
+            let exec = DockerExecutor::new(docker.clone());
+            let launched = exec.start(&spec, &ctx).await.unwrap();
+            let dr = DockerRecord::from_instance(&launched.instance.record()).unwrap();
+            let i = docker.inspect_container(&dr.id).await.unwrap();
+            let bound = |key: &str| -> Vec<(String, String)> {
+                let mut b: Vec<_> = i.network_settings.ports[key]
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|b| (b.host_ip, b.host_port))
+                    .collect();
+                b.sort();
+                b
+            };
+            assert_eq!(
+                bound("80/tcp"),
+                [
+                    ("127.0.0.1".to_owned(), v4.to_string()),
+                    ("::1".to_owned(), v6.to_string())
+                ]
+            );
+            // Without an address, every interface (the engine may list 0.0.0.0 and ::).
+            let all = bound("81/tcp");
+            assert!(
+                all.iter()
+                    .all(|(ip, port)| (ip == "0.0.0.0" || ip == "::") && *port == any.to_string()),
+                "{all:?}"
+            );
+            launched
+                .instance
+                .stop(Signal::TERM, Duration::from_secs(10))
+                .await
+                .unwrap();
         })
     }
 
@@ -1744,6 +1802,7 @@ mod tests {
             let mut db = service("db", docker_spec(WEB));
             db.ports = vec![PortMapping {
                 host: Some(free_port()),
+                host_ip: None,
                 container: 80,
                 protocol: Protocol::Tcp,
             }];

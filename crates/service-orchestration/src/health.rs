@@ -11,6 +11,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls::pki_types::pem::PemObject;
+
 use harness_config::{Check, Probe};
 
 use crate::executor::ServiceInstance;
@@ -61,7 +63,7 @@ impl TlsClient {
         } else {
             let mut roots = rustls::RootCertStore::empty();
             if let Some(pem) = &tls.ca_pem {
-                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
                     let cert = cert.map_err(|e| TlsSetupError::Ca(e.to_string()))?;
                     roots.add(cert)?;
                 }

@@ -415,6 +415,7 @@ mod tests {
         let mut api = remote("api", &[]);
         api.ports = vec![PortMapping {
             host: None,
+            host_ip: None,
             container: 8080,
             protocol: Protocol::Tcp,
         }];

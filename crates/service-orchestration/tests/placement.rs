@@ -30,6 +30,7 @@ fn running_services_are_registered_with_their_place_and_state_persisted() {
     ));
     db.ports = vec![harness_config::PortMapping {
         host: None,
+        host_ip: None,
         container: port,
         protocol: harness_config::Protocol::Tcp,
     }];
@@ -131,6 +132,7 @@ fn a_container_reaches_a_local_process_at_the_host_bridge_address() {
         web.readiness = Some(probe(Check::Tcp { host: None, port }, 100));
         web.ports = vec![harness_config::PortMapping {
             host: None,
+            host_ip: None,
             container: port,
             protocol: harness_config::Protocol::Tcp,
         }];

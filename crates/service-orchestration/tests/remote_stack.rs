@@ -125,6 +125,7 @@ fn stack_across_local_process_container_and_two_nodes() {
         }
         api.ports = vec![harness_config::PortMapping {
             host: None,
+            host_ip: None,
             container: 8080,
             protocol: harness_config::Protocol::Tcp,
         }];

@@ -397,6 +397,7 @@ mod tests {
         let mut api = remote("api", "n1", None);
         api.ports = vec![PortMapping {
             host: None,
+            host_ip: None,
             container: 9000,
             protocol: Protocol::Tcp,
         }];
@@ -447,11 +448,13 @@ mod tests {
         s.ports = vec![
             PortMapping {
                 host: Some(15432),
+                host_ip: None,
                 container: 5432,
                 protocol: Protocol::Tcp,
             },
             PortMapping {
                 host: None,
+                host_ip: None,
                 container: 9187,
                 protocol: Protocol::Tcp,
             },

@@ -151,6 +151,11 @@ impl Env {
 
     /// Runs `harness ARGS` to completion (with a generous deadline).
     pub fn run(&self, args: &[&str]) -> Run {
+        self.run_within(args, Duration::from_secs(120))
+    }
+
+    /// Runs `harness ARGS` to completion; kills it and fails the test if it takes longer than `limit`.
+    pub fn run_within(&self, args: &[&str], limit: Duration) -> Run {
         let child = self
             .cmd(args)
             .stdout(Stdio::piped())
@@ -162,11 +167,11 @@ impl Env {
         std::thread::spawn(move || {
             let _ = tx.send(child.wait_with_output());
         });
-        match rx.recv_timeout(Duration::from_secs(120)) {
+        match rx.recv_timeout(limit) {
             Ok(out) => Run::from(out.expect("wait for harness")),
             Err(_) => {
                 kill(pid, libc_sigkill());
-                panic!("harness {args:?} did not finish within 120s");
+                panic!("harness {args:?} did not finish within {limit:?}");
             }
         }
     }

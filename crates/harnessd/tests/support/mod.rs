@@ -334,3 +334,35 @@ pub async fn up_wait(
     .await
     .expect("up --wait")
 }
+
+/// `GET path` from an HTTP server (the metrics endpoint): the whole response.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}
+
+/// Brings `project` up through `c`; the returned guard kills its service processes.
+pub async fn up_with_cleanup(
+    c: &harness_protocol::Client,
+    project: &harness_protocol::ProjectRef,
+) -> Pids {
+    c.up(harness_protocol::UpParams {
+        project: project.clone(),
+        ..harness_protocol::UpParams::default()
+    })
+    .await
+    .unwrap();
+    Pids(
+        c.status(harness_protocol::ServicesParams::default())
+            .await
+            .unwrap()
+            .iter()
+            .flat_map(|p| p.services.iter().filter_map(|s| s.pid))
+            .collect(),
+    )
+}
