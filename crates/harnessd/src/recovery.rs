@@ -126,6 +126,8 @@ pub fn read_state(dir: &StateDir) -> (PersistedState, StateSource) {
                 tracing::warn!(file = %path.display(), "no state file");
                 continue;
             }
+            // Not text: as damaged as a file that does not parse.
+            Err(harness_config::ReadFileError::NotUtf8 { .. }) => Vec::new(),
             Err(e) => {
                 tracing::error!(file = %path.display(), error = %e, "cannot read the state file");
                 continue;
