@@ -73,8 +73,8 @@ impl Activity {
         });
     }
 
-    /// A listener that fires on the next change. Take one before [`take`]
-    /// (`Self::take`) finds nothing, so a change in between is not missed.
+    /// A listener that fires on the next change. Take one before
+    /// [`Activity::take`] finds nothing, so a change in between is not missed.
     pub fn listen(&self) -> EventListener {
         self.event.listen()
     }
