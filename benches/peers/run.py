@@ -371,6 +371,11 @@ class Honcho(Peer):
         return self.launch(d, ["honcho", "-f", os.path.join(d, "Procfile"), "-d", d, "start"], "honcho.out")
 
     def stop(self, d):
+        # honcho notes each start asynchronously; a SIGTERM before it has noted them all makes it
+        # fail with a KeyError and leave the rest running, so stop once it has said all started.
+        n = count_marker(self.ctx.marker)
+        out = os.path.join(d, "honcho.out")
+        wait_until(lambda: count_lines_with(out, b"started (pid=") >= n, 600, step=0.05)
         t0 = time.monotonic()
         self.proc.send_signal(signal.SIGTERM)
         return t0
@@ -379,7 +384,7 @@ class Honcho(Peer):
         return os.path.join(d, "honcho.out")  # honcho's own output, each line prefixed
 
 
-def stop_proc(p, timeout=60):
+def stop_proc(p, timeout=15):
     if p.poll() is None:
         p.send_signal(signal.SIGTERM)
         try:
@@ -503,14 +508,14 @@ def last_line_is(path, want):
     return re.search(rb"(^|[^0-9])" + want + rb"\r?$", tail, re.M) is not None
 
 
-def count_lines(path):
+def count_lines_with(path, what=b"\n"):
     n = 0
     with open(path, "rb") as f:
         while True:
             b = f.read(1 << 20)
             if not b:
                 return n
-            n += b.count(b"\n")
+            n += b.count(what)
 
 
 def log_throughput(ctx, tool, lines):
@@ -531,7 +536,7 @@ def log_throughput(ctx, tool, lines):
             if t1 is None:
                 raise RuntimeError(f"{tool.name}: the last line not in {path} within 600 s")
             took = t1 - t0
-        got = count_lines(path)
+        got = count_lines_with(path)
         if got < lines:
             raise RuntimeError(f"{tool.name}: {got} of {lines} lines in the log")
         return took
