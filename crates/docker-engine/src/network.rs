@@ -109,6 +109,34 @@ impl Docker {
             .await
     }
 
+    /// Every network named exactly `name`, inspected (the engine can hold
+    /// several of one name when they were created at the same moment).
+    pub async fn networks_named(&self, name: &str) -> Result<Vec<NetworkInspect>> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Summary {
+            id: String,
+            name: String,
+        }
+        let filters = json!({ "name": { name: true } }).to_string();
+        let path = format!("/networks?filters={}", enc(&filters));
+        let list: Vec<Summary> = self
+            .call(Method::GET, &path, empty_body(), "networks")
+            .await?
+            .json()
+            .await?;
+        let mut out = Vec::new();
+        // The filter matches parts of names: keep the exact ones.
+        for n in list.into_iter().filter(|n| n.name == name) {
+            match self.inspect_network(&n.id).await {
+                Ok(i) => out.push(i),
+                Err(DockerError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// Removes a network; a network that does not exist is not an error.
     pub async fn remove_network(&self, id: &str) -> Result<()> {
         let path = format!("/networks/{}", enc(id));

@@ -21,7 +21,7 @@
 //!   created on demand) with its service name as DNS alias, so containers reach
 //!   each other by name and by IP ([`DockerRecord::ip`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -193,13 +193,30 @@ impl DockerExecutor {
 
     /// Creates the project network unless it exists, with `subnet` when the
     /// configuration gives one (then containers get fixed addresses in it).
+    /// One start at a time per engine and network: the engine lets two
+    /// networks of one name be created at the same moment, and every start
+    /// after that would fail on an ambiguous name. Duplicates made before
+    /// (by another program, or an older harness) are cleaned up.
     async fn ensure_network(
         &self,
         project: &str,
         subnet: Option<service_registry::IpNet>,
     ) -> Result<String, DockerError> {
         let name = Self::network_name(project);
-        match self.docker.inspect_network(&name).await {
+        let lock = network_lock(&format!("{}/{name}", self.host));
+        let _one_at_a_time = lock.lock().await;
+        let inspected = match self.docker.inspect_network(&name).await {
+            Err(DockerError::Api {
+                status: 400,
+                message,
+                ..
+            }) if message.contains("ambiguous") => {
+                self.remove_duplicate_networks(&name).await?;
+                self.docker.inspect_network(&name).await
+            }
+            other => other,
+        };
+        match inspected {
             Ok(existing) => {
                 // Fixed addresses need the configured subnet: a network made
                 // before with another one cannot take them.
@@ -243,6 +260,33 @@ impl DockerExecutor {
             // Created concurrently by another service's start: fine.
             Ok(_) | Err(DockerError::NameConflict { .. }) => Ok(name),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Keeps one of the networks named `name` (one with containers attached,
+    /// else the first listed) and removes the others.
+    async fn remove_duplicate_networks(&self, name: &str) -> Result<(), DockerError> {
+        let mut all = self.docker.networks_named(name).await?;
+        all.sort_by_key(|n| n.containers.as_ref().is_none_or(|c| c.is_empty()));
+        let mut busy = Vec::new();
+        for extra in all.iter().skip(1) {
+            if extra.containers.as_ref().is_some_and(|c| !c.is_empty()) {
+                busy.push(extra.id.clone());
+            } else {
+                self.docker.remove_network(&extra.id).await?;
+            }
+        }
+        if busy.is_empty() {
+            Ok(())
+        } else {
+            Err(DockerError::NameConflict {
+                name: name.to_owned(),
+                message: format!(
+                    "{} networks of this name have containers attached ({}); `harness down` removes them",
+                    busy.len() + 1,
+                    busy.join(", ")
+                ),
+            })
         }
     }
 
@@ -1014,6 +1058,19 @@ impl ServiceInstance for DockerInstance {
             }),
         }
     }
+}
+
+/// The lock serialising network creation for `key` (engine and network
+/// name), shared by every executor of this process.
+fn network_lock(key: &str) -> Arc<async_lock::Mutex<()>> {
+    static LOCKS: std::sync::OnceLock<
+        std::sync::Mutex<HashMap<String, Arc<async_lock::Mutex<()>>>>,
+    > = std::sync::OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    locks.entry(key.to_owned()).or_default().clone()
 }
 
 #[cfg(test)]
@@ -1899,6 +1956,97 @@ mod tests {
                         .unwrap_err()
                         .is_not_found()
                 );
+            })
+        }
+
+        /// The networks named like `project`'s network; each is removed at the end.
+        async fn project_networks(
+            docker: &Docker,
+            cleanup: &Cleanup,
+            project: &Project,
+        ) -> Vec<String> {
+            let ids: Vec<String> = docker
+                .networks_named(&DockerExecutor::network_name(project.name.as_str()))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|n| n.id)
+                .collect();
+            for id in &ids {
+                cleanup.network(id.clone());
+            }
+            ids
+        }
+
+        /// The first start of a new project's containers, all at once, makes
+        /// one project network (the engine would take several of one name).
+        #[test]
+        fn concurrent_first_starts_make_one_project_network() {
+            smol::block_on(async {
+                let Some(docker) = engine_or_skip("one_network").await else {
+                    return;
+                };
+                let cleanup = Cleanup::new();
+                let services = (0..6)
+                    .map(|i| {
+                        let mut d = docker_spec(BUSYBOX);
+                        d.command = Some(["sleep", "300"].map(String::from).to_vec());
+                        service(&format!("s{i}"), d)
+                    })
+                    .collect();
+                let project = project_of(&cleanup, services);
+                let m = manager(&project, &docker);
+                m.start_all().unwrap();
+                let all: Vec<ServiceName> = project.services.keys().cloned().collect();
+                m.wait_ready(&all, LONG).await.unwrap();
+                let networks = project_networks(&docker, &cleanup, &project).await;
+                assert_eq!(networks.len(), 1, "{networks:?}");
+                m.stop_all().await;
+            })
+        }
+
+        /// Duplicate project networks left by an earlier race are cleaned up
+        /// at the next start instead of failing it on an ambiguous name.
+        #[test]
+        fn duplicate_project_networks_are_cleaned_up_at_start() {
+            smol::block_on(async {
+                let Some(docker) = engine_or_skip("duplicate_networks").await else {
+                    return;
+                };
+                let cleanup = Cleanup::new();
+                let mut d = docker_spec(BUSYBOX);
+                d.command = Some(["sleep", "300"].map(String::from).to_vec());
+                let project = project_of(&cleanup, vec![service("app", d)]);
+                let net = DockerExecutor::network_name(project.name.as_str());
+                // Created at the same moment, the engine keeps several of one name.
+                for _ in 0..10 {
+                    let threads: Vec<_> = (0..4)
+                        .map(|_| {
+                            let (docker, net) = (docker.clone(), net.clone());
+                            std::thread::spawn(move || {
+                                let _ = smol::block_on(docker.create_network(
+                                    &net,
+                                    &BTreeMap::new(),
+                                    None,
+                                ));
+                            })
+                        })
+                        .collect();
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    if project_networks(&docker, &cleanup, &project).await.len() >= 2 {
+                        break;
+                    }
+                }
+                let before = project_networks(&docker, &cleanup, &project).await;
+                assert!(before.len() >= 2, "no duplicates made: {before:?}");
+                let m = manager(&project, &docker);
+                m.start_all().unwrap();
+                m.wait_ready(&[name("app")], LONG).await.unwrap();
+                let after = project_networks(&docker, &cleanup, &project).await;
+                assert_eq!(after.len(), 1, "{after:?}");
+                m.stop_all().await;
             })
         }
 
