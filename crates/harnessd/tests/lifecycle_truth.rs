@@ -484,3 +484,41 @@ fn at_an_open_file_limit_of_1024_every_service_runs_or_names_the_limit() {
         down(&c, &project).await;
     });
 }
+
+/// `up --wait` on a service that keeps crashing does not wait out its
+/// timeout: after a few restarts in a row it ends naming the reason, while
+/// the service goes on being restarted per its policy.
+#[test]
+fn up_wait_ends_on_a_crash_loop_naming_why() {
+    let d = TestDaemon::start();
+    let yaml = r#"
+name: crashloop
+services:
+  api:
+    type: process
+    binary: sh
+    args: [-c, "echo 'fatal: no config' >&2; sleep 0.2; exit 1"]
+    restart: always
+    health_check: {command: test, args: [-f, never-there], interval: 0.1}
+"#;
+    let project = project_file(d.dir.path(), yaml);
+    smol::block_on(async {
+        let c = Client::connect(&d.state).await.unwrap();
+        let err = c
+            .up(UpParams {
+                timeout_ms: Some(300_000),
+                ..up(&project, true, DEADLINE)
+            })
+            .await
+            .expect_err("it never runs");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("it keeps failing (restarting (attempt 3")
+                && msg.contains("exited with code 1 after"),
+            "{msg}"
+        );
+        // Still restarted per its policy.
+        wait_for(&c, "api", "restarted again", |s| s.restarts >= 4).await;
+        down(&c, &project).await;
+    });
+}

@@ -382,6 +382,10 @@ enum DataMsg {
     },
 }
 
+/// [`ServiceManager::wait_ready`] stops waiting for a service restarted this
+/// many times in a row (without a stable run in between).
+pub const WAIT_GIVES_UP_AFTER: u32 = 3;
+
 /// The file in a service's log directory where harness writes what happened
 /// to the service (exits, restarts, failures to start), one line each.
 pub const LIFECYCLE_LOG: &str = "harness.log";
@@ -578,7 +582,9 @@ impl ServiceManager {
 
     /// Waits until every one of these services is ready (healthy if it has a
     /// readiness check, running if not, completed for a job). Fails at once
-    /// when one fails or is stopped, and when `timeout` passes, naming the
+    /// when one fails or is stopped, or has been restarted
+    /// [`WAIT_GIVES_UP_AFTER`] times in a row (a crash loop: the service goes
+    /// on restarting, the wait ends), and when `timeout` passes, naming the
     /// service and why.
     pub async fn wait_ready(
         &self,
@@ -602,6 +608,19 @@ impl ServiceManager {
                     return Err(ManagerError::NotReady {
                         service: name.clone(),
                         reason: v.lc.why_not_ready(Instant::now()),
+                    });
+                }
+                // Restarted this often in a row without a stable run: it keeps
+                // trying (its policy says so), but waiting for it is over.
+                if settled
+                    && matches!(v.lc.phase, Phase::Restarting { attempt, .. } if attempt >= WAIT_GIVES_UP_AFTER)
+                {
+                    return Err(ManagerError::NotReady {
+                        service: name.clone(),
+                        reason: format!(
+                            "it keeps failing ({}); it is still restarted per its policy",
+                            v.lc.why_not_ready(Instant::now())
+                        ),
                     });
                 }
             }
