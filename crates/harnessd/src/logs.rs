@@ -60,7 +60,10 @@ impl LogFile {
         [
             f(OutputStream::Stdout, "stdout"),
             f(OutputStream::Stderr, "stderr"),
-            f(OutputStream::Harness, "harness"),
+            f(
+                OutputStream::Harness,
+                service_orchestration::manager::LIFECYCLE_LOG_STEM,
+            ),
         ]
     }
 

@@ -474,13 +474,6 @@ impl ServiceLifecycle {
         }
     }
 
-    /// How long the current run has lasted, in words (`0.4s`), if known.
-    fn ran_for(&self, now: Instant) -> Option<String> {
-        self.run_started.map(|start| {
-            harness_core::duration::format_duration(short(now.saturating_duration_since(start)))
-        })
-    }
-
     fn stop_effects(&mut self, then: AfterStop, fx: &mut Vec<Effect>) {
         self.phase = Phase::Stopping { then };
         fx.push(Effect::StopProbes);
@@ -531,10 +524,8 @@ impl ServiceLifecycle {
             RestartMode::Always => !(self.policy.job && success),
             RestartMode::OnFailure => !success,
         };
-        let why = match self.ran_for(now) {
-            Some(ran) => format!("{} after {ran}", status.describe()),
-            None => status.describe(),
-        };
+        let ran = self.run_started.map(|s| now.saturating_duration_since(s));
+        let why = describe_exit(status, ran);
         if restart {
             self.restart_or_fail(why, now, fx);
         } else if success {
@@ -729,6 +720,20 @@ fn step(lc: &mut ServiceLifecycle, event: Event, now: Instant, fx: &mut Vec<Effe
 
 #[cfg(test)]
 mod tests;
+
+/// How a run ended and how long it lasted, in words: `exited with code 1
+/// after 304ms`, `killed by SIGKILL after 2.5s` (the run time left out when
+/// unknown). The one wording of an exit, for reasons, log lines and `last_exit`.
+pub fn describe_exit(status: ExitStatus, ran: Option<Duration>) -> String {
+    match ran {
+        Some(d) => format!(
+            "{} after {}",
+            status.describe(),
+            harness_core::duration::format_duration(short(d))
+        ),
+        None => status.describe(),
+    }
+}
 
 /// A duration rounded to what a person reads: milliseconds below a second,
 /// tenths of a second below a minute, whole seconds above.

@@ -386,9 +386,10 @@ enum DataMsg {
 /// many times in a row (without a stable run in between).
 pub const WAIT_GIVES_UP_AFTER: u32 = 3;
 
-/// The file in a service's log directory where harness writes what happened
-/// to the service (exits, restarts, failures to start), one line each.
-pub const LIFECYCLE_LOG: &str = "harness.log";
+/// The name (without `.log`) of the file in a service's log directory where
+/// harness writes what happened to the service (exits, restarts, failures to
+/// start), one line each: `harness.log`.
+pub const LIFECYCLE_LOG_STEM: &str = "harness";
 
 /// Lines buffered between an instance's reader and its actor. A bounded
 /// channel allocates all its slots at once, so this is memory every service
@@ -1323,14 +1324,8 @@ impl Actor {
                     v.exit_code = status.code();
                     let at_ms = now_ms();
                     let ran_ms = v.started_at_ms.map(|t| at_ms.saturating_sub(t));
-                    let message = match ran_ms {
-                        Some(ms) => format!(
-                            "{} after {}",
-                            status.describe(),
-                            harness_core::duration::format_duration(Duration::from_millis(ms))
-                        ),
-                        None => status.describe(),
-                    };
+                    let message =
+                        crate::lifecycle::describe_exit(status, ran_ms.map(Duration::from_millis));
                     v.last_exit = Some(LastExit {
                         status,
                         at_ms,
@@ -1677,14 +1672,14 @@ impl Actor {
                 let mut f = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(dir.join(LIFECYCLE_LOG))?;
+                    .open(dir.join(format!("{LIFECYCLE_LOG_STEM}.log")))?;
                 std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes())
             })
             .await;
             if let Err(e) = written {
                 inner.publish(ManagerEvent::Warning {
                     service: self.slot.name.clone(),
-                    message: format!("cannot write to its {LIFECYCLE_LOG}: {e}"),
+                    message: format!("cannot write to its {LIFECYCLE_LOG_STEM}.log: {e}"),
                 });
             }
         }
