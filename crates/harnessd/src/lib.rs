@@ -19,6 +19,7 @@ pub mod projects;
 pub mod recovery;
 mod server;
 pub mod targets;
+mod turns;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,6 +1,38 @@
 //! The real backend: one [`ServiceManager`] per project, projects loaded
 //! from their `services.yaml` files by the daemon itself (ADR 007), and
 //! what must survive the daemon persisted atomically in `state.json`.
+//!
+//! # Requests on one project (ADR 023)
+//!
+//! Clients send requests concurrently; those that change a project take
+//! turns, one at a time per project, in the order the daemon received them:
+//!
+//! - `up`, `down`, `start`, `stop` and `restart` (and the reload of a changed
+//!   configuration an `up` or `start` with files brings) act on their project
+//!   only in their turn, and hold it until what they do is done: loaded or
+//!   reloaded, started, stopped. Requests on other projects do not wait.
+//! - A request with files holds its place while the daemon loads them. A
+//!   request naming a project (`down -p demo`, or the CLI's name from the
+//!   files) that arrives while an earlier request is loading files that may
+//!   be of that project waits for that load, then takes its place after it:
+//!   a `down` right after an `up` never answers "no project named …" because
+//!   the up is still loading, and it is not undone by that up.
+//! - `up --wait` gives its turn back once its services are started, then waits
+//!   for their readiness. A later `down` ends that wait at once with a
+//!   `conflict` error saying the project was taken down by another request;
+//!   so do a `stop` or `restart` of a service it waits for (or of one that
+//!   service depends on) and a reload of a changed configuration (its services
+//!   then belong to a new manager). An `up` or `start` does not end it.
+//! - A request that finds its project gone when its turn comes (a `down` went
+//!   first) answers `not_found`; an `up` after a `down` loads and starts the
+//!   project again.
+//! - `status`, `logs`, `events` and `env` read what is there and never wait
+//!   for a turn.
+//!
+//! No request waits forever: a turn ends with its request (which only stops,
+//! starts, loads or reloads: all bounded), a wait for readiness ends at its
+//! timeout or by another request, and a client that goes away drops its
+//! request, leaving its place in the line.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -24,6 +56,7 @@ use service_orchestration::{
 use crate::backend::{Backend, BackendResult, ItemSink};
 use crate::metrics::ServiceStateLabels;
 use crate::targets::{ProjectTargets, Targets};
+use crate::turns::{Arrival, Ticket, Turns};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -47,6 +80,9 @@ const PERSIST_INTERVAL: Duration = Duration::from_millis(500);
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 
 pub use crate::recovery::{PersistedProject, PersistedState};
+
+/// A project a request acts on: its name, its manager and its configuration.
+type Resolved = (ProjectName, ServiceManager, Arc<Project>);
 
 struct Entry {
     spec: ProjectRef,
@@ -101,6 +137,8 @@ pub struct ManagerBackend {
     registries: Mutex<BTreeMap<ProjectName, service_registry::Registry>>,
     /// What changed since the background task last stamped and persisted.
     activity: Arc<Activity>,
+    /// The requests that change projects, one at a time per project.
+    turns: Turns,
 }
 
 impl std::fmt::Debug for ManagerBackend {
@@ -215,6 +253,7 @@ impl ManagerBackend {
             names: std::sync::Mutex::new(Vec::new()),
             registries: Mutex::new(BTreeMap::new()),
             activity: Arc::default(),
+            turns: Turns::default(),
         });
         let dir = state.clone();
         let (persisted, specs, found) = blocking::unblock(move || {
@@ -570,102 +609,124 @@ impl ManagerBackend {
             .collect()
     }
 
-    /// Finds the project a request is about, loading it if files are given.
-    async fn resolve(
-        &self,
-        r: &ProjectRef,
-        load: bool,
-    ) -> BackendResult<(ProjectName, ServiceManager, Arc<Project>)> {
+    /// Finds the loaded project a request names (the only one loaded when it
+    /// names none), as it is now: what requests that only read use.
+    async fn find(&self, r: &ProjectRef) -> BackendResult<Resolved> {
+        let projects = self.projects.lock().await;
+        let name = match &r.name {
+            Some(n) => n.clone(),
+            None => the_only(projects.keys().cloned().collect())?,
+        };
+        let e = projects
+            .get(&name)
+            .ok_or_else(|| err(ErrorCode::NotFound, format!("no project named {name}")))?;
+        Ok((name, e.manager.clone(), e.project.clone()))
+    }
+
+    /// The project a request that changes a project and names none is about:
+    /// the only one loaded or to be loaded by a request that arrived before it.
+    async fn only_project(&self, arrival: &Arrival<'_>) -> BackendResult<ProjectName> {
+        let mut names: Vec<ProjectName> = self.projects.lock().await.keys().cloned().collect();
+        names.extend(arrival.earlier_projects());
+        names.sort();
+        names.dedup();
+        the_only(names)
+    }
+
+    /// Waits for the turn of a request that changes the project `r` is about
+    /// (see the module docs), then resolves it: with `load` and files (or a
+    /// working directory) given, the files are loaded first and applied in
+    /// the turn; else the project must be loaded. The turn lasts as long as
+    /// the returned ticket.
+    async fn take_turn(&self, r: &ProjectRef, load: bool) -> BackendResult<(Ticket<'_>, Resolved)> {
         if load && (!r.files.is_empty() || r.working_dir.is_some()) {
+            let arrival = self.turns.arrive_loading(r.name.clone());
             let spec = r.clone();
             let (project, kept) = blocking::unblock(move || load_project(&spec)).await?;
-            let name = project.name.clone();
+            let ticket = arrival.join(project.name.clone());
+            ticket.turn().await;
+            let resolved = self.apply(&ticket, project, kept).await?;
+            return Ok((ticket, resolved));
+        }
+        let arrival = self.turns.arrive();
+        arrival.after_loads(r.name.as_ref()).await;
+        let name = match &r.name {
+            Some(name) => name.clone(),
+            None => self.only_project(&arrival).await?,
+        };
+        let ticket = arrival.join(name);
+        ticket.turn().await;
+        // A request before this one may have taken the project down.
+        let resolved = self.find(&ProjectRef::named(ticket.name().clone())).await?;
+        Ok((ticket, resolved))
+    }
+
+    /// Makes `project` (just loaded, `kept` its reference) the one its name
+    /// stands for, in the turn of `ticket`. Unchanged, its manager and
+    /// running services stay. Changed: what changed (and what depends on it)
+    /// is stopped and a manager of the new project re-adopts the others as
+    /// they run. New: it gets its manager.
+    async fn apply(
+        &self,
+        ticket: &Ticket<'_>,
+        project: Project,
+        kept: ProjectRef,
+    ) -> BackendResult<Resolved> {
+        let name = project.name.clone();
+        let current = {
             let mut projects = self.projects.lock().await;
-            if let Some(e) = projects.get_mut(&name) {
-                e.spec = kept;
-                if e.project.to_json_value() == project.to_json_value() {
-                    // Unchanged: keep its manager and running services.
-                    return Ok((name, e.manager.clone(), e.project.clone()));
-                }
-                // Changed: stop what changed (and what depends on it), hand
-                // the services that did not change to a manager of the new
-                // project, which re-adopts them as they run.
-                let project = Arc::new(project);
-                let changed: Vec<ServiceName> = e
-                    .project
-                    .services
-                    .iter()
-                    .filter(|(n, spec)| project.services.get(*n) != Some(*spec))
-                    .map(|(n, _)| n.clone())
-                    .collect();
-                let names: Vec<&str> = changed.iter().map(ServiceName::as_str).collect();
-                tracing::info!(project = %name, changed = %names.join(","), "configuration changed");
-                e.manager.stop(&changed).await.map_err(manager_err)?;
-                let keep: Vec<ServiceRecord> = e
-                    .manager
-                    .records()
-                    .into_iter()
-                    .filter(|rec| project.services.contains_key(&rec.service))
-                    .collect();
-                let (manager, targets) = self.new_manager(project.clone()).await?;
-                for err in manager.adopt(keep).await {
-                    tracing::warn!(project = %name, error = %err, "re-adopting after a change");
-                }
-                e.manager = manager.clone();
-                e.project = project.clone();
-                e.targets = targets;
-                return Ok((name, manager, project));
-            }
+            projects.get_mut(&name).map(|e| {
+                e.spec = kept.clone();
+                (e.manager.clone(), e.project.clone())
+            })
+        };
+        let project = Arc::new(project);
+        let Some((old_manager, old)) = current else {
             // A new project: its targets may take a while (the engine, the
             // nodes), so they are set up without holding the projects.
-            drop(projects);
-            let project = Arc::new(project);
             let (manager, targets) = self.new_manager(project.clone()).await?;
-            let mut projects = self.projects.lock().await;
-            if let Some(e) = projects.get(&name) {
-                // Another request loaded it meanwhile: that one stands.
-                return Ok((name, e.manager.clone(), e.project.clone()));
-            }
-            projects.insert(
+            self.projects.lock().await.insert(
                 name.clone(),
                 Entry::new(kept, manager.clone(), project.clone(), targets),
             );
-            drop(projects);
             self.dormant.lock().await.remove(&name);
             self.refresh_names().await;
             return Ok((name, manager, project));
-        }
-        let projects = self.projects.lock().await;
-        let entry = match &r.name {
-            Some(n) => projects
-                .get_key_value(n)
-                .ok_or_else(|| err(ErrorCode::NotFound, format!("no project named {n}")))?,
-            None => {
-                let mut it = projects.iter();
-                match (it.next(), it.next()) {
-                    (Some(one), None) => one,
-                    (None, _) => return Err(err(ErrorCode::NotFound, "no project is loaded")),
-                    _ => {
-                        return Err(err(
-                            ErrorCode::BadRequest,
-                            format!(
-                                "several projects are loaded ({}): name one",
-                                projects
-                                    .keys()
-                                    .map(|k| k.as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        ));
-                    }
-                }
-            }
         };
-        Ok((
-            entry.0.clone(),
-            entry.1.manager.clone(),
-            entry.1.project.clone(),
-        ))
+        if old.to_json_value() == project.to_json_value() {
+            return Ok((name, old_manager, old));
+        }
+        // Waits on the old manager would never see the new one's services.
+        ticket.end_waits(
+            None,
+            &format!(
+                "another request loaded a changed configuration of project {name} while this up waited for its services"
+            ),
+        );
+        let changed: Vec<ServiceName> = old
+            .services
+            .iter()
+            .filter(|(n, spec)| project.services.get(*n) != Some(*spec))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let names: Vec<&str> = changed.iter().map(ServiceName::as_str).collect();
+        tracing::info!(project = %name, changed = %names.join(","), "configuration changed");
+        old_manager.stop(&changed).await.map_err(manager_err)?;
+        let keep: Vec<ServiceRecord> = old_manager
+            .records()
+            .into_iter()
+            .filter(|rec| project.services.contains_key(&rec.service))
+            .collect();
+        let (manager, targets) = self.new_manager(project.clone()).await?;
+        for err in manager.adopt(keep).await {
+            tracing::warn!(project = %name, error = %err, "re-adopting after a change");
+        }
+        if let Some(e) = self.projects.lock().await.get_mut(&name) {
+            e.manager = manager.clone();
+            e.project = project.clone();
+            e.targets = targets;
+        }
+        Ok((name, manager, project))
     }
 
     /// The receiving end of the project's taken-down signal; `None` when it is not loaded.
@@ -826,7 +887,7 @@ impl ManagerBackend {
 #[async_trait]
 impl Backend for ManagerBackend {
     async fn up(&self, p: UpParams, progress: ItemSink) -> BackendResult<ProjectStatus> {
-        let (name, m, project) = self.resolve(&p.project, true).await?;
+        let (ticket, (name, m, project)) = self.take_turn(&p.project, true).await?;
         Self::check_services(&project, &p.services)?;
         let services: Vec<ServiceName> = if p.services.is_empty() {
             project.services.keys().cloned().collect()
@@ -839,14 +900,27 @@ impl Backend for ManagerBackend {
         let work = async {
             m.start(&services).map_err(manager_err)?;
             let _ = self.persist_if_changed().await;
-            if p.wait {
+            // Started: the next request's turn. Waiting for readiness does not
+            // hold the project; a later request that stops what is waited for
+            // ends the wait instead.
+            let waiting = p.wait.then(|| ticket.watch(&services));
+            drop(ticket);
+            if let Some(waiting) = waiting {
                 let timeout = p
                     .timeout_ms
                     .map(Duration::from_millis)
                     .unwrap_or(DEFAULT_WAIT);
-                m.wait_ready(&services, timeout)
-                    .await
-                    .map_err(manager_err)?;
+                let ready = futures_lite::future::or(
+                    async { Err(err(ErrorCode::Conflict, waiting.ended().await)) },
+                    async { m.wait_ready(&services, timeout).await.map_err(manager_err) },
+                )
+                .await;
+                // What ended the wait first decides, even when the stop it
+                // brings already shows in the services' states.
+                if let Some(why) = waiting.has_ended() {
+                    return Err(err(ErrorCode::Conflict, why));
+                }
+                ready?;
             }
             let _ = self.persist_if_changed().await;
             Ok(self.status_of(&name, &m, &[]))
@@ -859,7 +933,13 @@ impl Backend for ManagerBackend {
     }
 
     async fn down(&self, p: ServicesParams) -> BackendResult<ProjectStatus> {
-        let (name, m, _) = self.resolve(&p.project, false).await?;
+        let (ticket, (name, m, _)) = self.take_turn(&p.project, false).await?;
+        ticket.end_waits(
+            None,
+            &format!(
+                "project {name} was taken down by another request while this up waited for its services"
+            ),
+        );
         m.stop_all().await;
         let status = self.status_of(&name, &m, &[]);
         let entry = self.projects.lock().await.remove(&name);
@@ -883,7 +963,7 @@ impl Backend for ManagerBackend {
     }
 
     async fn start(&self, p: ServicesParams) -> BackendResult<ProjectStatus> {
-        let (name, m, project) = self.resolve(&p.project, true).await?;
+        let (_turn, (name, m, project)) = self.take_turn(&p.project, true).await?;
         Self::check_services(&project, &p.services)?;
         if p.services.is_empty() {
             m.start_all().map_err(manager_err)?;
@@ -896,8 +976,9 @@ impl Backend for ManagerBackend {
     }
 
     async fn stop(&self, p: ServicesParams) -> BackendResult<ProjectStatus> {
-        let (name, m, project) = self.resolve(&p.project, false).await?;
+        let (ticket, (name, m, project)) = self.take_turn(&p.project, false).await?;
         Self::check_services(&project, &p.services)?;
+        end_waits_for(&ticket, &project, &p.services, "stopped");
         if p.services.is_empty() {
             m.stop_all().await;
             self.persist_if_changed().await?;
@@ -911,13 +992,14 @@ impl Backend for ManagerBackend {
     }
 
     async fn restart(&self, p: ServicesParams) -> BackendResult<ProjectStatus> {
-        let (name, m, project) = self.resolve(&p.project, false).await?;
+        let (ticket, (name, m, project)) = self.take_turn(&p.project, false).await?;
         Self::check_services(&project, &p.services)?;
         let services: Vec<ServiceName> = if p.services.is_empty() {
             project.services.keys().cloned().collect()
         } else {
             p.services.clone()
         };
+        end_waits_for(&ticket, &project, &p.services, "restarted");
         let affected = Self::cascade(&project, &services, &m.status(), true);
         m.restart(&services).await.map_err(manager_err)?;
         // Saving failures are warnings in the status; the request is done.
@@ -933,13 +1015,13 @@ impl Backend for ManagerBackend {
                 .map(|(n, e)| self.status_of(n, &e.manager, &p.services))
                 .collect());
         }
-        let (name, m, project) = self.resolve(&p.project, false).await?;
+        let (name, m, project) = self.find(&p.project).await?;
         Self::check_services(&project, &p.services)?;
         Ok(vec![self.status_of(&name, &m, &p.services)])
     }
 
     async fn logs(&self, p: LogsParams, out: ItemSink) -> BackendResult<()> {
-        let (name, _, project) = self.resolve(&p.project, false).await?;
+        let (name, _, project) = self.find(&p.project).await?;
         Self::check_services(&project, &p.services)?;
         let files = self.log_files(&name, &project, &p.services);
         let query = LogQuery {
@@ -952,7 +1034,7 @@ impl Backend for ManagerBackend {
     }
 
     async fn events(&self, p: ServicesParams, out: ItemSink) -> BackendResult<()> {
-        let (name, m, project) = self.resolve(&p.project, false).await?;
+        let (name, m, project) = self.find(&p.project).await?;
         Self::check_services(&project, &p.services)?;
         let closed = until_taken_down(self.taken_down(&name).await);
         futures_lite::future::or(
@@ -964,7 +1046,7 @@ impl Backend for ManagerBackend {
     }
 
     async fn env(&self, p: EnvParams) -> BackendResult<EnvResult> {
-        let (_, m, project) = self.resolve(&p.project, false).await?;
+        let (_, m, project) = self.find(&p.project).await?;
         if !project.services.contains_key(&p.service) {
             return Err(err(
                 ErrorCode::NotFound,
@@ -1005,6 +1087,50 @@ impl Backend for ManagerBackend {
             self.restarts_gauge.clone(),
         );
     }
+}
+
+/// The one project of `names` (sorted), or why there is not one.
+fn the_only(names: Vec<ProjectName>) -> BackendResult<ProjectName> {
+    match <[ProjectName; 1]>::try_from(names) {
+        Ok([one]) => Ok(one),
+        Err(names) if names.is_empty() => Err(err(ErrorCode::NotFound, "no project is loaded")),
+        Err(names) => Err(err(
+            ErrorCode::BadRequest,
+            format!(
+                "several projects are loaded ({}): name one",
+                names
+                    .iter()
+                    .map(ProjectName::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+    }
+}
+
+/// Ends the `up --wait`s of `project` that wait for a service a stop or
+/// restart of `requested` (every service when empty) acts on: the named
+/// services and those depending on them. `done` is what happens to them.
+fn end_waits_for(ticket: &Ticket<'_>, project: &Project, requested: &[ServiceName], done: &str) {
+    let name = &project.name;
+    if requested.is_empty() {
+        ticket.end_waits(
+            None,
+            &format!(
+                "another request {done} every service of project {name} while this up waited for them"
+            ),
+        );
+        return;
+    }
+    let names: Vec<&str> = requested.iter().map(ServiceName::as_str).collect();
+    let acted_on = project.graph().with_dependents(&names);
+    ticket.end_waits(
+        Some(&acted_on),
+        &format!(
+            "another request {done} {} of project {name} (and what depends on them) while this up waited for them",
+            names.join(", ")
+        ),
+    );
 }
 
 /// Where a project's registry is persisted.
