@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use remote_support::{Nodes, docker, nodes_available, project_name, required};
+use remote_support::{Nodes, docker, node_until, nodes_available, project_name, required};
 use support::Env;
 
 /// No host key prompts for the throwaway nodes.
@@ -400,4 +400,12 @@ fn a_daemon_running_the_project_restarts_the_service_on_the_new_version() {
         "status never showed version 1.0: {:?}",
         version()
     );
+
+    // `harness down` leaves nothing of the project running on the node: no
+    // service, and nothing that followed the three runs' output.
+    let out = harness(&env, &node.path, &["down"]);
+    assert_eq!(out.code, 0, "{out}");
+    node_until(&node.container, 30, "processes outlived down", |ps| {
+        ps.is_empty()
+    });
 }

@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
 use harness_core::{ServiceKind, ServiceName, ServiceStatus};
-use harness_protocol::{Client, LogsParams, ProjectRef, ServicesParams, StreamItem, UpParams};
-use remote_support::{Nodes, nodes_available};
+use harness_protocol::{
+    Client, LogsParams, ProjectRef, ProjectStatus, ServicesParams, StreamItem, UpParams,
+};
+use remote_support::{NodeProcess, Nodes, helpers, node_until, nodes_available, tails};
 use support::*;
 
 const SSH_OPTIONS: [&str; 3] = [
@@ -85,6 +87,27 @@ async fn log_lines(c: &Client) -> Vec<String> {
     log_lines_of(c, "ticker").await
 }
 
+/// Waits until `service`'s output in `logs` has a line containing `text`.
+async fn wait_output(c: &Client, d: &TestDaemon, service: &str, text: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    while !log_lines_of(c, service)
+        .await
+        .iter()
+        .any(|l| l.contains(text))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no {text:?} from {service} in logs; daemon log:\n{}\nlog files: {:?}",
+            std::fs::read_to_string(d.state.join("harnessd.log")).unwrap_or_default(),
+            std::fs::read_dir(d.state.join(format!("logs/rmt/{service}"))).map(|r| r
+                .filter_map(|e| e.ok())
+                .map(|e| (e.path(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+                .collect::<Vec<_>>())
+        );
+        async_io::Timer::after(Duration::from_millis(100)).await;
+    }
+}
+
 async fn log_lines_of(c: &Client, service: &str) -> Vec<String> {
     let mut s = c
         .logs(LogsParams {
@@ -108,67 +131,24 @@ fn remote_service_through_the_daemon_survives_kill_9() {
     }
     let nodes = Nodes::start(1);
     nodes.wait_answering();
-    let mut args: Vec<&str> = Vec::new();
-    for o in SSH_OPTIONS {
-        args.extend(["--ssh-option", o]);
-    }
+    let args = daemon_args();
     let mut d = TestDaemon::start_with(&args);
     let p = project(d.dir.path(), &nodes);
 
-    let before = smol::block_on(async {
-        let c = Client::connect(&d.state).await.expect("connect");
-        let st = c
-            .up(UpParams {
-                project: p.clone(),
-                wait: true,
-                timeout_ms: Some(60_000),
-                ..UpParams::default()
-            })
-            .await
-            .expect("up");
-        let t = ticker(std::slice::from_ref(&st));
-        assert_eq!(t.kind, ServiceKind::Remote);
-        assert_eq!(t.host, "n1", "the node is the host: {t:?}");
-        assert!(t.state.is_alive(), "{t:?}");
-        let a = service_status(std::slice::from_ref(&st), "agent");
-        assert_eq!(a.kind, ServiceKind::Package);
-        assert_eq!(a.host, "n1", "{a:?}");
-        assert_eq!(
-            a.version.as_deref(),
-            Some("1.0"),
-            "the deployed version: {a:?}"
-        );
-        let deadline = Instant::now() + DEADLINE;
-        while !log_lines_of(&c, "agent")
-            .await
-            .iter()
-            .any(|l| l.contains("agent running"))
-        {
-            assert!(
-                Instant::now() < deadline,
-                "no output from the package in logs"
-            );
-            async_io::Timer::after(Duration::from_millis(100)).await;
-        }
-        let deadline = Instant::now() + DEADLINE;
-        while !log_lines(&c)
-            .await
-            .iter()
-            .any(|l| l.contains("remote hello"))
-        {
-            assert!(
-                Instant::now() < deadline,
-                "no output from the node in logs; daemon log:\n{}\nlog files: {:?}",
-                std::fs::read_to_string(d.state.join("harnessd.log")).unwrap_or_default(),
-                std::fs::read_dir(d.state.join("logs/rmt/ticker")).map(|r| r
-                    .filter_map(|e| e.ok())
-                    .map(|e| (e.path(), e.metadata().map(|m| m.len()).unwrap_or(0)))
-                    .collect::<Vec<_>>())
-            );
-            async_io::Timer::after(Duration::from_millis(100)).await;
-        }
-        t
-    });
+    let st = up_and_followed(&d, &p);
+    let pids = pids_of(&st);
+    let before = ticker(std::slice::from_ref(&st));
+    assert_eq!(before.kind, ServiceKind::Remote);
+    assert_eq!(before.host, "n1", "the node is the host: {before:?}");
+    assert!(before.state.is_alive(), "{before:?}");
+    let a = service_status(std::slice::from_ref(&st), "agent");
+    assert_eq!(a.kind, ServiceKind::Package);
+    assert_eq!(a.host, "n1", "{a:?}");
+    assert_eq!(
+        a.version.as_deref(),
+        Some("1.0"),
+        "the deployed version: {a:?}"
+    );
     let pid = before.pid.expect("the remote pid");
 
     // Let the state be persisted with the output delivered so far (the
@@ -190,24 +170,14 @@ fn remote_service_through_the_daemon_survives_kill_9() {
         "the remote process died with the daemon"
     );
     d.spawn(&args);
+    wait_re_adopted(&d, pids);
     smol::block_on(async {
         let c = Client::connect(&d.state).await.expect("connect");
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let t = ticker(&c.status(ServicesParams::default()).await.expect("status"));
-            if t.state.is_alive() {
-                assert_eq!(t.pid, Some(pid), "re-adopted, not restarted: {t:?}");
-                assert_eq!(t.host, "n1");
-                let a = service_status(
-                    &c.status(ServicesParams::default()).await.expect("status"),
-                    "agent",
-                );
-                assert_eq!(a.version.as_deref(), Some("1.0"), "{a:?}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "not re-adopted: {t:?}");
-            async_io::Timer::after(Duration::from_millis(100)).await;
-        }
+        let st = c.status(ServicesParams::default()).await.expect("status");
+        let t = ticker(&st);
+        assert_eq!(t.host, "n1");
+        let a = service_status(&st, "agent");
+        assert_eq!(a.version.as_deref(), Some("1.0"), "{a:?}");
         let lines = log_lines(&c).await;
         assert_eq!(
             lines.iter().filter(|l| l.contains("remote hello")).count(),
@@ -223,6 +193,142 @@ fn remote_service_through_the_daemon_survives_kill_9() {
             "the remote process outlived down"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A daemon with the test nodes' ssh options.
+fn daemon_args() -> Vec<&'static str> {
+    SSH_OPTIONS
+        .iter()
+        .flat_map(|o| ["--ssh-option", *o])
+        .collect()
+}
+
+/// Brings the project up and waits until both services' first line is in `logs`.
+fn up_and_followed(d: &TestDaemon, p: &ProjectRef) -> ProjectStatus {
+    smol::block_on(async {
+        let c = Client::connect(&d.state).await.expect("connect");
+        let st = c
+            .up(UpParams {
+                project: p.clone(),
+                wait: true,
+                timeout_ms: Some(60_000),
+                ..UpParams::default()
+            })
+            .await
+            .expect("up");
+        wait_output(&c, d, "agent", "agent running").await;
+        wait_output(&c, d, "ticker", "remote hello").await;
+        st
+    })
+}
+
+/// The pids of `ticker` and `agent` on the node.
+fn pids_of(st: &ProjectStatus) -> [u32; 2] {
+    let st = std::slice::from_ref(st);
+    ["ticker", "agent"].map(|s| service_status(st, s).pid.expect("a pid on the node"))
+}
+
+/// Waits until the daemon runs both services with these pids (re-adopted).
+fn wait_re_adopted(d: &TestDaemon, pids: [u32; 2]) {
+    smol::block_on(async {
+        let c = Client::connect(&d.state).await.expect("connect");
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let st = c.status(ServicesParams::default()).await.expect("status");
+            let now = ["ticker", "agent"].map(|s| service_status(&st, s));
+            if now.iter().all(|s| s.state.is_alive()) {
+                assert_eq!(
+                    now.map(|s| s.pid),
+                    pids.map(Some),
+                    "re-adopted, not restarted"
+                );
+                return;
+            }
+            assert!(Instant::now() < deadline, "not re-adopted: {now:?}");
+            async_io::Timer::after(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+/// The project up on a node through a daemon, both services followed.
+struct Followed {
+    d: TestDaemon,
+    /// The node's container.
+    node: String,
+    /// The services' pids on the node.
+    pids: [u32; 2],
+    /// The node's processes then: the services and a tail per log.
+    procs: Vec<NodeProcess>,
+    _nodes: Nodes,
+}
+
+fn followed() -> Followed {
+    let nodes = Nodes::start(1);
+    nodes.wait_answering();
+    let node = nodes.container("n1");
+    let d = TestDaemon::start_with(&daemon_args());
+    let p = project(d.dir.path(), &nodes);
+    let pids = pids_of(&up_and_followed(&d, &p));
+    let procs = node_until(&node, 30, "not a tail per log of each service", |ps| {
+        tails(ps).len() == 4
+    });
+    Followed {
+        d,
+        node,
+        pids,
+        procs,
+        _nodes: nodes,
+    }
+}
+
+#[test]
+fn followers_do_not_outlive_a_re_attach_or_down() {
+    if !nodes_available() {
+        return;
+    }
+    let mut f = followed();
+    let before: Vec<u32> = helpers(&f.procs, &f.pids).iter().map(|p| p.pid).collect();
+
+    // A daemon restart: the new daemon re-adopts both services and follows
+    // them, and what the old one followed them with ends.
+    f.d.signal(rustix::process::Signal::TERM);
+    f.d.wait_exit();
+    f.d.spawn(&daemon_args());
+    wait_re_adopted(&f.d, f.pids);
+    node_until(
+        &f.node,
+        30,
+        "the old daemon's followers outlived the re-attach",
+        |ps| tails(ps).len() == 4 && !ps.iter().any(|p| before.contains(&p.pid)),
+    );
+
+    // `down` leaves nothing of the project running on the node.
+    smol::block_on(async {
+        let c = Client::connect(&f.d.state).await.expect("connect");
+        c.down(ServicesParams::default()).await.expect("down");
+    });
+    node_until(&f.node, 30, "processes outlived down", |ps| ps.is_empty());
+}
+
+#[test]
+fn a_daemon_killed_with_9_leaves_no_follower_on_the_node() {
+    if !nodes_available() {
+        return;
+    }
+    let mut f = followed();
+
+    // Nobody holds the followers any more: they end, the services stay.
+    f.d.signal(rustix::process::Signal::KILL);
+    f.d.wait_exit();
+    let left = node_until(&f.node, 30, "followers outlived their daemon", |ps| {
+        helpers(ps, &f.pids).is_empty()
+    });
+    for pid in f.pids {
+        assert!(
+            left.iter().any(|p| p.pid == pid),
+            "service {pid} died with the daemon: {left:#?}"
+        );
     }
 }
 

@@ -248,4 +248,10 @@ fn docker_service_on_a_node_through_a_cut_off_and_a_daemon_kill_9() {
             "down removed the project network from the node's engine"
         );
     });
+    remote_support::node_until(
+        &nodes.container("n1"),
+        30,
+        "processes outlived down",
+        |ps| ps.is_empty(),
+    );
 }

@@ -11,6 +11,7 @@
 //! | `pid`, `start` | the wrapper's pid (= process group) and its start time from `/proc` |
 //! | `stdout.log`, `stderr.log` | the output, appended run after run |
 //! | `exit` | the exit status of the last run, once it ended |
+//! | `followers/<group>` | while it runs, each following process group on the node: its leader's start time and owner |
 //!
 //! So the service does not die when ssh drops, and a new daemon re-adopts it
 //! from its [`RemoteRecord`] ([`ServiceExecutor::attach`]): the pid and start
@@ -22,10 +23,42 @@
 //!
 //! Starting a service whose previous run still lives on the node adopts that
 //! run instead of starting a second one.
+//!
+//! ## What ends the followers on the node
+//!
+//! Each following session (a `tail -F` per log, and a waiter for the end)
+//! runs on the node as a process group of its own (`setsid`), recorded in
+//! `followers/` while it runs, and ends as a whole:
+//!
+//! - **when the daemon lets go of it.** A process with nothing to write never
+//!   notices that its ssh channel closed, so the session's input is a pipe
+//!   the daemon holds open and never writes, and the group reads it: end of
+//!   input ends the group. The input ends when the session ends (its ssh
+//!   client is killed), when the connection closes, and when the daemon exits
+//!   or is killed with -9 (the kernel closes its end of the pipe, and the
+//!   master connection, which outlives the daemon, passes the end of input on).
+//! - **when the service ends.** The waiter reports the end and ends. A log
+//!   follower checks the service's identity every 2 s and ends a grace
+//!   (20 s) after it is gone: longer than the daemon drains the last output
+//!   (10 s at most), so that no line is cut off (a daemon that holds the session ends
+//!   it as soon as it has drained). `tail --pid` is not used: a tail that
+//!   ended by itself before the waiter reported would look to the daemon like
+//!   a lost connection.
+//! - **when a new session replaces it** though the node never saw its
+//!   connection close (an outage the node's sshd did not notice, a daemon
+//!   gone with the network). Before each session the follower ends, from the
+//!   records, the groups of its own earlier sessions and those of other
+//!   daemons (which a re-attach supersedes); the other followers of the same
+//!   daemon (one token per process) stay.
+//!
+//! So `down` (which stops the service and ends the sessions) leaves no process
+//! of the project on the node, a daemon restart leaves only the new daemon's
+//! followers, and a follower outlives its service by the grace and one check
+//! at most.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use command_executor::shell_quote;
@@ -53,6 +86,19 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the round trip that tells whether a node answers may take (the
 /// connect timeout bounds it sooner when the node is gone).
 const REACH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long, once the waiter reported the end of a service, its output is
+/// still read until every byte the logs had then has come.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// How long a log follower on the node outlives its service when nobody ended
+/// it before (a connection the node did not see close): longer than
+/// [`DRAIN`], so that it never cuts a drain short.
+const FOLLOW_GRACE: Duration = Duration::from_secs(DRAIN.as_secs() + 10);
+
+/// The directory, in a service's directory on the node, where each follower
+/// records its process group while it runs.
+const FOLLOWERS_DIR: &str = "followers";
 
 /// What is persisted of a remote service (the `data` of its [`InstanceRecord`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -272,6 +318,7 @@ impl RemoteExecutor {
             shared,
             tx,
             lost: AtomicBool::new(false),
+            owner: new_owner(),
         };
         ctx.spawner.spawn(Box::pin(follower.run()));
         Launched {
@@ -522,7 +569,111 @@ struct Follower {
     tx: async_channel::Sender<Item>,
     /// The node was lost sight of and [`InstanceEvent::Unreachable`] was sent.
     lost: AtomicBool,
+    /// Whose the processes following on the node are ([`new_owner`]).
+    owner: String,
 }
+
+/// This process's token, shared by all its followers: on a node, the
+/// followers of another daemon (which a re-attach supersedes) are told from
+/// this one's by it.
+fn process_token() -> &'static str {
+    static TOKEN: OnceLock<String> = OnceLock::new();
+    TOKEN.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        h.write_u128(now);
+        format!("{:016x}", h.finish())
+    })
+}
+
+/// A new follower's name for what it runs on nodes: `<process token>.<n>`.
+fn new_owner() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "{}.{}",
+        process_token(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The script that ends, in the service directory `dir`, the following
+/// processes a new session of follower `owner` replaces: those of its earlier
+/// sessions and those of other daemons (whose hold a re-attach ended), still
+/// there if the node did not see their connection close. Those of this
+/// daemon's other followers stay; records of ended groups go.
+fn sweep_script(dir: &str, owner: &str) -> String {
+    format!(
+        "{PRELUDE}cd {dir} 2>/dev/null || exit 0\n\
+         for f in {FOLLOWERS_DIR}/*; do\n\
+           [ -f \"$f\" ] || continue\n\
+           g=${{f##*/}}; s=; o=; read -r s o < \"$f\"\n\
+           if [ -n \"$s\" ] && [ \"$(st \"$g\")\" = \"$s\" ]; then\n\
+             case \"$o\" in {me}) ;; {process}.*) continue ;; esac\n\
+             kill -TERM -\"$g\" 2>/dev/null\n\
+           fi\n\
+           rm -f \"$f\"\n\
+         done\n",
+        dir = shell_quote(dir),
+        me = shell_quote(owner),
+        process = shell_quote(process_token()),
+    )
+}
+
+/// The script of one following session of follower `owner`: `work` (a
+/// script with the [`PRELUDE`] functions and `args` as `$1`...) runs in the
+/// service directory `dir` as a process group of its own, recorded in
+/// [`FOLLOWERS_DIR`] while it runs. The group ends as a whole when the
+/// session's input ends (the daemon let go: its end of the pipe closed, with
+/// the ssh client, the connection or the daemon itself) or when `work` ends
+/// it with `kill -TERM 0`. The script itself stays the session's process
+/// until then, so that sshd keeps the input open.
+fn session_script(dir: &str, owner: &str, work: &str, args: &[String]) -> String {
+    let group = format!("{PRELUDE}{work}\ncat > /dev/null\nkill -TERM 0\n");
+    let args: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+    // An asynchronous command's input is /dev/null unless redirected, so the
+    // session's input goes to the group as fd 3; started in the background,
+    // `setsid` does not fork and `$!` is the group.
+    format!(
+        "{PRELUDE}cd {dir} || exit 90\n\
+         exec 3<&0\n\
+         setsid sh -c {group} harness-follow {args} <&3 3<&- &\n\
+         g=$!\n\
+         exec 0</dev/null 3<&- 2>/dev/null\n\
+         mkdir -p {FOLLOWERS_DIR} && echo \"$(st $g) {owner}\" > {FOLLOWERS_DIR}/$g\n\
+         wait $g\n\
+         rm -f {FOLLOWERS_DIR}/$g\n",
+        dir = shell_quote(dir),
+        group = shell_quote(&group),
+        args = args.join(" "),
+        owner = shell_quote(owner),
+    )
+}
+
+/// The work of a log follower (`$1 $2`: the service's pid and start time,
+/// `$3`: the log, `$4`: the first byte to send, from 1): `tail -F` from the
+/// offset; once the service ended (checked every 2 s) the log is still
+/// followed for [`FOLLOW_GRACE`], then the group ends. A daemon that holds
+/// the session ends it sooner, once it has drained the output.
+fn tail_work() -> String {
+    format!(
+        "tail -c +$4 -F \"$3\" 2>/dev/null &\nt=$!\n\
+         {{ while [ \"$(st $1)\" = \"$2\" ] && kill -0 $t 2>/dev/null; do sleep 2; done\n\
+         kill -0 $t 2>/dev/null && sleep {grace}\nkill -TERM 0; }} &",
+        grace = FOLLOW_GRACE.as_secs(),
+    )
+}
+
+/// The work of the waiter (`$1 $2`: the service's pid and start time): once
+/// the service ended, says how (its exit status, or `gone` without one) and
+/// the logs' sizes then, and ends its group.
+const WAITER_WORK: &str = "{ while [ \"$(st $1)\" = \"$2\" ]; do sleep 0.5; done\n\
+     if [ \"$(cat pid 2>/dev/null)\" = \"$1\" ] && [ -f exit ]; then e=$(cat exit); else e=gone; fi\n\
+     echo \"$e $(sz stdout.log) $(sz stderr.log)\"\nkill -TERM 0; } &";
 
 /// How one following session ended.
 enum SessionEnd {
@@ -594,9 +745,19 @@ impl Follower {
     }
 
     async fn session(&self) -> SessionEnd {
-        // Make sure the master connection exists before several sessions share it.
+        // Make sure the master connection exists before several sessions
+        // share it, and end what this session replaces.
         let slot = Some(self.slot.index());
-        if let Err(e) = self.host.check_at(slot, CONTROL_TIMEOUT).await {
+        if let Err(e) = self
+            .host
+            .run_at(
+                slot,
+                &sweep_script(&self.rec.dir, &self.owner),
+                None,
+                CONTROL_TIMEOUT,
+            )
+            .await
+        {
             return SessionEnd::Lost(match e {
                 SshError::Unreachable { reason, .. } => reason,
                 other => other.to_string(),
@@ -614,22 +775,21 @@ impl Follower {
             return SessionEnd::Closed;
         }
         let start = self.shared.offsets();
-        let dir = shell_quote(&self.rec.dir);
-        let tail = |file: &str, offset: u64| {
-            format!(
-                "cd {dir} || exit 90\nexec tail -c +{} -F {file} 2>/dev/null",
-                offset + 1
+        let identity = [self.rec.pid.to_string(), self.rec.start_time.to_string()];
+        let script = |work: &str, more: &[String]| {
+            session_script(
+                &self.rec.dir,
+                &self.owner,
+                work,
+                &[&identity[..], more].concat(),
             )
         };
-        let waiter = format!(
-            "{PRELUDE}cd {dir} || exit 90\n\
-             while [ \"$(st {pid})\" = {start} ]; do sleep 0.5; done\n\
-             if [ \"$(cat pid 2>/dev/null)\" = {pid} ] && [ -f exit ]; then e=$(cat exit); else e=gone; fi\n\
-             echo \"$e $(sz stdout.log) $(sz stderr.log)\"\n",
-            pid = self.rec.pid,
-            start = self.rec.start_time,
-        );
-        let spawn = |script: String| self.host.spawn_at(slot, &script, false);
+        let tail = |file: &str, offset: u64| {
+            script(&tail_work(), &[file.to_owned(), (offset + 1).to_string()])
+        };
+        let waiter = script(WAITER_WORK, &[]);
+        // Each session's input stays open (and unwritten) while it is held.
+        let spawn = |script: String| self.host.spawn_at(slot, &script, true);
         let (mut out_child, mut err_child, mut wait_child) = match (
             spawn(tail("stdout.log", start.stdout)),
             spawn(tail("stderr.log", start.stderr)),
@@ -721,7 +881,7 @@ impl Follower {
             let e = err_tail.lock().unwrap_or_else(|p| p.into_inner()).received;
             start.stdout + o >= want.0 && start.stderr + e >= want.1
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + DRAIN;
         let drained = async {
             while !received() && Instant::now() < deadline {
                 async_io::Timer::after(Duration::from_millis(20)).await;
@@ -836,5 +996,183 @@ impl futures_lite::Stream for Events {
             std::task::Poll::Ready(None) => std::task::Poll::Ready(None),
             std::task::Poll::Pending => std::task::Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The node-side scripts, run by this machine's `sh` (the Docker tests
+    //! run them on busybox nodes).
+
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::mpsc;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// `sh -c script` with piped input and output; its output lines arrive on the receiver.
+    fn sh(script: &str) -> (Child, mpsc::Receiver<String>) {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        (child, rx)
+    }
+
+    /// A process standing for a service, and its identity as the wrapper
+    /// records it: pid and start time.
+    fn service() -> (Child, Vec<String>) {
+        let child = Command::new("sleep").arg("60").spawn().unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        let fields = &stat[stat.rfind(") ").unwrap() + 2..];
+        let start = fields.split_whitespace().nth(19).unwrap().to_owned();
+        let identity = vec![child.id().to_string(), start];
+        (child, identity)
+    }
+
+    /// The live (non-zombie) processes of process group `g`.
+    fn members(g: u32) -> usize {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("stat")).ok())
+            .filter(|stat| {
+                let Some(i) = stat.rfind(") ") else {
+                    return false;
+                };
+                let f: Vec<&str> = stat[i + 2..].split_whitespace().collect();
+                f.len() > 2 && f[0] != "Z" && f[2] == g.to_string()
+            })
+            .count()
+    }
+
+    fn until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + WAIT;
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The follower groups recorded in `dir`: group and record.
+    fn records(dir: &std::path::Path) -> Vec<(u32, String)> {
+        let Ok(d) = std::fs::read_dir(dir.join(FOLLOWERS_DIR)) else {
+            return Vec::new();
+        };
+        d.filter_map(|e| {
+            let e = e.ok()?;
+            let g = e.file_name().to_str()?.parse().ok()?;
+            Some((g, std::fs::read_to_string(e.path()).ok()?.trim().to_owned()))
+        })
+        .collect()
+    }
+
+    fn exited(child: &mut Child) -> bool {
+        child.try_wait().unwrap().is_some()
+    }
+
+    fn tail_of(dir: &std::path::Path, owner: &str, identity: &[String]) -> String {
+        let args = [identity, &["stdout.log".into(), "1".into()]].concat();
+        session_script(dir.to_str().unwrap(), owner, &tail_work(), &args)
+    }
+
+    #[test]
+    fn a_log_follower_sends_the_log_and_ends_with_its_input() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("stdout.log"), "one\n").unwrap();
+        let (mut svc, identity) = service();
+        let (mut child, lines) = sh(&tail_of(dir.path(), "x.1", &identity));
+        assert_eq!(lines.recv_timeout(WAIT).unwrap(), "one");
+        {
+            use std::io::Write;
+            let mut log = std::fs::OpenOptions::new()
+                .append(true)
+                .open(dir.path().join("stdout.log"))
+                .unwrap();
+            log.write_all(b"two\n").unwrap();
+        }
+        assert_eq!(lines.recv_timeout(WAIT).unwrap(), "two");
+        until("the follower's record", || records(dir.path()).len() == 1);
+        let (g, record) = records(dir.path()).remove(0);
+        assert!(record.ends_with(" x.1"), "{record}");
+        assert!(members(g) >= 3, "the group: its shell, tail, cat");
+
+        // Its input ends (the daemon let go): the whole group ends, the record goes.
+        drop(child.stdin.take());
+        until("the session to end", || exited(&mut child));
+        until("the group to end", || members(g) == 0);
+        assert!(records(dir.path()).is_empty());
+        svc.kill().unwrap();
+        svc.wait().unwrap();
+    }
+
+    #[test]
+    fn the_waiter_reports_the_end_and_ends_by_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("stdout.log"), "abc\n").unwrap();
+        let (mut svc, identity) = service();
+        std::fs::write(dir.path().join("pid"), format!("{}\n", svc.id())).unwrap();
+        let script = session_script(dir.path().to_str().unwrap(), "x.1", WAITER_WORK, &identity);
+        let (mut child, lines) = sh(&script);
+        until("the waiter's record", || records(dir.path()).len() == 1);
+        let (g, _) = records(dir.path()).remove(0);
+        std::fs::write(dir.path().join("exit"), "143\n").unwrap();
+        svc.kill().unwrap();
+        svc.wait().unwrap();
+        assert_eq!(lines.recv_timeout(WAIT).unwrap(), "143 4 0");
+        // Its input stays open: it ends by itself.
+        until("the session to end", || exited(&mut child));
+        until("the group to end", || members(g) == 0);
+        assert!(records(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_sweep_ends_what_a_session_replaces_and_keeps_other_followers() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("stdout.log"), "one\n").unwrap();
+        let (mut svc, identity) = service();
+        let me = format!("{}.1", process_token());
+        let sibling = format!("{}.2", process_token());
+        let mut sessions: Vec<(Child, mpsc::Receiver<String>)> = [&me, &sibling, "0000.1"]
+            .iter()
+            .map(|owner| sh(&tail_of(dir.path(), owner, &identity)))
+            .collect();
+        for (_, lines) in &sessions {
+            assert_eq!(lines.recv_timeout(WAIT).unwrap(), "one");
+        }
+        until("three records", || records(dir.path()).len() == 3);
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(sweep_script(dir.path().to_str().unwrap(), &me))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        // This follower's earlier session and another daemon's follower end;
+        // another follower of this daemon goes on.
+        until("the replaced sessions to end", || {
+            exited(&mut sessions[0].0) && exited(&mut sessions[2].0)
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(!exited(&mut sessions[1].0), "a sibling follower was ended");
+        let left = records(dir.path());
+        assert_eq!(left.len(), 1, "{left:?}");
+        assert!(left[0].1.ends_with(&sibling), "{left:?}");
+        drop(sessions[1].0.stdin.take());
+        until("the sibling to end", || exited(&mut sessions[1].0));
+        until("its group to end", || members(left[0].0) == 0);
+        svc.kill().unwrap();
+        svc.wait().unwrap();
     }
 }

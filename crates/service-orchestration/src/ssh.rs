@@ -462,14 +462,6 @@ impl SshHost {
         self.run("true", None, timeout).await.map(|_| ())
     }
 
-    pub(crate) async fn check_at(
-        &self,
-        slot: Option<usize>,
-        timeout: Duration,
-    ) -> Result<(), SshError> {
-        self.run_at(slot, "true", None, timeout).await.map(|_| ())
-    }
-
     /// This machine's address as the node sees it (from `$SSH_CLIENT` on the
     /// node): where services on the node reach services of this machine.
     pub async fn local_address(&self, timeout: Duration) -> Result<std::net::IpAddr, SshError> {

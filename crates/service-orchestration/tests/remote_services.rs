@@ -366,3 +366,92 @@ fn manager_shows_an_unreachable_node_as_unknown_and_reconciles() {
     }
     smol::block_on(unreachable_node_through_manager(smol_spawner()));
 }
+
+/// A service that says `up`, then is silent: its followers have nothing to
+/// write, so only what ties them to their session and their service ends them.
+const SILENT: &str = "echo up; exec sleep 1000";
+
+#[test]
+fn followers_end_with_their_session_their_daemon_and_their_service() {
+    if !nodes_available() {
+        return;
+    }
+    let nodes = Nodes::start(1);
+    let node = nodes.container("n1");
+    smol::block_on(async {
+        let hosts = nodes.hosts(nodes.options());
+        nodes.wait_ready(&hosts).await;
+        let exec = RemoteExecutor::new(hosts.clone());
+        let project = project_name();
+        let ctx = ctx(&project, smol_spawner());
+        let spec = remote_sh("quiet", "n1", SILENT);
+        let mut l = exec.start(&spec, &ctx).await.unwrap();
+        let (lines, _) = read_until(&mut l.events, 30, |ls| !ls.is_empty()).await;
+        assert_eq!(lines, ["up"]);
+        let pid = l.instance.pid().unwrap();
+        let first = node_until(&node, 30, "no tail per log", |ps| tails(ps).len() == 2);
+        let first: Vec<u32> = helpers(&first, &[pid]).iter().map(|p| p.pid).collect();
+
+        // The connection is lost: the follower reconnects, and what followed
+        // over the lost connection ends.
+        let n1 = hosts.get("n1").unwrap();
+        assert!(n1.close_master().await);
+        node_until(
+            &node,
+            30,
+            "the followers of the lost connection outlived it",
+            |ps| tails(ps).len() == 2 && !ps.iter().any(|p| first.contains(&p.pid)),
+        );
+
+        // The instance is dropped (the daemon lets go): nothing but the
+        // service is left on the node.
+        let record = l.instance.record();
+        drop(l);
+        node_until(&node, 30, "followers outlived their instance", |ps| {
+            helpers(ps, &[pid]).is_empty()
+        });
+
+        // A follower of another daemon on a connection the node never saw
+        // close (it cannot be cut that way on demand, so one is made as the
+        // follower scripts record themselves: the group's leader, its start
+        // time and its owner) ends when a new daemon re-attaches.
+        let stale = docker(&[
+            "exec",
+            &node,
+            "sh",
+            "-c",
+            &format!(
+                "cd /root/.harness/{project}/quiet && mkdir -p followers && \
+                 {{ setsid sleep 1001 < /dev/null > /dev/null 2>&1 & }}; p=$!; \
+                 set -- $(sed 's/.*) //' /proc/$p/stat); echo \"${{20}} gone.1\" > followers/$p; echo $p"
+            ),
+        ])
+        .unwrap();
+        let stale: u32 = stale.parse().unwrap();
+        let hosts2 = nodes.hosts(nodes.options());
+        let exec2 = RemoteExecutor::new(hosts2.clone());
+        let mut l2 = exec2.attach(&spec, &record, &ctx).await.unwrap();
+        assert_eq!(l2.instance.pid(), Some(pid));
+        node_until(
+            &node,
+            30,
+            "a follower of an earlier daemon outlived the re-attach",
+            |ps| tails(ps).len() == 2 && !ps.iter().any(|p| p.pid == stale),
+        );
+
+        // Cut off, the service ends: its followers end too, though the node
+        // never learns that their connection is gone.
+        nodes.disconnect("n1");
+        // (The wrapper outlives SIGTERM and records how its program ended.)
+        docker(&["exec", &node, "kill", "-TERM", &format!("-{pid}")]).unwrap();
+        node_until(&node, 60, "followers outlived their service", |ps| {
+            ps.is_empty()
+        });
+        nodes.connect("n1");
+        let (_, exit) = read_until(&mut l2.events, 60, |_| false).await;
+        assert_eq!(exit, Some(ExitStatus::Signal(15)));
+        node_until(&node, 30, "processes left on the node", |ps| ps.is_empty());
+        hosts2.close_all().await;
+        hosts.close_all().await;
+    });
+}

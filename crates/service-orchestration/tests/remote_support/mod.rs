@@ -274,6 +274,12 @@ impl Nodes {
         format!("{}-{node}", self.prefix)
     }
 
+    /// The processes on node `node` (`n1`, ...) other than its sshd, read
+    /// through the container runtime (so also while the node is cut off).
+    pub fn processes(&self, node: &str) -> Vec<NodeProcess> {
+        processes_in(&self.container(node))
+    }
+
     pub fn disconnect(&self, node: &str) {
         docker(&[
             "network",
@@ -318,6 +324,78 @@ impl Drop for Nodes {
                 self.dir.path().display()
             ))
             .status();
+    }
+}
+
+/// A process on a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeProcess {
+    pub pid: u32,
+    /// Its process group (a remote service's group is its wrapper's pid).
+    pub pgid: u32,
+    pub args: String,
+}
+
+/// The processes in node container `container` other than its sshd (the
+/// listener and the per-connection processes) and the `ps` that lists them:
+/// what the project runs there.
+pub fn processes_in(container: &str) -> Vec<NodeProcess> {
+    const PS: [&str; 3] = ["ps", "-o", "pid,pgid,args"];
+    let out = docker(&[&["exec", container][..], &PS[..]].concat())
+        .unwrap_or_else(|e| panic!("cannot list the processes of {container}: {e}"));
+    out.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let pid = f.next()?.parse().ok()?;
+            let pgid = f.next()?.parse().ok()?;
+            let args = f.collect::<Vec<_>>().join(" ");
+            Some(NodeProcess { pid, pgid, args })
+        })
+        .filter(|p| {
+            !(p.args.starts_with("sshd:")
+                || p.args.starts_with("/usr/sbin/sshd")
+                || p.args == PS.join(" "))
+        })
+        .collect()
+}
+
+/// The `tail`s among `procs`.
+pub fn tails(procs: &[NodeProcess]) -> Vec<&NodeProcess> {
+    procs
+        .iter()
+        .filter(|p| p.args.split_whitespace().next() == Some("tail"))
+        .collect()
+}
+
+/// The processes of `procs` outside the process groups of the remote
+/// services whose wrappers are `services`: what follows them, and any other
+/// helper of the executor.
+pub fn helpers(procs: &[NodeProcess], services: &[u32]) -> Vec<NodeProcess> {
+    procs
+        .iter()
+        .filter(|p| !services.contains(&p.pgid))
+        .cloned()
+        .collect()
+}
+
+/// Polls (blocking) the processes of node container `container` until `cond`
+/// holds for them, within `secs`, and returns them; panics saying `what` and
+/// listing them if it never does.
+pub fn node_until(
+    container: &str,
+    secs: u64,
+    what: &str,
+    mut cond: impl FnMut(&[NodeProcess]) -> bool,
+) -> Vec<NodeProcess> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let procs = processes_in(container);
+        if cond(&procs) {
+            return procs;
+        }
+        assert!(Instant::now() < deadline, "{what}; on the node: {procs:#?}");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
