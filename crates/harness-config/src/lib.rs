@@ -54,6 +54,7 @@
 //! println!("{}", harness_config::json_schema_string()); // config schema
 //! ```
 
+pub mod changes;
 mod de;
 pub mod diag;
 pub mod file;
@@ -66,6 +67,7 @@ mod schema;
 pub mod template;
 pub mod tree;
 
+pub use changes::{ProjectChanges, ServiceChange, restarts_with_dependency};
 pub use diag::{Diagnostic, Diagnostics, Location, Severity};
 pub use file::{MAX_CONFIG_BYTES, ReadFileError, read_limited};
 pub use graph::{DependencyGraph, GraphError};

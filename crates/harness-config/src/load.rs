@@ -1233,6 +1233,8 @@ impl<'o> Loader<'o> {
             job,
             success_exit_codes,
             ports,
+            description: rs.description.clone(),
+            labels: rs.labels.clone().unwrap_or_default(),
         })
     }
 

@@ -326,6 +326,12 @@ pub struct ServiceSpec {
     /// Ports it listens on. For a container `host` is the published port; for a
     /// process `container` is simply the port it listens on.
     pub ports: Vec<PortMapping>,
+    /// Free text about the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Labels for people and tools; they do not affect how it runs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl ServiceSpec {
@@ -351,6 +357,8 @@ impl ServiceSpec {
             job: false,
             success_exit_codes: vec![0],
             ports: Vec::new(),
+            description: None,
+            labels: BTreeMap::new(),
         }
     }
 

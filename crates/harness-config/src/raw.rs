@@ -181,6 +181,10 @@ pub struct RawService {
     pub kind: Option<ServiceType>,
     /// The network the service is placed on (may be left out when unambiguous).
     pub network: Option<String>,
+    /// Free text about the service. Changing it restarts nothing.
+    pub description: Option<String>,
+    /// Labels (`key: value`) for people and tools. Changing them restarts nothing.
+    pub labels: Option<BTreeMap<String, String>>,
     /// Environment variables (map, or list of `KEY=VALUE`).
     pub env: Option<EnvMap>,
     /// Alias of `env`.
