@@ -66,6 +66,7 @@ pub mod raw;
 mod schema;
 pub mod template;
 pub mod tree;
+pub mod watch;
 
 pub use changes::{ProjectChanges, ServiceChange, restarts_with_dependency};
 pub use diag::{Diagnostic, Diagnostics, Location, Severity};
@@ -78,7 +79,7 @@ pub use load::{
 pub use model::{
     Backoff, Build, Check, Condition, Dependency, DockerSpec, EnvFile, LogPattern, Network, Node,
     PortMapping, Probe, Project, Protocol, Resources, RestartMode, RestartPolicy, Security,
-    ServiceSpec, Settings, Shutdown, Target, project_name_from_title,
+    ServiceSpec, Settings, Shutdown, Target, WatchRule, project_name_from_title,
 };
 pub use schema::{json_schema, json_schema_string};
 pub use template::{RefField, ServiceRef, expand_refs, references};
