@@ -31,7 +31,7 @@ impl Cli {
             Command::Graph(a) => &a.file.files,
             Command::Env(a) => &a.file.files,
             Command::Up(a) => &a.file.files,
-            Command::Down(a) => &a.file.files,
+            Command::Down(a) | Command::Watch(a) => &a.file.files,
             Command::Start(a) | Command::Stop(a) | Command::Restart(a) => &a.file.files,
             Command::Status(a) => &a.file.files,
             Command::Logs(a) => &a.file.files,
@@ -129,6 +129,8 @@ pub enum Command {
     Up(UpArgs),
     /// Stop every service of the project.
     Down(DownArgs),
+    /// Apply saved configuration changes to a project that is up, until Ctrl-C.
+    Watch(DownArgs),
     /// Start services (and what they need).
     Start(ServicesArgs),
     /// Stop services (and what depends on them).
@@ -284,9 +286,12 @@ pub struct UpArgs {
     /// Do not show the live progress view.
     #[arg(long)]
     pub quiet: bool,
+    /// Then apply saved changes of the configuration (and `watch:` paths) until Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
 }
 
-/// `harness down`.
+/// `harness down` and `harness watch`.
 #[derive(Debug, Args)]
 pub struct DownArgs {
     /// Configuration files given after the verb.

@@ -35,6 +35,7 @@ pub fn run(cli: Cli) -> CliResult {
         Command::Completions(a) => completions(&a),
         Command::Up(a) => smol::block_on(up(&ctx, a)),
         Command::Down(_) => smol::block_on(lifecycle(&ctx, "down", &[], false)),
+        Command::Watch(_) => smol::block_on(watch_only(&ctx)),
         Command::Start(ServicesArgs { services, json, .. }) => {
             smol::block_on(lifecycle(&ctx, "start", &services, json))
         }
@@ -293,9 +294,20 @@ async fn up(ctx: &Ctx, a: UpArgs) -> CliResult {
         )?;
     }
     if a.detach {
+        if a.watch {
+            return watching(
+                &client,
+                &ctx.files,
+                ctx.project.as_deref(),
+                project,
+                &state_dir,
+                &mut interrupts,
+            )
+            .await;
+        }
         return Ok(());
     }
-    foreground_logs(
+    let logs = foreground_logs(
         &client,
         project_ref,
         &involved,
@@ -303,6 +315,67 @@ async fn up(ctx: &Ctx, a: UpArgs) -> CliResult {
         &mut interrupts,
         &state_dir,
         None,
+    );
+    if !a.watch {
+        return logs.await;
+    }
+    // Reload lines go between the log lines; Ctrl-C ends both (and stops the services).
+    futures_lite::future::or(logs, async {
+        crate::watch::watch(&client, &files, ctx.project.as_deref(), project, &state_dir).await
+    })
+    .await
+}
+
+/// Watches in the foreground until Ctrl-C, which stops watching only: the services keep running.
+async fn watching(
+    client: &harness_protocol::Client,
+    files: &[std::path::PathBuf],
+    name: Option<&str>,
+    project: harness_config::Project,
+    state_dir: &std::path::Path,
+    interrupts: &mut Interrupts,
+) -> CliResult {
+    let files = load::effective_files(files);
+    writeln!(
+        anstream::stdout(),
+        "watching project {} for changes (Ctrl-C stops watching; the services keep running)",
+        project.name
+    )?;
+    futures_lite::future::or(
+        crate::watch::watch(client, &files, name, project, state_dir),
+        async {
+            interrupts.next().await;
+            Ok(())
+        },
+    )
+    .await
+}
+
+/// `harness watch`: a project that is up gets the saved changes of its configuration.
+async fn watch_only(ctx: &Ctx) -> CliResult {
+    let files = load::effective_files(&ctx.files);
+    let project = load::load_project(&files, ctx.project.as_deref())?;
+    let state_dir = ctx.state_dir()?;
+    let client = remote::connect(&state_dir).await?;
+    let mut interrupts = Interrupts::catch();
+    // What is saved now may differ from what runs: apply it first.
+    let params = UpParams {
+        project: remote::project_with_files(ctx.project.as_deref(), &files)?,
+        services: Vec::new(),
+        wait: false,
+        timeout_ms: None,
+    };
+    client
+        .up(params)
+        .await
+        .map_err(|e| remote::remote_error(e, &state_dir))?;
+    watching(
+        &client,
+        &files,
+        ctx.project.as_deref(),
+        project,
+        &state_dir,
+        &mut interrupts,
     )
     .await
 }

@@ -16,6 +16,7 @@ mod progress;
 mod remote;
 mod render;
 mod suggest;
+mod watch;
 
 use std::process::ExitCode;
 

@@ -54,6 +54,7 @@
 //! println!("{}", harness_config::json_schema_string()); // config schema
 //! ```
 
+pub mod changes;
 mod de;
 pub mod diag;
 pub mod file;
@@ -65,7 +66,9 @@ pub mod raw;
 mod schema;
 pub mod template;
 pub mod tree;
+pub mod watch;
 
+pub use changes::{ProjectChanges, ServiceChange, restarts_with_dependency};
 pub use diag::{Diagnostic, Diagnostics, Location, Severity};
 pub use file::{MAX_CONFIG_BYTES, ReadFileError, read_limited};
 pub use graph::{DependencyGraph, GraphError};
@@ -76,7 +79,7 @@ pub use load::{
 pub use model::{
     Backoff, Build, Check, Condition, Dependency, DockerSpec, EnvFile, LogPattern, Network, Node,
     PortMapping, Probe, Project, Protocol, Resources, RestartMode, RestartPolicy, Security,
-    ServiceSpec, Settings, Shutdown, Target, project_name_from_title,
+    ServiceSpec, Settings, Shutdown, Target, WatchRule, project_name_from_title,
 };
 pub use schema::{json_schema, json_schema_string};
 pub use template::{RefField, ServiceRef, expand_refs, references};

@@ -1233,7 +1233,35 @@ impl<'o> Loader<'o> {
             job,
             success_exit_codes,
             ports,
+            description: rs.description.clone(),
+            labels: rs.labels.clone().unwrap_or_default(),
+            watch: self.watch_rules(n, rs),
         })
+    }
+
+    /// The `watch:` rules of service `n`, paths resolved; bad globs are errors.
+    fn watch_rules(&mut self, n: &str, rs: &RawService) -> Vec<WatchRule> {
+        let mut out = Vec::new();
+        for (i, w) in rs.watch.iter().flatten().enumerate() {
+            let idx = i.to_string();
+            let path = self.plain(&w.path, &["services", n, "watch", &idx, "path"]);
+            for (key, globs) in [("include", &w.include), ("ignore", &w.ignore)] {
+                for (j, g) in globs.iter().flatten().enumerate() {
+                    if let Err(e) = crate::watch::check_glob(g) {
+                        let at = j.to_string();
+                        let pos = self.pos(&["services", n, "watch", &idx, key, &at]);
+                        self.error(Some(pos), format!("`{g}` is not a valid glob: {e}"), None);
+                    }
+                }
+            }
+            out.push(WatchRule {
+                path: self.resolve_path(&path),
+                action: w.action.unwrap_or_default(),
+                include: w.include.clone().unwrap_or_default(),
+                ignore: w.ignore.clone().unwrap_or_default(),
+            });
+        }
+        out
     }
 
     fn service_network(

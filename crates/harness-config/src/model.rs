@@ -326,6 +326,31 @@ pub struct ServiceSpec {
     /// Ports it listens on. For a container `host` is the published port; for a
     /// process `container` is simply the port it listens on.
     pub ports: Vec<PortMapping>,
+    /// Free text about the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Labels for people and tools; they do not affect how it runs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Files whose changes act on it while the project is watched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch: Vec<WatchRule>,
+}
+
+/// One `watch:` rule: changes below `path` (matching `include`, not `ignore`
+/// and not ignored by a `.gitignore` in `path`) do `action`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchRule {
+    /// The file or directory watched, resolved against the project directory.
+    pub path: PathBuf,
+    /// What a change does.
+    pub action: crate::raw::WatchAction,
+    /// Globs relative to `path` a changed file must match (all files when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// Globs relative to `path` of changes that do not count.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<String>,
 }
 
 impl ServiceSpec {
@@ -351,6 +376,9 @@ impl ServiceSpec {
             job: false,
             success_exit_codes: vec![0],
             ports: Vec::new(),
+            description: None,
+            labels: BTreeMap::new(),
+            watch: Vec::new(),
         }
     }
 

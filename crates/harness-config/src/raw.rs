@@ -181,6 +181,10 @@ pub struct RawService {
     pub kind: Option<ServiceType>,
     /// The network the service is placed on (may be left out when unambiguous).
     pub network: Option<String>,
+    /// Free text about the service. Changing it restarts nothing.
+    pub description: Option<String>,
+    /// Labels (`key: value`) for people and tools. Changing them restarts nothing.
+    pub labels: Option<BTreeMap<String, String>>,
     /// Environment variables (map, or list of `KEY=VALUE`).
     pub env: Option<EnvMap>,
     /// Alias of `env`.
@@ -217,6 +221,9 @@ pub struct RawService {
     pub job: Option<bool>,
     /// Ports: `8080`, `"8080:80"`, `"127.0.0.1:8080:80/udp"`, or `{host, container, protocol}`.
     pub ports: Option<Vec<RawPort>>,
+    /// Files whose changes act on the service while `harness up --watch` or
+    /// `harness watch` runs (in the spirit of compose's `develop.watch`).
+    pub watch: Option<Vec<RawWatch>>,
 
     /// The program (`process`, `remote`).
     pub binary: Option<String>,
@@ -636,6 +643,30 @@ enum RestartSchema {
     Flag(bool),
     Mode(RestartName),
     Full(RawRestartFull),
+}
+
+/// One `watch:` rule of a service.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWatch {
+    /// A file or directory (watched with everything below it), relative to the
+    /// project directory. Files its `.gitignore` ignores do not count.
+    pub path: String,
+    /// What a change does (default `restart`).
+    pub action: Option<WatchAction>,
+    /// Globs (relative to `path`, e.g. `**/*.rs`) a changed file must match; all when left out.
+    pub include: Option<Vec<String>>,
+    /// Globs (relative to `path`, e.g. `target/**`, `*.tmp`) of changes that do not count.
+    pub ignore: Option<Vec<String>>,
+}
+
+/// What a change of a watched file does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchAction {
+    /// Restart the service.
+    #[default]
+    Restart,
 }
 
 /// A restart mode name.

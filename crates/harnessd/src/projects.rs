@@ -49,8 +49,8 @@ use harness_protocol::{
     ProjectStatus, ServicesParams, StateDir, StreamItem, UpParams,
 };
 use service_orchestration::{
-    ManagerError, ManagerEvent, ManagerOptions, Placement, ServiceManager, ServiceRecord,
-    SharedExecutor, package::PackageExecutor,
+    ManagerError, ManagerEvent, ManagerOptions, Placement, ServiceManager, SharedExecutor,
+    package::PackageExecutor,
 };
 
 use crate::backend::{Backend, BackendResult, ItemSink};
@@ -703,28 +703,26 @@ impl ManagerBackend {
                 "another request loaded a changed configuration of project {name} while this up waited for its services"
             ),
         );
-        let changed: Vec<ServiceName> = old
-            .services
-            .iter()
-            .filter(|(n, spec)| project.services.get(*n) != Some(*spec))
-            .map(|(n, _)| n.clone())
-            .collect();
-        let names: Vec<&str> = changed.iter().map(ServiceName::as_str).collect();
-        tracing::info!(project = %name, changed = %names.join(","), "configuration changed");
-        old_manager.stop(&changed).await.map_err(manager_err)?;
-        let keep: Vec<ServiceRecord> = old_manager
-            .records()
-            .into_iter()
-            .filter(|rec| project.services.contains_key(&rec.service))
-            .collect();
-        let (manager, targets) = self.new_manager(project.clone()).await?;
-        for err in manager.adopt(keep).await {
+        let built = std::sync::Mutex::new(None);
+        let done = old_manager
+            .reconcile(project.clone(), |p| async {
+                let (manager, targets) = self.new_manager(p).await?;
+                *built.lock().unwrap_or_else(|e| e.into_inner()) = Some(targets);
+                Ok::<_, ErrorBody>(manager)
+            })
+            .await?;
+        tracing::info!(project = %name, changes = %done.changes.summary(), "configuration changed");
+        for err in &done.errors {
             tracing::warn!(project = %name, error = %err, "re-adopting after a change");
         }
+        let manager = done.manager.clone();
+        let targets = built.into_inner().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = self.projects.lock().await.get_mut(&name) {
             e.manager = manager.clone();
             e.project = project.clone();
-            e.targets = targets;
+            if let Some(targets) = targets {
+                e.targets = targets;
+            }
         }
         Ok((name, manager, project))
     }

@@ -20,6 +20,8 @@
 //!   A service whose instance cannot be seen (its node is unreachable) shows as
 //!   `unknown` with the reason, its failing checks restart nothing, and it returns
 //!   to its state (or is restarted per its policy, if it ended) once it can be seen.
+//! - [`reconcile`]: [`ServiceManager::reconcile`], which brings running services in
+//!   step with a changed configuration: what changed restarts, the rest runs on.
 //! - [`placement`]: where services run, kept in the service registry, and what
 //!   `${svc.ip|port|host}` expand to, from each consumer's point of view.
 #![forbid(unsafe_code)]
@@ -34,6 +36,7 @@ pub mod package;
 pub mod placement;
 pub mod port_owner;
 pub mod process;
+pub mod reconcile;
 pub mod remote;
 pub mod ssh;
 
@@ -52,3 +55,4 @@ pub use manager::{
 };
 pub use placement::{Placement, PlacementError};
 pub use process::{ProcessExecutor, ProcessRecord};
+pub use reconcile::Reconciled;

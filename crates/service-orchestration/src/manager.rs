@@ -672,7 +672,9 @@ impl ServiceManager {
         self.stop_set(all).await;
     }
 
-    async fn stop_set(&self, set: Vec<ServiceName>) {
+    /// Stops exactly the services of `set`, each once those of its dependents
+    /// that are in the set are down; returns once all of them are stopped.
+    pub(crate) async fn stop_set(&self, set: Vec<ServiceName>) {
         let graph = self.inner.project.graph();
         let mut requested: BTreeMap<ServiceName, bool> =
             set.iter().map(|s| (s.clone(), false)).collect();
@@ -708,20 +710,23 @@ impl ServiceManager {
         }
     }
 
+    /// True when the service runs or is on its way to (waiting for its
+    /// dependencies, or restarting): what a restart starts again.
+    pub(crate) fn is_active(&self, service: &ServiceName) -> bool {
+        self.inner.slots.get(service).is_some_and(|slot| {
+            let v = slot.view();
+            v.lc.is_alive()
+                || matches!(v.lc.phase, Phase::Waiting { .. } | Phase::Restarting { .. })
+        })
+    }
+
     /// Restarts these services: stops them and their dependents (dependents
     /// first), then starts them again together with the dependents that were running.
     pub async fn restart(&self, services: &[ServiceName]) -> Result<(), ManagerError> {
         let names = self.names(services)?;
         let set = self.inner.project.graph().with_dependents(&names);
         let mut again: Vec<ServiceName> = services.to_vec();
-        for s in &set {
-            let v = self.inner.slots[s].view();
-            if v.lc.is_alive()
-                || matches!(v.lc.phase, Phase::Waiting { .. } | Phase::Restarting { .. })
-            {
-                again.push(s.clone());
-            }
-        }
+        again.extend(set.iter().filter(|s| self.is_active(s)).cloned());
         self.stop_set(set).await;
         again.sort();
         again.dedup();
