@@ -1,0 +1,247 @@
+//! Without a cgroup (ADR 021): what a process started, found in `/proc`.
+//!
+//! The members of a launched process are its process group, the
+//! descendants of any member (through `ppid` links), the processes whose
+//! environment carries its [marker](crate::EnvMarker) (what left the tree
+//! and was reparented), and every process once seen as a member while it
+//! keeps its start time (so one whose parent died is not lost). Zombies of
+//! members that became children of this process (a child subreaper, see
+//! [`become_child_subreaper`]) are reaped by pid; the leader never is, its
+//! owner reaps it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use harness_core::Signal;
+
+use crate::ExecError;
+use crate::proc::{self, ProcessIdentity, Stat};
+use crate::scope::EnvMarker;
+
+/// Set once this process is a child subreaper.
+static SUBREAPER: AtomicBool = AtomicBool::new(false);
+
+/// Makes this process a child subreaper (`PR_SET_CHILD_SUBREAPER`): processes
+/// orphaned below it are reparented to it instead of to init, so stopping a
+/// process without a cgroup still finds, signals and reaps what it left. A
+/// process with children of its own that it waits for through `waitpid(-1)`
+/// must not call this. Zombies it adopts are reaped when a process is
+/// stopped: those of the stopped process's members, and any whose session
+/// differs from this process's (it cannot be a child this program started
+/// and waits for: those stay in its session).
+pub fn become_child_subreaper() -> std::io::Result<()> {
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
+    SUBREAPER.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// True once [`become_child_subreaper`] succeeded.
+pub fn is_child_subreaper() -> bool {
+    SUBREAPER.load(Ordering::SeqCst)
+}
+
+/// Reaps the zombie `pid`, a child of this process, without waiting.
+fn reap(pid: u32) {
+    use rustix::process::{WaitId, WaitIdOptions, waitid};
+    if let Ok(p) = proc::pid_of(pid) {
+        let _ = waitid(
+            WaitId::Pid(p),
+            WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+        );
+    }
+}
+
+/// The value of `name` in an environment block as `/proc/<pid>/environ`
+/// holds it (`NAME=value` entries separated by NUL bytes).
+pub fn environ_var<'a>(environ: &'a [u8], name: &str) -> Option<&'a str> {
+    environ.split(|&b| b == 0).find_map(|kv| {
+        let rest = kv.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+        std::str::from_utf8(rest).ok()
+    })
+}
+
+/// A process and what it started, found again on each [`Tree::scan`].
+pub(crate) struct Tree {
+    leader: ProcessIdentity,
+    /// Its process group is one of it (it leads the group).
+    group: bool,
+    marker: Option<EnvMarker>,
+    /// Every process seen as a member: pid and start time.
+    known: HashMap<u32, u64>,
+    /// Whether a process (pid, start time) carries the marker, read once.
+    marked: HashMap<(u32, u64), bool>,
+    me: u32,
+    my_session: i64,
+}
+
+impl Tree {
+    pub(crate) fn new(leader: ProcessIdentity, group: bool, marker: Option<EnvMarker>) -> Tree {
+        let me = std::process::id();
+        Tree {
+            leader,
+            group,
+            marker,
+            known: HashMap::new(),
+            marked: HashMap::new(),
+            me,
+            my_session: proc::read_stat(me).map_or(-1, |s| s.session),
+        }
+    }
+
+    /// What this is, for errors.
+    fn describe(&self) -> String {
+        format!("process {} and what it started", self.leader.pid)
+    }
+
+    fn carries_marker(&mut self, pid: u32, start: u64) -> bool {
+        let Some(marker) = &self.marker else {
+            return false;
+        };
+        *self.marked.entry((pid, start)).or_insert_with(|| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| environ_var(&env, &marker.name) == Some(marker.value.as_str()))
+        })
+    }
+
+    /// One pass over `/proc`: the live members now. Zombies of members
+    /// that are children of this process (the leader excepted) are reaped,
+    /// and with [`become_child_subreaper`], adopted zombies of another session.
+    pub(crate) fn scan(&mut self) -> Vec<ProcessIdentity> {
+        let all: Vec<(u32, Stat)> = proc::all_pids()
+            .into_iter()
+            .filter(|&pid| pid != self.me)
+            .filter_map(|pid| proc::read_stat(pid).ok().map(|s| (pid, s)))
+            .collect();
+        let group = self.group && proc::group_is_ours(self.leader);
+        let mut members: HashSet<u32> = HashSet::new();
+        let mut queue = Vec::new();
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        for &(pid, st) in &all {
+            children.entry(st.ppid).or_default().push(pid);
+            let is_leader = pid == self.leader.pid
+                && (self.leader.start_time == 0 || st.start_time == self.leader.start_time);
+            let root = is_leader
+                || (group && st.pgrp == i64::from(self.leader.pid))
+                || self.known.get(&pid) == Some(&st.start_time)
+                || self.carries_marker(pid, st.start_time);
+            if root && members.insert(pid) {
+                queue.push(pid);
+            }
+        }
+        while let Some(pid) = queue.pop() {
+            for &child in children.get(&pid).map(Vec::as_slice).unwrap_or_default() {
+                if members.insert(child) {
+                    queue.push(child);
+                }
+            }
+        }
+        let subreaper = is_child_subreaper();
+        let mut live = Vec::new();
+        for &(pid, st) in &all {
+            let member = members.contains(&pid);
+            if member {
+                self.known.insert(pid, st.start_time);
+            }
+            if st.is_dead() {
+                let ours = st.ppid == self.me && pid != self.leader.pid;
+                let adopted = subreaper && st.session != self.my_session;
+                if ours && (member || adopted) {
+                    reap(pid);
+                }
+            } else if member {
+                live.push(ProcessIdentity {
+                    pid,
+                    start_time: st.start_time,
+                });
+            }
+        }
+        live
+    }
+
+    /// True while a process once seen as a member still lives (a cheap
+    /// look, by pid; [`Tree::scan`] finds new ones).
+    fn known_alive(&self) -> bool {
+        self.known.iter().any(|(&pid, &start)| {
+            proc::read_stat(pid).is_ok_and(|st| st.start_time == start && !st.is_dead())
+        })
+    }
+
+    /// Waits until no member is left, or until `deadline`. True if none is.
+    async fn wait_empty(&mut self, deadline: Instant) -> bool {
+        let mut pause = Duration::from_millis(5);
+        loop {
+            if !self.known_alive() && self.scan().is_empty() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            async_io::Timer::after(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends `sig` to every member; `Ok(false)` if there is none.
+    pub(crate) fn signal(&mut self, sig: Signal) -> Result<bool, ExecError> {
+        let mut any = false;
+        for id in self.scan() {
+            any |= proc::signal_identity(id, sig)?;
+        }
+        Ok(any)
+    }
+
+    /// SIGTERM (and SIGCONT) to every member, up to `grace` for all to end,
+    /// then SIGKILL until none is left.
+    pub(crate) async fn stop(&mut self, grace: Duration) -> Result<(), ExecError> {
+        if !grace.is_zero() {
+            if !self.signal(Signal::TERM)? {
+                return Ok(());
+            }
+            let _ = self.signal(Signal::CONT);
+            if self.wait_empty(Instant::now() + grace).await {
+                return Ok(());
+            }
+        }
+        let deadline = Instant::now() + AFTER_KILL;
+        loop {
+            if self.group && proc::group_is_ours(self.leader) {
+                let _ = proc::signal_group(self.leader, Signal::KILL);
+            }
+            if !self.signal(Signal::KILL)? {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ExecError::StopTimeout {
+                    what: self.describe(),
+                    waited: AFTER_KILL,
+                });
+            }
+            if self
+                .wait_empty((now + Duration::from_millis(100)).min(deadline))
+                .await
+            {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// How long to keep killing what is left after the first SIGKILL before
+/// reporting it.
+const AFTER_KILL: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environ_values_are_found_by_exact_name() {
+        let env = b"RUN_X=no\0RUN=abc\0OTHER=1\0";
+        assert_eq!(environ_var(env, "RUN"), Some("abc"));
+        assert_eq!(environ_var(env, "OTHER"), Some("1"));
+        assert_eq!(environ_var(env, "MISSING"), None);
+    }
+}
