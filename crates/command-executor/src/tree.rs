@@ -145,7 +145,7 @@ impl Tree {
             }
             if st.is_dead() {
                 let ours = st.ppid == self.me && pid != self.leader.pid;
-                let adopted = subreaper && st.session != self.my_session;
+                let adopted = subreaper && self.my_session > 0 && st.session != self.my_session;
                 if ours && (member || adopted) {
                     reap(pid);
                 }
