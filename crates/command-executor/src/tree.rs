@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use harness_core::Signal;
@@ -69,8 +70,6 @@ pub(crate) struct Tree {
     marker: Option<EnvMarker>,
     /// Every process seen as a member: pid and start time.
     known: HashMap<u32, u64>,
-    /// Whether a process (pid, start time) carries the marker, read once.
-    marked: HashMap<(u32, u64), bool>,
     me: u32,
     my_session: i64,
 }
@@ -83,7 +82,6 @@ impl Tree {
             group,
             marker,
             known: HashMap::new(),
-            marked: HashMap::new(),
             me,
             my_session: proc::read_stat(me).map_or(-1, |s| s.session),
         }
@@ -94,14 +92,10 @@ impl Tree {
         format!("process {} and what it started", self.leader.pid)
     }
 
-    fn carries_marker(&mut self, pid: u32, start: u64) -> bool {
-        let Some(marker) = &self.marker else {
-            return false;
-        };
-        *self.marked.entry((pid, start)).or_insert_with(|| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .is_ok_and(|env| environ_var(&env, &marker.name) == Some(marker.value.as_str()))
-        })
+    fn carries_marker(&self, pid: u32, start: u64) -> bool {
+        self.marker
+            .as_ref()
+            .is_some_and(|m| marker_value(&m.name, pid, start).is_some_and(|v| *v == m.value))
     }
 
     /// One pass over `/proc`: the live members now. Zombies of members
@@ -113,6 +107,9 @@ impl Tree {
             .filter(|&pid| pid != self.me)
             .filter_map(|pid| proc::read_stat(pid).ok().map(|s| (pid, s)))
             .collect();
+        if let Some(m) = &self.marker {
+            forget_gone(&m.name, &all);
+        }
         let group = self.group && proc::group_is_ours(self.leader);
         let mut members: HashSet<u32> = HashSet::new();
         let mut queue = Vec::new();
@@ -159,19 +156,34 @@ impl Tree {
         live
     }
 
-    /// True while a process once seen as a member still lives (a cheap
-    /// look, by pid; [`Tree::scan`] finds new ones).
-    fn known_alive(&self) -> bool {
-        self.known.iter().any(|(&pid, &start)| {
-            proc::read_stat(pid).is_ok_and(|st| st.start_time == start && !st.is_dead())
-        })
+    /// The processes once seen as members that still live (a cheap look,
+    /// by pid; only [`Tree::scan`] finds new ones).
+    fn known_live(&self) -> Vec<ProcessIdentity> {
+        self.known
+            .iter()
+            .filter(|&(&pid, &start)| {
+                proc::read_stat(pid).is_ok_and(|st| st.start_time == start && !st.is_dead())
+            })
+            .map(|(&pid, &start_time)| ProcessIdentity { pid, start_time })
+            .collect()
+    }
+
+    /// True if a pass over `/proc` may find members that the known ones do
+    /// not lead to: marked processes, or what is left of the group.
+    fn may_have_more(&self) -> bool {
+        self.marker.is_some()
+            || (self.group
+                && proc::group_is_ours(self.leader)
+                && proc::pid_of(self.leader.pid)
+                    .is_ok_and(|g| rustix::process::test_kill_process_group(g).is_ok()))
     }
 
     /// Waits until no member is left, or until `deadline`. True if none is.
+    /// `/proc` is scanned only once every known member is gone.
     async fn wait_empty(&mut self, deadline: Instant) -> bool {
         let mut pause = Duration::from_millis(5);
         loop {
-            if !self.known_alive() && self.scan().is_empty() {
+            if self.known_live().is_empty() && (!self.may_have_more() || self.scan().is_empty()) {
                 return true;
             }
             let now = Instant::now();
@@ -185,8 +197,18 @@ impl Tree {
 
     /// Sends `sig` to every member; `Ok(false)` if there is none.
     pub(crate) fn signal(&mut self, sig: Signal) -> Result<bool, ExecError> {
+        let live = self.scan();
+        self.send(&live, sig)
+    }
+
+    /// Sends `sig` to each of `live` (and, for SIGKILL, to the group);
+    /// `Ok(false)` if none got it.
+    fn send(&self, live: &[ProcessIdentity], sig: Signal) -> Result<bool, ExecError> {
         let mut any = false;
-        for id in self.scan() {
+        if sig == Signal::KILL && self.group && proc::group_is_ours(self.leader) {
+            any |= proc::signal_group(self.leader, sig).unwrap_or(false);
+        }
+        for &id in live {
             any |= proc::signal_identity(id, sig)?;
         }
         Ok(any)
@@ -195,37 +217,77 @@ impl Tree {
     /// SIGTERM (and SIGCONT) to every member, up to `grace` for all to end,
     /// then SIGKILL until none is left.
     pub(crate) async fn stop(&mut self, grace: Duration) -> Result<(), ExecError> {
+        let mut live = self.scan();
         if !grace.is_zero() {
-            if !self.signal(Signal::TERM)? {
+            if !self.send(&live, Signal::TERM)? {
                 return Ok(());
             }
-            let _ = self.signal(Signal::CONT);
+            let _ = self.send(&live, Signal::CONT);
             if self.wait_empty(Instant::now() + grace).await {
                 return Ok(());
             }
+            live = self.scan();
         }
         let deadline = Instant::now() + AFTER_KILL;
         loop {
-            if self.group && proc::group_is_ours(self.leader) {
-                let _ = proc::signal_group(self.leader, Signal::KILL);
-            }
-            if !self.signal(Signal::KILL)? {
-                return Ok(());
-            }
+            self.send(&live, Signal::KILL)?;
             let now = Instant::now();
-            if now >= deadline {
-                return Err(ExecError::StopTimeout {
-                    what: self.describe(),
-                    waited: AFTER_KILL,
-                });
-            }
             if self
                 .wait_empty((now + Duration::from_millis(100)).min(deadline))
                 .await
             {
                 return Ok(());
             }
+            if Instant::now() >= deadline {
+                return Err(ExecError::StopTimeout {
+                    what: self.describe(),
+                    waited: AFTER_KILL,
+                });
+            }
+            // Something is left, or new: find all of it again.
+            live = self.scan();
         }
+    }
+}
+
+/// The value of variable `name` in the environment of each process (pid and
+/// start time) looked at, read once for all stops: a stop looks at every
+/// process, and many may stop at once.
+type EnvironCache = HashMap<String, HashMap<(u32, u64), Option<String>>>;
+
+fn environ_cache() -> std::sync::MutexGuard<'static, EnvironCache> {
+    static CACHE: OnceLock<Mutex<EnvironCache>> = OnceLock::new();
+    CACHE
+        .get_or_init(Mutex::default)
+        .lock()
+        // Holds only values read from /proc: a poisoned lock is still consistent.
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// The value of `name` in the environment of process `pid` started at `start`.
+fn marker_value(name: &str, pid: u32, start: u64) -> Option<String> {
+    if let Some(known) = environ_cache().get(name).and_then(|m| m.get(&(pid, start))) {
+        return known.clone();
+    }
+    let value = std::fs::read(format!("/proc/{pid}/environ"))
+        .ok()
+        .and_then(|env| environ_var(&env, name).map(str::to_owned));
+    // A zombie shows no environment: not worth keeping.
+    if proc::read_stat(pid).is_ok_and(|st| st.start_time == start && !st.is_dead()) {
+        environ_cache()
+            .entry(name.to_owned())
+            .or_default()
+            .insert((pid, start), value.clone());
+    }
+    value
+}
+
+/// Forgets the processes of the cache that `all` (a pass over `/proc`) no
+/// longer shows.
+fn forget_gone(name: &str, all: &[(u32, Stat)]) {
+    let now: HashSet<(u32, u64)> = all.iter().map(|(pid, st)| (*pid, st.start_time)).collect();
+    if let Some(m) = environ_cache().get_mut(name) {
+        m.retain(|k, _| now.contains(k));
     }
 }
 
