@@ -41,8 +41,10 @@ struct Args {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum CgroupUse {
     /// Where cgroup v2 is writable.
+    #[value(alias = "on")]
     Auto,
     /// Never.
+    #[value(aliases = ["0", "false", "no"])]
     Off,
 }
 
@@ -154,6 +156,17 @@ mod tests {
         assert!(parse_ssh_option("nokey").is_err());
         assert!(parse_ssh_option("=value").is_err());
         assert!(parse_ssh_option("two words=x").is_err());
+    }
+
+    #[test]
+    fn cgroups_are_auto_unless_turned_off() {
+        let parse = |v: &str| Args::try_parse_from(["harnessd", "--cgroups", v]).map(|a| a.cgroups);
+        assert_eq!(parse("auto").unwrap(), CgroupUse::Auto);
+        assert_eq!(parse("on").unwrap(), CgroupUse::Auto);
+        for off in ["off", "0", "false", "no"] {
+            assert_eq!(parse(off).unwrap(), CgroupUse::Off, "{off}");
+        }
+        assert!(parse("sometimes").is_err());
     }
 
     #[test]
