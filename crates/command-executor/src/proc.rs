@@ -162,7 +162,8 @@ pub(crate) fn group_is_ours(leader: ProcessIdentity) -> bool {
 /// the group is empty.
 pub(crate) fn signal_group(leader: ProcessIdentity, sig: Signal) -> Result<bool, ExecError> {
     let pgid = leader.pid;
-    if !group_is_ours(leader) {
+    // `kill(-1)` would reach every process: no group has id 1 (or 0) of ours.
+    if pgid <= 1 || !group_is_ours(leader) {
         return Ok(false);
     }
     match rustix::process::kill_process_group(pid_of(pgid)?, rustix_signal(sig)) {
@@ -244,6 +245,14 @@ mod tests {
         assert!(!signal_group(gone, Signal::CONT).unwrap());
         assert!(!signal_identity(gone, Signal::CONT).unwrap());
         assert!(signal_identity(me, Signal::CONT).unwrap());
+    }
+
+    #[test]
+    fn init_and_the_null_group_are_never_signalled_as_a_group() {
+        for pid in [0, 1] {
+            let id = ProcessIdentity { pid, start_time: 0 };
+            assert!(!signal_group(id, Signal::CONT).unwrap());
+        }
     }
 
     #[test]

@@ -102,10 +102,13 @@ impl Tree {
     /// that are children of this process (the leader excepted) are reaped,
     /// and with [`become_child_subreaper`], adopted zombies of another session.
     pub(crate) fn scan(&mut self) -> Vec<ProcessIdentity> {
+        // Never this process, init or a kernel thread (children of pid 2),
+        // whatever a damaged record says.
         let all: Vec<(u32, Stat)> = proc::all_pids()
             .into_iter()
-            .filter(|&pid| pid != self.me)
+            .filter(|&pid| pid != self.me && pid > 2)
             .filter_map(|pid| proc::read_stat(pid).ok().map(|s| (pid, s)))
+            .filter(|(_, st)| st.ppid != 2)
             .collect();
         if let Some(m) = &self.marker {
             forget_gone(&m.name, &all);
@@ -298,6 +301,17 @@ const AFTER_KILL: Duration = Duration::from_secs(60);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn init_and_kernel_threads_are_never_members() {
+        for pid in [1, 2] {
+            let Ok(id) = ProcessIdentity::of(pid) else {
+                continue;
+            };
+            let mut tree = Tree::new(id, true, None);
+            assert!(tree.scan().is_empty(), "pid {pid}");
+        }
+    }
 
     #[test]
     fn environ_values_are_found_by_exact_name() {
