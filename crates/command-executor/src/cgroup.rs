@@ -235,6 +235,14 @@ impl CgroupRoot {
         &self.path
     }
 
+    /// Kills every process in the root's cgroups and removes them and the
+    /// root, waiting up to 10 s for them to empty: for an embedder that is
+    /// done with them (a test at its end). A cgroup holding this process is
+    /// left alone.
+    pub fn remove_all(&self) {
+        remove_tree(&self.path, Instant::now() + Duration::from_secs(10));
+    }
+
     /// True if the kernel empties a cgroup at once through `cgroup.kill`
     /// (Linux 5.14 and later); else its members are killed one by one.
     pub fn has_kill_file(&self) -> bool {
@@ -369,10 +377,13 @@ fn refused(dir: &Path) -> ExecError {
 }
 
 /// Kills every process of cgroup `dir`: `cgroup.kill` where the kernel has
-/// it, else SIGKILL to each member.
-fn kill_members(dir: &Path) -> Result<(), ExecError> {
+/// it (and `kill_file`), else SIGKILL to each member.
+fn kill_members(dir: &Path, kill_file: bool) -> Result<(), ExecError> {
     if holds_this_process(dir) {
         return Err(refused(dir));
+    }
+    if !kill_file {
+        return signal_members(dir, Signal::KILL).map(drop);
     }
     let file = dir.join("cgroup.kill");
     match std::fs::write(&file, b"1") {
@@ -419,6 +430,20 @@ fn remove(dir: &Path, base: Option<&Path>) {
     }
 }
 
+/// Kills what is in cgroup `dir` and below and removes them, children first,
+/// trying until `deadline`.
+fn remove_tree(dir: &Path, deadline: Instant) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&e.path(), deadline);
+        }
+    }
+    let _ = kill_members(dir, dir.join("cgroup.kill").exists());
+    while std::fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// How long to wait for a cgroup to empty after SIGKILL before reporting it.
 const AFTER_KILL: Duration = Duration::from_secs(60);
 
@@ -430,6 +455,17 @@ pub(crate) async fn stop(
     grace: Duration,
     base: Option<&Path>,
 ) -> Result<(), ExecError> {
+    stop_with(dir, grace, base, dir.join("cgroup.kill").exists()).await
+}
+
+/// [`stop`]; without `kill_file`, as on kernels before 5.14: members are
+/// sent SIGKILL one by one on every look until none is left.
+async fn stop_with(
+    dir: &Path,
+    grace: Duration,
+    base: Option<&Path>,
+    kill_file: bool,
+) -> Result<(), ExecError> {
     if !grace.is_zero() && populated(dir) {
         signal_members(dir, Signal::TERM)?;
         let _ = signal_members(dir, Signal::CONT);
@@ -438,8 +474,8 @@ pub(crate) async fn stop(
             return Ok(());
         }
     }
-    kill_members(dir)?;
-    let resend = (!dir.join("cgroup.kill").exists()).then_some(Signal::KILL);
+    kill_members(dir, kill_file)?;
+    let resend = (!kill_file).then_some(Signal::KILL);
     if !wait_empty(dir, Instant::now() + AFTER_KILL, resend).await {
         return Err(ExecError::StopTimeout {
             what: format!("cgroup {}", dir.display()),
@@ -543,6 +579,52 @@ mod tests {
         assert_eq!(root.base_of(Path::new("/elsewhere/harness-abc/x")), None);
         assert_eq!(root.base_of(Path::new("/cg/harness-abc/../x")), None);
         assert_eq!(root.base_of(Path::new("/cg")), None);
+    }
+
+    /// Without `cgroup.kill` (kernels before 5.14), a cgroup whose members
+    /// ignore SIGTERM and keep forking is emptied by killing them one by one.
+    #[test]
+    fn without_cgroup_kill_members_are_killed_one_by_one() {
+        let name = format!("harness-unit-{}", std::process::id());
+        let root = match CgroupRoot::below_own(&name) {
+            Ok(root) => root,
+            Err(e) => {
+                eprintln!("skipping: cgroup v2 is not usable here: {e}");
+                return;
+            }
+        };
+        /// Kills and removes what the test leaves, also when it fails.
+        struct Gone(CgroupRoot);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                self.0.remove_all();
+            }
+        }
+        let _gone = Gone(root.clone());
+        futures_lite::future::block_on(async {
+            let opts = crate::LaunchOptions {
+                cgroup: Some("svc".into()),
+                ..crate::LaunchOptions::default()
+            };
+            let script = "trap '' TERM; setsid sh -c 'trap \"\" TERM; while :; do sleep 100 & sleep 0.01; done' & \
+                          while :; do sleep 100 & sleep 0.01; done";
+            let (h, _ev) = crate::LocalLauncher::new()
+                .with_cgroups(root.clone())
+                .spawn(&crate::Command::new("sh").arg("-c").arg(script), opts)
+                .unwrap();
+            let dir = h.scope().cgroup.clone().unwrap();
+            let until = Instant::now() + Duration::from_secs(30);
+            while members(&dir).len() < 6 {
+                assert!(Instant::now() < until, "members: {:?}", members(&dir));
+                async_io::Timer::after(Duration::from_millis(20)).await;
+            }
+            stop_with(&dir, Duration::from_millis(100), Some(root.path()), false)
+                .await
+                .unwrap();
+            assert!(!populated(&dir));
+            assert!(!dir.exists());
+            assert_eq!(h.wait().await.unwrap(), harness_core::ExitStatus::Signal(9));
+        });
     }
 
     #[test]

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use command_executor::{
@@ -45,7 +44,7 @@ fn marked(mark: &str) -> Vec<u32> {
 /// Kills what a test leaves behind (processes by mark, its cgroup root).
 struct Cleanup {
     mark: String,
-    root: Option<PathBuf>,
+    root: Option<CgroupRoot>,
 }
 
 impl Cleanup {
@@ -57,24 +56,6 @@ impl Cleanup {
     }
 }
 
-/// Removes the cgroups below `dir` and it, killing what is in them.
-fn remove_tree(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_tree(&e.path());
-            }
-        }
-    }
-    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
-    for _ in 0..100 {
-        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for pid in marked(&self.mark) {
@@ -83,7 +64,7 @@ impl Drop for Cleanup {
             }
         }
         if let Some(root) = &self.root {
-            remove_tree(root);
+            root.remove_all();
         }
     }
 }
@@ -94,7 +75,7 @@ fn cgroup_root(c: &mut Cleanup) -> Option<CgroupRoot> {
     let name = format!("harness-test-{}", c.mark);
     match CgroupRoot::below_own(&name) {
         Ok(root) => {
-            c.root = Some(root.path().to_owned());
+            c.root = Some(root.clone());
             Some(root)
         }
         Err(e) => {

@@ -165,30 +165,13 @@ impl Drop for TestDaemon {
         }
         // The daemon's cgroups (it runs in this test's cgroup), with what
         // still runs in them.
-        if let Ok(root) =
-            command_executor::CgroupRoot::locate(&harnessd::targets::cgroup_name(&self.state))
+        let name = harnessd::targets::cgroup_name(&self.state);
+        if let Ok(dir) = command_executor::CgroupRoot::locate(&name)
+            && dir.exists()
+            && let Ok(root) = command_executor::CgroupRoot::at(dir)
         {
-            remove_cgroup_tree(&root);
+            root.remove_all();
         }
-    }
-}
-
-/// Kills what runs in cgroup `dir` and below, and removes them.
-pub fn remove_cgroup_tree(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_cgroup_tree(&e.path());
-            }
-        }
-    }
-    if !dir.exists() {
-        return;
-    }
-    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
-    let until = Instant::now() + DEADLINE;
-    while std::fs::remove_dir(dir).is_err() && dir.exists() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
