@@ -86,11 +86,23 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Runs the escaping service on a daemon started with `env`; with
-/// `restart`, kills the daemon with SIGKILL and starts a new one that
-/// re-adopts it; then `down`: nothing marked is left, nor a cgroup of it,
-/// nor a zombie of the daemon.
-fn down_leaves_nothing(test: &str, env: &[(&str, &str)], cgroup: bool, restart: bool) {
+/// How the daemon goes on after the service started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Then {
+    /// It keeps running.
+    Runs,
+    /// It is killed with SIGKILL and a new one re-adopts the service from
+    /// its state.
+    Restarts,
+    /// Likewise, but its state files are lost: the new one finds the
+    /// service in `/proc` (ADR 020), its cgroup and marker too.
+    RestartsWithoutState,
+}
+
+/// Runs the escaping service on a daemon started with `env`, then as `then`
+/// says; then `down`: nothing marked is left, nor a cgroup of it, nor a
+/// zombie of the daemon.
+fn down_leaves_nothing(test: &str, env: &[(&str, &str)], cgroup: bool, then: Then) {
     let mut d = TestDaemon::start_with_env(&[], env);
     let mark = format!("stop-{test}-{}", std::process::id());
     let _guard = Marked(mark.clone());
@@ -121,12 +133,17 @@ fn down_leaves_nothing(test: &str, env: &[(&str, &str)], cgroup: bool, restart: 
         up_wait(&c, &project).await;
         until("both children running", || marked(&mark).len() == 2).await;
     });
-    if restart {
+    if then != Then::Runs {
         // Let the state be persisted, then kill -9 and start a new daemon.
         std::thread::sleep(Duration::from_millis(1200));
         d.signal(rustix::process::Signal::KILL);
         d.wait_exit();
         assert_eq!(marked(&mark).len(), 2, "the service outlives its daemon");
+        if then == Then::RestartsWithoutState {
+            let sd = harness_protocol::StateDir::new(&d.state);
+            std::fs::remove_file(sd.state_file()).unwrap();
+            std::fs::remove_file(sd.last_good_state_file()).unwrap();
+        }
         d.spawn(&[]);
     }
     let daemon = d.pid();
@@ -159,27 +176,34 @@ fn down_leaves_nothing(test: &str, env: &[(&str, &str)], cgroup: bool, restart: 
     );
 }
 
+const OFF: &[(&str, &str)] = &[("HARNESS_CGROUPS", "off")];
+
 #[test]
 fn down_ends_children_that_left_the_group_in_a_cgroup() {
-    down_leaves_nothing("stop-cg", &[], true, false);
+    down_leaves_nothing("stop-cg", &[], true, Then::Runs);
 }
 
 #[test]
 fn down_ends_them_in_a_cgroup_after_a_kill_9_and_a_new_daemon() {
-    down_leaves_nothing("stop-cg-again", &[], true, true);
+    down_leaves_nothing("stop-cg-again", &[], true, Then::Restarts);
+}
+
+#[test]
+fn down_ends_them_in_a_cgroup_found_again_in_proc_without_state() {
+    down_leaves_nothing("stop-cg-proc", &[], true, Then::RestartsWithoutState);
 }
 
 #[test]
 fn down_ends_children_that_left_the_group_in_the_fallback() {
-    down_leaves_nothing("stop-fallback", &[("HARNESS_CGROUPS", "off")], false, false);
+    down_leaves_nothing("stop-fallback", OFF, false, Then::Runs);
 }
 
 #[test]
 fn down_ends_them_in_the_fallback_after_a_kill_9_and_a_new_daemon() {
-    down_leaves_nothing(
-        "stop-fallback-again",
-        &[("HARNESS_CGROUPS", "off")],
-        false,
-        true,
-    );
+    down_leaves_nothing("stop-fallback-again", OFF, false, Then::Restarts);
+}
+
+#[test]
+fn down_ends_them_in_the_fallback_found_again_in_proc_without_state() {
+    down_leaves_nothing("stop-fallback-proc", OFF, false, Then::RestartsWithoutState);
 }
