@@ -238,7 +238,7 @@ impl CgroupRoot {
     /// Kills every process in the root's cgroups and removes them and the
     /// root, waiting up to 10 s for them to empty: for an embedder that is
     /// done with them (a test at its end). A cgroup holding this process is
-    /// left alone.
+    /// left alone. It blocks: call it off an async executor's threads.
     pub fn remove_all(&self) {
         remove_tree(&self.path, Instant::now() + Duration::from_secs(10));
     }
