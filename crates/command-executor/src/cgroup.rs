@@ -191,7 +191,11 @@ impl CgroupRoot {
     pub fn at(path: impl Into<PathBuf>) -> Result<CgroupRoot, CgroupUnavailable> {
         let path = path.into();
         let mount = mount()?;
-        if !path.starts_with(&mount.point) || path == mount.point {
+        let plain = path.strip_prefix(&mount.point).is_ok_and(|rel| {
+            rel.components().next().is_some()
+                && rel.components().all(|c| matches!(c, Component::Normal(_)))
+        });
+        if !plain {
             return Err(unavailable(format!(
                 "{} is not a cgroup below the cgroup v2 mount at {}",
                 path.display(),
@@ -625,6 +629,16 @@ mod tests {
             assert!(!dir.exists());
             assert_eq!(h.wait().await.unwrap(), harness_core::ExitStatus::Signal(9));
         });
+    }
+
+    #[test]
+    fn a_root_outside_the_cgroup_v2_mount_is_refused() {
+        assert!(CgroupRoot::at("/tmp/not-a-cgroup").is_err());
+        if let Ok(m) = mount() {
+            assert!(CgroupRoot::at(&m.point).is_err(), "the mount itself");
+            assert!(CgroupRoot::at(m.point.join("a/../b")).is_err());
+        }
+        assert!(CgroupRoot::locate("a/b").is_err());
     }
 
     #[test]
