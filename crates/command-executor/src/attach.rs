@@ -4,15 +4,17 @@
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use harness_core::{ExitStatus, OutputStream, Signal};
 use serde::{Deserialize, Serialize};
 
 use crate::ExecError;
+use crate::cgroup::CgroupRoot;
 use crate::events::{EventStream, ExitCell, LogOffsets, Shared};
 use crate::proc::{self, ProcessIdentity};
 use crate::pump::{ExitWatch, FileSource, Output, Pump, Watch};
+use crate::scope::{ProcessScope, Reach};
 
 /// Where to start following a log file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -52,6 +54,11 @@ pub struct AttachTarget {
     pub stderr_log: Option<PathBuf>,
     /// Where following starts.
     pub follow_from: FollowFrom,
+    /// Its cgroup and marker, as [`ProcessHandle::scope`](crate::ProcessHandle::scope)
+    /// gave them: stopping reaches everything it started. A cgroup is used
+    /// only if the attacher's [`CgroupRoot`] [owns](CgroupRoot::owns) it.
+    #[serde(default)]
+    pub scope: ProcessScope,
 }
 
 impl AttachTarget {
@@ -62,6 +69,7 @@ impl AttachTarget {
             stdout_log: None,
             stderr_log: None,
             follow_from: FollowFrom::End,
+            scope: ProcessScope::default(),
         }
     }
 }
@@ -86,13 +94,23 @@ pub trait Attacher: Send + Sync {
 
 /// Attaches to local processes: exit learned through a pidfd (or by watching
 /// `/proc` where pidfds are unavailable), logs followed from files.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LocalAttacher;
+#[derive(Debug, Clone, Default)]
+pub struct LocalAttacher {
+    cgroups: Option<CgroupRoot>,
+}
 
 impl LocalAttacher {
-    /// A local attacher.
+    /// A local attacher, without cgroups.
     pub fn new() -> Self {
-        LocalAttacher
+        LocalAttacher::default()
+    }
+
+    /// Stops attached processes through the cgroup of their
+    /// [`AttachTarget::scope`] when `root` owns it (a launcher with a root
+    /// of that name made it).
+    pub fn with_cgroups(mut self, root: CgroupRoot) -> Self {
+        self.cgroups = Some(root);
+        self
     }
 }
 
@@ -102,7 +120,7 @@ impl Attacher for LocalAttacher {
         &self,
         target: AttachTarget,
     ) -> Result<(AttachedHandle, EventStream), ExecError> {
-        attach_local(target)
+        attach_local(target, self.cgroups.as_ref())
     }
 }
 
@@ -136,7 +154,10 @@ fn follow_start(
     Ok((file, pos))
 }
 
-fn attach_local(target: AttachTarget) -> Result<(AttachedHandle, EventStream), ExecError> {
+fn attach_local(
+    target: AttachTarget,
+    cgroups: Option<&CgroupRoot>,
+) -> Result<(AttachedHandle, EventStream), ExecError> {
     let id = target.identity;
     // Open the pidfd first, then check the identity: if it matches, the pidfd
     // is known to refer to this very process.
@@ -183,7 +204,6 @@ fn attach_local(target: AttachTarget) -> Result<(AttachedHandle, EventStream), E
         pump.files_queue(entry, 8192)
     };
     let exit = ExitCell::new();
-    let signal_fd = pidfd.as_ref().and_then(|fd| fd.try_clone().ok());
     let watch = match pidfd {
         Some(fd) => ExitWatch::Peek(fd),
         None => ExitWatch::Proc(id),
@@ -202,11 +222,26 @@ fn attach_local(target: AttachTarget) -> Result<(AttachedHandle, EventStream), E
         source,
     })?;
 
+    // A cgroup is taken only from a root that owns it: a persisted path
+    // must never make this process kill a cgroup that is not a service's.
+    let mut scope = target.scope;
+    let owner = scope
+        .cgroup
+        .as_deref()
+        .and_then(|dir| cgroups.filter(|root| root.owns(dir)));
+    let base = match (owner, scope.cgroup.as_deref()) {
+        (Some(root), Some(dir)) => root.base_of(dir),
+        _ => {
+            scope.cgroup = None;
+            None
+        }
+    };
     let handle = AttachedHandle {
         identity: id,
         leads_group,
         exit,
-        pidfd: signal_fd.map(Arc::new),
+        scope,
+        base,
     };
     Ok((handle, EventStream::new(shared, id.pid, offsets)))
 }
@@ -218,7 +253,9 @@ pub struct AttachedHandle {
     identity: ProcessIdentity,
     leads_group: bool,
     exit: Arc<ExitCell>,
-    pidfd: Option<Arc<OwnedFd>>,
+    scope: ProcessScope,
+    /// Parents of the cgroup left empty are removed up to here.
+    base: Option<PathBuf>,
 }
 
 impl AttachedHandle {
@@ -230,6 +267,11 @@ impl AttachedHandle {
     /// The pid and start time.
     pub fn identity(&self) -> ProcessIdentity {
         self.identity
+    }
+
+    /// Its cgroup (if one the attacher owns) and marker.
+    pub fn scope(&self) -> &ProcessScope {
+        &self.scope
     }
 
     /// True if it has ended.
@@ -244,72 +286,35 @@ impl AttachedHandle {
         self.identity.check()
     }
 
-    fn signal_self(&self, sig: Signal) -> Result<(), ExecError> {
-        if let Some(fd) = &self.pidfd {
-            let rsig = rustix::process::Signal::from_named_raw(sig.number())
-                .expect("every harness Signal is a named Linux signal");
-            return rustix::process::pidfd_send_signal(&**fd, rsig).map_err(|e| {
-                if e == rustix::io::Errno::SRCH {
-                    ExecError::NotRunning { pid: self.pid() }
-                } else {
-                    ExecError::Signal {
-                        target: format!("process {}", self.pid()),
-                        signal: sig,
-                        source: e.into(),
-                    }
-                }
-            });
+    fn reach(&self) -> Reach<'_> {
+        Reach {
+            leader: self.identity,
+            leads_group: self.leads_group,
+            scope: &self.scope,
+            base: self.base.as_deref(),
         }
-        self.identity.check()?;
-        proc::signal_process(self.pid(), sig)
     }
 
-    /// Sends `sig` to its process group if it leads one, else to the process.
+    /// Sends `sig` to all of it: its cgroup, else its process group if it
+    /// leads one (else itself), its descendants and the processes carrying
+    /// its marker.
     pub fn signal(&self, sig: Signal) -> Result<(), ExecError> {
         self.check_running()?;
-        if self.leads_group {
-            if proc::signal_group(self.identity, sig)? {
-                Ok(())
-            } else {
-                Err(ExecError::NotRunning { pid: self.pid() })
-            }
+        if self.reach().signal(sig)? {
+            Ok(())
         } else {
-            self.signal_self(sig)
+            Err(ExecError::NotRunning { pid: self.pid() })
         }
     }
 
-    /// Stops it: SIGTERM, up to `grace`, then SIGKILL; to the whole group if it
-    /// leads one. Returns once it (and its group) is gone.
+    /// Stops it and all of it (as [`signal`](Self::signal) reaches them):
+    /// SIGTERM, up to `grace`, then SIGKILL. Returns once it is all gone.
     pub async fn stop(&self, grace: Duration) -> Result<ExitStatus, ExecError> {
-        if self.leads_group {
-            if self.check_running().is_ok() || proc::group_alive(self.identity) {
-                proc::stop_group(self.identity, grace).await?;
-            }
-        } else if self.check_running().is_ok() {
-            if !grace.is_zero() {
-                let _ = self.signal_self(Signal::TERM);
-                let _ = self.signal_self(Signal::CONT);
-                let waited = async {
-                    self.exit.wait().await;
-                    true
-                };
-                let timeout = async {
-                    async_io::Timer::at(Instant::now() + grace).await;
-                    false
-                };
-                if futures_lite::future::or(waited, timeout).await {
-                    return Ok(self.exit.wait().await);
-                }
-            }
-            match self.signal_self(Signal::KILL) {
-                Ok(()) | Err(ExecError::NotRunning { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        self.reach().stop(grace).await?;
         Ok(self.exit.wait().await)
     }
 
-    /// SIGKILL (to the group if it leads one); returns once it is gone.
+    /// SIGKILL to all of it; returns once it is gone.
     pub async fn kill(&self) -> Result<ExitStatus, ExecError> {
         self.stop(Duration::ZERO).await
     }

@@ -218,8 +218,13 @@ impl Command {
         self
     }
 
-    /// The `std` command for this, in a process group of its own.
-    pub(crate) fn to_std(&self) -> std::process::Command {
+    /// The `std` command for this, in a process group of its own; with
+    /// `cgroup_procs` (the `cgroup.procs` file of a cgroup, open for writing),
+    /// the child joins that cgroup before `exec`.
+    pub(crate) fn to_std(
+        &self,
+        cgroup_procs: Option<std::os::fd::OwnedFd>,
+    ) -> std::process::Command {
         use std::os::unix::process::CommandExt;
         let mut c = std::process::Command::new(&self.program);
         c.args(&self.args);
@@ -235,41 +240,53 @@ impl Command {
         if let Some(dir) = &self.current_dir {
             c.current_dir(dir);
         }
-        match &self.groups {
-            None => {
-                if let Some(gid) = self.group {
-                    c.gid(gid);
-                }
-                if let Some(uid) = self.user {
-                    c.uid(uid);
-                }
+        if cgroup_procs.is_none() && self.groups.is_none() {
+            if let Some(gid) = self.group {
+                c.gid(gid);
             }
-            Some(groups) => {
-                // std sets gid and uid before `pre_exec` hooks run, and has no stable way
-                // to set supplementary groups; `setgroups` needs the privilege that
-                // `setuid` drops. So with groups, the hook switches all three, in order.
-                let groups: Vec<nix::unistd::Gid> = groups
+            if let Some(uid) = self.user {
+                c.uid(uid);
+            }
+        } else {
+            // std sets gid and uid before `pre_exec` hooks run, and has no stable way
+            // to set supplementary groups; `setgroups` needs the privilege that
+            // `setuid` drops, and so may joining a cgroup. So the hook joins the
+            // cgroup first, then switches groups, gid and uid, in that order.
+            let groups: Option<Vec<nix::unistd::Gid>> = self.groups.as_ref().map(|groups| {
+                groups
                     .iter()
                     .map(|&g| nix::unistd::Gid::from_raw(g))
-                    .collect();
-                let (gid, uid) = (self.group, self.user);
-                let switch = move || -> std::io::Result<()> {
-                    nix::unistd::setgroups(&groups)?;
-                    if let Some(gid) = gid {
-                        nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))?;
-                    }
-                    if let Some(uid) = uid {
-                        nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))?;
-                    }
-                    Ok(())
-                };
-                // SAFETY: the hook runs in the forked child before exec; it only makes
-                // the async-signal-safe calls setgroups, setgid and setuid, on data
-                // prepared in the parent, and allocates nothing (ADR 018).
-                #[allow(unsafe_code)]
-                unsafe {
-                    c.pre_exec(switch);
+                    .collect()
+            });
+            let (gid, uid) = (self.group, self.user);
+            // As std does when root switches to a user without groups given:
+            // drop the supplementary groups.
+            let drop_groups = groups.is_none() && uid.is_some();
+            let hook = move || -> std::io::Result<()> {
+                if let Some(procs) = &cgroup_procs {
+                    // `0` stands for the writing process itself.
+                    rustix::io::write(procs, b"0")?;
                 }
+                if let Some(groups) = &groups {
+                    nix::unistd::setgroups(groups)?;
+                } else if drop_groups && nix::unistd::getuid().is_root() {
+                    let _ = nix::unistd::setgroups(&[]);
+                }
+                if let Some(gid) = gid {
+                    nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))?;
+                }
+                if let Some(uid) = uid {
+                    nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))?;
+                }
+                Ok(())
+            };
+            // SAFETY: the hook runs in the forked child before exec; it only makes
+            // the async-signal-safe calls write (on a descriptor opened by the
+            // parent), getuid, setgroups, setgid and setuid, on data prepared in
+            // the parent, and allocates nothing (ADR 018, ADR 021).
+            #[allow(unsafe_code)]
+            unsafe {
+                c.pre_exec(hook);
             }
         }
         c.process_group(0);

@@ -88,11 +88,19 @@ pub enum ExecError {
         /// Why.
         source: io::Error,
     },
-    /// Processes of the group were still there after SIGKILL and the wait.
-    #[error("process group {pgid} still has processes {waited:?} after SIGKILL")]
+    /// A cgroup could not be made, joined, read or killed.
+    #[error("cgroup {}: {source}", path.display())]
+    Cgroup {
+        /// The cgroup's directory (or the file of it).
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Processes were still there after SIGKILL and the wait.
+    #[error("{what} still has processes {waited:?} after SIGKILL")]
     StopTimeout {
-        /// The process group.
-        pgid: u32,
+        /// What was stopped: `cgroup /sys/fs/cgroup/…` or `process 42 and what it started`.
+        what: String,
         /// How long it waited after SIGKILL.
         waited: Duration,
     },

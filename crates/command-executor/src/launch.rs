@@ -1,7 +1,7 @@
 //! Starting processes we own: [`Launcher`], [`LocalLauncher`], [`ProcessHandle`].
 
 use std::fs::{File, OpenOptions};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +11,11 @@ use futures_lite::AsyncWriteExt;
 use harness_core::{ExitStatus, OutputStream, Signal};
 use rustix::process::Pid;
 
+use crate::cgroup::CgroupRoot;
 use crate::events::{EventStream, ExitCell, LogOffsets, Shared};
 use crate::proc::{self, ProcessIdentity};
 use crate::pump::{self, ExitWatch, FileSource, Output, PipeSource, Pump, StartTime, Watch};
+use crate::scope::{EnvMarker, ProcessScope, Reach};
 use crate::{Command, ExecError, StdinMode};
 
 /// Where a launched process writes its stdout and stderr.
@@ -46,6 +48,15 @@ pub struct LaunchOptions {
     /// Most events waiting to be read from the [`EventStream`]. With pipes,
     /// further lines are dropped and counted; with files they wait in the file.
     pub buffer_events: usize,
+    /// Where below the launcher's [`CgroupRoot`] the process gets its cgroup
+    /// (`/`-separated parts, e.g. `shop/api`): a new cgroup is made below
+    /// it for each launch. Ignored by a launcher without a root.
+    pub cgroup: Option<String>,
+    /// The name of an environment variable to set to a value unique to this
+    /// launch ([`EnvMarker`]): without a cgroup, the processes that still
+    /// carry it are stopped with the process even after they left its
+    /// process group and tree.
+    pub marker: Option<String>,
 }
 
 impl LaunchOptions {
@@ -63,12 +74,14 @@ impl LaunchOptions {
 }
 
 impl Default for LaunchOptions {
-    /// Pipes, 16 KiB lines, 8192 events.
+    /// Pipes, 16 KiB lines, 8192 events, no cgroup name, no marker.
     fn default() -> Self {
         LaunchOptions {
             output: OutputMode::Pipes,
             max_line_bytes: 16 * 1024,
             buffer_events: 8192,
+            cgroup: None,
+            marker: None,
         }
     }
 }
@@ -84,14 +97,30 @@ pub trait Launcher: Send + Sync {
     ) -> Result<(ProcessHandle, EventStream), ExecError>;
 }
 
-/// Starts commands as local processes, each in a process group of its own.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LocalLauncher;
+/// Starts commands as local processes, each in a process group of its own
+/// and, with a [`CgroupRoot`], in a cgroup of its own.
+#[derive(Debug, Clone, Default)]
+pub struct LocalLauncher {
+    cgroups: Option<CgroupRoot>,
+}
 
 impl LocalLauncher {
-    /// A local launcher.
+    /// A local launcher, without cgroups.
     pub fn new() -> Self {
-        LocalLauncher
+        LocalLauncher::default()
+    }
+
+    /// Puts each process launched with a [`LaunchOptions::cgroup`] name in a
+    /// new cgroup below `root`; stopping it then ends every process of that
+    /// cgroup.
+    pub fn with_cgroups(mut self, root: CgroupRoot) -> Self {
+        self.cgroups = Some(root);
+        self
+    }
+
+    /// The cgroup root, if it has one.
+    pub fn cgroups(&self) -> Option<&CgroupRoot> {
+        self.cgroups.as_ref()
     }
 
     /// Starts `cmd` now (spawning does not wait on anything); see [`Launcher::launch`].
@@ -100,7 +129,7 @@ impl LocalLauncher {
         cmd: &Command,
         opts: LaunchOptions,
     ) -> Result<(ProcessHandle, EventStream), ExecError> {
-        launch_local(cmd, opts)
+        launch_with(cmd, opts, true, self.cgroups.as_ref())
     }
 }
 
@@ -111,7 +140,7 @@ impl Launcher for LocalLauncher {
         cmd: &Command,
         opts: LaunchOptions,
     ) -> Result<(ProcessHandle, EventStream), ExecError> {
-        launch_local(cmd, opts)
+        self.spawn(cmd, opts)
     }
 }
 
@@ -129,7 +158,7 @@ impl<L: crate::Layer> LayeredLauncher<L, LocalLauncher> {
     pub fn local(layer: L) -> Self {
         LayeredLauncher {
             layer,
-            inner: LocalLauncher,
+            inner: LocalLauncher::new(),
         }
     }
 }
@@ -200,25 +229,39 @@ fn reap(pid: Pid, start: &StartTime) -> ExitStatus {
     }
 }
 
-/// Kills the group of a child that could not be set up, and reaps it.
-fn abandon(pid: Pid, start: &StartTime) -> ExitStatus {
+/// Kills the group (and cgroup) of a child that could not be set up, and reaps it.
+fn abandon(pid: Pid, start: &StartTime, cgroup: Option<&Path>) -> ExitStatus {
+    if let Some(dir) = cgroup {
+        let _ = std::fs::write(dir.join("cgroup.kill"), b"1");
+    }
     let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     reap(pid, start)
 }
 
-fn launch_local(
-    cmd: &Command,
-    opts: LaunchOptions,
-) -> Result<(ProcessHandle, EventStream), ExecError> {
-    launch_with(cmd, opts, true)
+/// Why a spawn failed: joining the cgroup when its `cgroup.procs` cannot be
+/// written, else what [`crate::spawn_cause::explain`] finds.
+fn spawn_cause(cmd: &Command, cgroup: Option<&Path>, source: &std::io::Error) -> String {
+    if let Some(dir) = cgroup {
+        let procs = dir.join("cgroup.procs");
+        if let Err(e) = rustix::fs::access(&procs, rustix::fs::Access::WRITE_OK) {
+            return format!(
+                "cannot join cgroup {}: {}",
+                dir.display(),
+                std::io::Error::from(e)
+            );
+        }
+    }
+    crate::spawn_cause::explain(cmd, source)
 }
 
-/// Launches; `use_pidfd: false` makes it wait for the exit on a thread as
-/// it does where pidfds are unavailable.
+/// Launches, in a new cgroup below `cgroups` when the options name one;
+/// `use_pidfd: false` makes it wait for the exit on a thread as it does
+/// where pidfds are unavailable.
 fn launch_with(
     cmd: &Command,
     opts: LaunchOptions,
     use_pidfd: bool,
+    cgroups: Option<&CgroupRoot>,
 ) -> Result<(ProcessHandle, EventStream), ExecError> {
     let spawn_err = |source: std::io::Error| ExecError::Spawn {
         program: cmd.program().to_owned(),
@@ -226,7 +269,36 @@ fn launch_with(
         source,
     };
     let pump = Pump::get().map_err(spawn_err)?;
-    let mut command = cmd.to_std();
+    let marker = opts.marker.as_ref().map(EnvMarker::unique);
+    let marked;
+    let cmd = match &marker {
+        Some(m) => {
+            marked = cmd.clone().env(&m.name, &m.value);
+            &marked
+        }
+        None => cmd,
+    };
+    let cgroup = match (cgroups, &opts.cgroup) {
+        (Some(root), Some(name)) => {
+            Some(root.new_cgroup(name).map_err(|source| ExecError::Cgroup {
+                path: root.path().join(name),
+                source,
+            })?)
+        }
+        _ => None,
+    };
+    let (cgroup, procs) = match cgroup {
+        Some((dir, procs)) => (Some(dir), Some(procs)),
+        None => (None, None),
+    };
+    // Nothing runs in a cgroup made for a launch that failed.
+    let unmade = |e: ExecError| {
+        if let Some(dir) = &cgroup {
+            let _ = std::fs::remove_dir(dir);
+        }
+        e
+    };
+    let mut command = cmd.to_std(procs);
     command.stdin(match cmd.get_stdin() {
         StdinMode::Null => Stdio::null(),
         StdinMode::Piped => Stdio::piped(),
@@ -238,21 +310,23 @@ fn launch_with(
             command.stdout(Stdio::piped()).stderr(Stdio::piped());
         }
         OutputMode::Files { stdout, stderr } => {
-            let (out, out_len) = open_log(stdout)?;
+            let (out, out_len) = open_log(stdout).map_err(unmade)?;
             let (err, err_len) = if stderr == stdout {
                 (
-                    out.try_clone().map_err(|source| ExecError::LogFile {
-                        path: stderr.clone(),
-                        source,
-                    })?,
+                    out.try_clone()
+                        .map_err(|source| ExecError::LogFile {
+                            path: stderr.clone(),
+                            source,
+                        })
+                        .map_err(unmade)?,
                     out_len,
                 )
             } else {
-                open_log(stderr)?
+                open_log(stderr).map_err(unmade)?
             };
             follow.push(FileSource::new(
                 stdout.clone(),
-                open_follow(stdout)?,
+                open_follow(stdout).map_err(unmade)?,
                 OutputStream::Stdout,
                 opts.max_line_bytes,
                 out_len,
@@ -260,7 +334,7 @@ fn launch_with(
             if stderr != stdout {
                 follow.push(FileSource::new(
                     stderr.clone(),
-                    open_follow(stderr)?,
+                    open_follow(stderr).map_err(unmade)?,
                     OutputStream::Stderr,
                     opts.max_line_bytes,
                     err_len,
@@ -269,11 +343,14 @@ fn launch_with(
             command.stdout(Stdio::from(out)).stderr(Stdio::from(err));
         }
     }
-    let mut child = command.spawn().map_err(|source| ExecError::Spawn {
-        program: cmd.program().to_owned(),
-        cause: crate::spawn_cause::explain(cmd, &source),
-        source,
+    let mut child = command.spawn().map_err(|source| {
+        unmade(ExecError::Spawn {
+            program: cmd.program().to_owned(),
+            cause: spawn_cause(cmd, cgroup.as_deref(), &source),
+            source,
+        })
     })?;
+    drop(command);
     let pid = child.id();
     let raw_pid = Pid::from_child(&child);
     // Nothing but the pump (or `reap`) reaps the child: until then its pid is
@@ -335,8 +412,8 @@ fn launch_with(
         Ok(parts) => parts,
         Err(e) => {
             // Not registered: nobody else reaps it.
-            abandon(raw_pid, &start);
-            return Err(spawn_err(e));
+            abandon(raw_pid, &start, cgroup.as_deref());
+            return Err(unmade(spawn_err(e)));
         }
     };
     if reported {
@@ -347,8 +424,8 @@ fn launch_with(
             .stack_size(64 * 1024)
             .spawn(move || to.report_exit(id, reap(raw_pid, &known)));
         if let Err(e) = waiter {
-            pump.report_exit(id, abandon(raw_pid, &start));
-            return Err(spawn_err(e));
+            pump.report_exit(id, abandon(raw_pid, &start, cgroup.as_deref()));
+            return Err(unmade(spawn_err(e)));
         }
     }
     let stream = EventStream::new(shared, pid, offsets);
@@ -357,14 +434,18 @@ fn launch_with(
         start,
         exit,
         stdin: async_lock::Mutex::new(stdin),
+        scope: ProcessScope { cgroup, marker },
+        base: cgroups.map(|r| r.path().to_owned()),
     };
     Ok((handle, stream))
 }
 
 /// Control over a process this program started: signals, stop, wait, stdin.
 ///
-/// The process leads a process group of its own; [`signal`](Self::signal),
-/// [`stop`](Self::stop) and [`kill`](Self::kill) act on the whole group.
+/// The process leads a process group of its own. [`signal`](Self::signal),
+/// [`stop`](Self::stop) and [`kill`](Self::kill) act on every process of its
+/// cgroup when it has one, else on its group, its descendants and the
+/// processes carrying its [marker](LaunchOptions::marker) (ADR 021).
 /// Dropping the handle leaves the process running (and still reaped).
 #[derive(Debug)]
 pub struct ProcessHandle {
@@ -373,6 +454,9 @@ pub struct ProcessHandle {
     start: Arc<StartTime>,
     exit: Arc<ExitCell>,
     stdin: async_lock::Mutex<Option<Async<ChildStdin>>>,
+    scope: ProcessScope,
+    /// The cgroup root: parents of the cgroup left empty are removed up to it.
+    base: Option<PathBuf>,
 }
 
 impl ProcessHandle {
@@ -391,15 +475,31 @@ impl ProcessHandle {
         }
     }
 
+    /// Its cgroup and marker: persist them with [`identity`](Self::identity)
+    /// so that a later attach stops all of it.
+    pub fn scope(&self) -> &ProcessScope {
+        &self.scope
+    }
+
+    fn reach(&self) -> Reach<'_> {
+        Reach {
+            leader: self.identity(),
+            leads_group: true,
+            scope: &self.scope,
+            base: self.base.as_deref(),
+        }
+    }
+
     /// How it ended, if it has.
     pub fn try_status(&self) -> Option<ExitStatus> {
         self.exit.get()
     }
 
-    /// Sends `sig` to every process of the group.
+    /// Sends `sig` to every process of it (its cgroup, else its group,
+    /// descendants and marked processes).
     /// [`ExecError::NotRunning`] when none is left.
     pub fn signal(&self, sig: Signal) -> Result<(), ExecError> {
-        if proc::signal_group(self.identity(), sig)? {
+        if self.reach().signal(sig)? {
             Ok(())
         } else {
             Err(ExecError::NotRunning { pid: self.pid() })
@@ -414,18 +514,18 @@ impl ProcessHandle {
         proc::signal_process(self.pid(), sig)
     }
 
-    /// Stops the whole group: SIGTERM, up to `grace` for every process of the
-    /// group to end, then SIGKILL. Returns once no process of the group remains,
-    /// with how the process itself ended.
+    /// Stops all of it: SIGTERM, up to `grace` for every process of it to
+    /// end, then SIGKILL (`cgroup.kill` for a cgroup, which is then removed).
+    /// Returns once no process of it remains, with how the process itself
+    /// ended.
     pub async fn stop(&self, grace: Duration) -> Result<ExitStatus, ExecError> {
-        proc::stop_group(self.identity(), grace).await?;
+        self.reach().stop(grace).await?;
         Ok(self.exit.wait().await)
     }
 
-    /// SIGKILL to the whole group; returns once none of it remains.
+    /// SIGKILL to all of it; returns once none of it remains.
     pub async fn kill(&self) -> Result<ExitStatus, ExecError> {
-        proc::kill_group(self.identity()).await?;
-        Ok(self.exit.wait().await)
+        self.stop(Duration::ZERO).await
     }
 
     /// Waits until the process ends (it is reaped); other members of its group
@@ -475,7 +575,7 @@ mod tests {
     fn without_a_pidfd_the_exit_is_reaped_on_a_thread() {
         futures_lite::future::block_on(async {
             let cmd = Command::new("sh").arg("-c").arg("echo hi; exit 4");
-            let (h, mut ev) = launch_with(&cmd, LaunchOptions::default(), false).unwrap();
+            let (h, mut ev) = launch_with(&cmd, LaunchOptions::default(), false, None).unwrap();
             let mut events = Vec::new();
             while let Some(e) = ev.next().await {
                 events.push(e);
@@ -500,6 +600,7 @@ mod tests {
             &Command::new("sleep").arg("300"),
             LaunchOptions::default(),
             false,
+            None,
         )
         .unwrap();
         let id = h.identity();

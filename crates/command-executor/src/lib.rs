@@ -2,8 +2,9 @@
 //!
 //! This crate owns running a single [`Command`]:
 //!
-//! - [`LocalLauncher`] starts it in a process group of its own and returns a
-//!   [`ProcessHandle`] (signal, stop the whole group, kill, wait, stdin) and an
+//! - [`LocalLauncher`] starts it in a process group of its own (and, given a
+//!   [`CgroupRoot`], in a cgroup v2 of its own) and returns a
+//!   [`ProcessHandle`] (signal, stop all it started, kill, wait, stdin) and an
 //!   [`EventStream`] of [`ProcessEvent`]s: `Started`, output lines, `Dropped`
 //!   counts, and exactly one `Exited`, always last. Output never blocks the
 //!   process: unread lines are dropped and counted, or kept in log files
@@ -15,7 +16,14 @@
 //!   (defaults), [`SshLayer`] (`ssh ... host -- 'sh line'`) and [`DockerLayer`]
 //!   (`docker exec ...`); they stack. [`LayeredLauncher`] launches through a layer.
 //!
-//! Linux only: process groups, pidfds and `/proc` are what it builds on.
+//! - Stopping reaches everything a process started (ADR 021): every member
+//!   of its cgroup; without one, its process group, its descendants and the
+//!   processes still carrying its [`EnvMarker`], found in `/proc` (with
+//!   [`become_child_subreaper`], orphans come back to this process and are
+//!   reaped). The [`ProcessScope`] (cgroup, marker) is persisted with the
+//!   [`ProcessIdentity`] to stop all of it after a restart.
+//!
+//! Linux only: process groups, cgroups, pidfds and `/proc` are what it builds on.
 //!
 //! Runtime-agnostic: the crate spawns no tasks on any executor. One thread,
 //! shared by every process, reads their output and reaps them (ADR 016);
@@ -41,6 +49,7 @@
 //! ```
 
 mod attach;
+mod cgroup;
 mod command;
 mod error;
 mod events;
@@ -49,9 +58,14 @@ mod layer;
 mod proc;
 mod pump;
 mod quote;
+mod scope;
 mod spawn_cause;
+mod tree;
 
 pub use attach::{AttachTarget, AttachedHandle, Attacher, FollowFrom, LocalAttacher};
+pub use cgroup::{
+    Cgroup2Mount, CgroupRoot, CgroupUnavailable, cgroup_of, parse_mountinfo, parse_proc_cgroup,
+};
 pub use command::{Command, StdinMode};
 pub use error::ExecError;
 pub use events::{EventStream, LogOffsets, ProcessEvent};
@@ -61,6 +75,8 @@ pub use launch::{
 pub use layer::{ControlMaster, DockerLayer, Layer, LocalLayer, SshLayer};
 pub use proc::{ProcessIdentity, all_pids, process_group_of};
 pub use quote::{shell_command_line, shell_quote};
+pub use scope::{EnvMarker, ProcessScope};
+pub use tree::{become_child_subreaper, environ_var, is_child_subreaper};
 
 #[cfg(test)]
 mod tests {

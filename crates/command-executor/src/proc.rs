@@ -1,7 +1,5 @@
 //! Processes and process groups as Linux shows them in `/proc`, and signals to them.
 
-use std::time::{Duration, Instant};
-
 use harness_core::Signal;
 use rustix::process::Pid;
 use serde::{Deserialize, Serialize};
@@ -73,8 +71,12 @@ pub fn process_group_of(pid: u32) -> Result<u32, ExecError> {
 pub(crate) struct Stat {
     /// Field 3: R, S, D, Z, T, X...
     pub state: u8,
+    /// Field 4: the parent.
+    pub ppid: u32,
     /// Field 5.
     pub pgrp: i64,
+    /// Field 6.
+    pub session: i64,
     /// Field 22.
     pub start_time: u64,
 }
@@ -107,19 +109,21 @@ pub(crate) fn parse_stat(bytes: &[u8]) -> Option<Stat> {
     // fields[0] is field 3 (state)
     Some(Stat {
         state: *fields.first()?.as_bytes().first()?,
+        ppid: fields.get(1)?.parse().ok()?,
         pgrp: fields.get(2)?.parse().ok()?,
+        session: fields.get(3)?.parse().ok()?,
         start_time: fields.get(19)?.parse().ok()?,
     })
 }
 
-fn pid_of(pid: u32) -> Result<Pid, ExecError> {
+pub(crate) fn pid_of(pid: u32) -> Result<Pid, ExecError> {
     i32::try_from(pid)
         .ok()
         .and_then(Pid::from_raw)
         .ok_or(ExecError::NotRunning { pid })
 }
 
-fn rustix_signal(sig: Signal) -> rustix::process::Signal {
+pub(crate) fn rustix_signal(sig: Signal) -> rustix::process::Signal {
     rustix::process::Signal::from_named_raw(sig.number())
         .expect("every harness Signal is a named Linux signal")
 }
@@ -144,7 +148,7 @@ pub(crate) fn signal_process(pid: u32, sig: Signal) -> Result<(), ExecError> {
 /// process group of that id has members, so a new process with that pid proves
 /// the old group empty; this keeps signals away from a new group that reuses
 /// the id.) A start time of 0 means unknown: no check.
-fn group_is_ours(leader: ProcessIdentity) -> bool {
+pub(crate) fn group_is_ours(leader: ProcessIdentity) -> bool {
     if leader.start_time == 0 {
         return true;
     }
@@ -158,7 +162,8 @@ fn group_is_ours(leader: ProcessIdentity) -> bool {
 /// the group is empty.
 pub(crate) fn signal_group(leader: ProcessIdentity, sig: Signal) -> Result<bool, ExecError> {
     let pgid = leader.pid;
-    if !group_is_ours(leader) {
+    // `kill(-1)` would reach every process: no group has id 1 (or 0) of ours.
+    if pgid <= 1 || !group_is_ours(leader) {
         return Ok(false);
     }
     match rustix::process::kill_process_group(pid_of(pgid)?, rustix_signal(sig)) {
@@ -172,89 +177,36 @@ pub(crate) fn signal_group(leader: ProcessIdentity, sig: Signal) -> Result<bool,
     }
 }
 
-/// True while a live (non-zombie) process is in the group led by `leader`.
-pub(crate) fn group_alive(leader: ProcessIdentity) -> bool {
-    let pgid = leader.pid;
-    let Ok(pid) = pid_of(pgid) else { return false };
-    // The leader itself, when it is still there, answers without a scan.
-    if let Ok(stat) = read_stat(pgid) {
-        if leader.start_time != 0 && stat.start_time != leader.start_time {
-            // Another process holds the pid: the group is gone (see `group_is_ours`).
-            return false;
-        }
-        if !stat.is_dead() && stat.pgrp == i64::from(pgid) {
-            return true;
-        }
-    }
-    if let Err(rustix::io::Errno::SRCH) = rustix::process::test_kill_process_group(pid) {
-        return false;
-    }
-    // Members exist but the leader is gone or a zombie; zombies count as gone
-    // (their parent reaps them, not us), so look for a live member.
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return true;
+/// Sends `sig` to the process `id` names, through a pidfd opened and then
+/// checked against the start time, so a reused pid is never signalled.
+/// `Ok(false)` if that process is gone.
+pub(crate) fn signal_identity(id: ProcessIdentity, sig: Signal) -> Result<bool, ExecError> {
+    let Ok(pid) = pid_of(id.pid) else {
+        return Ok(false);
     };
-    for entry in dir.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
+    let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) else {
+        // No pidfd (an old kernel) or already gone: by pid, after a fresh check.
+        return match read_stat(id.pid) {
+            Ok(st) if st.start_time == id.start_time => match signal_process(id.pid, sig) {
+                Ok(()) => Ok(true),
+                Err(ExecError::NotRunning { .. }) => Ok(false),
+                Err(e) => Err(e),
+            },
+            _ => Ok(false),
         };
-        if let Ok(stat) = read_stat(pid)
-            && stat.pgrp == i64::from(pgid)
-            && !stat.is_dead()
-        {
-            return true;
-        }
+    };
+    match read_stat(id.pid) {
+        Ok(st) if st.start_time == id.start_time => {}
+        _ => return Ok(false),
     }
-    false
-}
-
-/// Waits until the group has no live process, or until `deadline`. True if empty.
-pub(crate) async fn wait_group_empty(leader: ProcessIdentity, deadline: Instant) -> bool {
-    let mut pause = Duration::from_millis(5);
-    loop {
-        if !group_alive(leader) {
-            return true;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        async_io::Timer::after(pause.min(deadline - now)).await;
-        pause = (pause * 2).min(Duration::from_millis(100));
-    }
-}
-
-/// How long to wait for a group to vanish after SIGKILL before reporting it.
-const AFTER_KILL: Duration = Duration::from_secs(60);
-
-/// SIGTERM (and SIGCONT, so stopped members see it) to the group, up to `grace`
-/// for it to empty, then SIGKILL; returns once no live process of the group remains.
-pub(crate) async fn stop_group(leader: ProcessIdentity, grace: Duration) -> Result<(), ExecError> {
-    if !grace.is_zero() {
-        if !signal_group(leader, Signal::TERM)? {
-            return Ok(());
-        }
-        let _ = signal_group(leader, Signal::CONT);
-        if wait_group_empty(leader, Instant::now() + grace).await {
-            return Ok(());
-        }
-    }
-    kill_group(leader).await
-}
-
-/// SIGKILL to the group; returns once no live process of it remains.
-pub(crate) async fn kill_group(leader: ProcessIdentity) -> Result<(), ExecError> {
-    if !signal_group(leader, Signal::KILL)? {
-        return Ok(());
-    }
-    if wait_group_empty(leader, Instant::now() + AFTER_KILL).await {
-        Ok(())
-    } else {
-        Err(ExecError::StopTimeout {
-            pgid: leader.pid,
-            waited: AFTER_KILL,
-        })
+    match rustix::process::pidfd_send_signal(&fd, rustix_signal(sig)) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::SRCH) => Ok(false),
+        Err(e) => Err(ExecError::Signal {
+            target: format!("process {}", id.pid),
+            signal: sig,
+            source: e.into(),
+        }),
     }
 }
 
@@ -264,10 +216,12 @@ mod tests {
 
     #[test]
     fn parses_stat_with_odd_comm() {
-        let line = b"42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 200";
+        let line = b"42 (a) b (c) S 1 42 40 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 200";
         let s = parse_stat(line).unwrap();
         assert_eq!(s.state, b'S');
+        assert_eq!(s.ppid, 1);
         assert_eq!(s.pgrp, 42);
+        assert_eq!(s.session, 40);
         assert_eq!(s.start_time, 98765);
         assert!(parse_stat(b"garbage").is_none());
         assert!(parse_stat(b"1 (x) S 1").is_none());
@@ -289,7 +243,16 @@ mod tests {
         };
         // SIGCONT is harmless should the guard ever fail.
         assert!(!signal_group(gone, Signal::CONT).unwrap());
-        assert!(!group_alive(gone));
+        assert!(!signal_identity(gone, Signal::CONT).unwrap());
+        assert!(signal_identity(me, Signal::CONT).unwrap());
+    }
+
+    #[test]
+    fn init_and_the_null_group_are_never_signalled_as_a_group() {
+        for pid in [0, 1] {
+            let id = ProcessIdentity { pid, start_time: 0 };
+            assert!(!signal_group(id, Signal::CONT).unwrap());
+        }
     }
 
     #[test]

@@ -92,6 +92,7 @@ fn attached_stop_ends_the_group_and_the_stream() {
             stdout_log: Some(log.clone()),
             stderr_log: Some(log.clone()),
             follow_from: FollowFrom::Start,
+            scope: Default::default(),
         };
         let (a, mut aev) = LocalAttacher::new().attach(target).await.unwrap();
         events_until(
@@ -156,6 +157,7 @@ fn resuming_from_persisted_offsets_has_no_gap_and_no_repeat() {
             stdout_log: Some(out.clone()),
             stderr_log: Some(err.clone()),
             follow_from: offsets.into(),
+            scope: Default::default(),
         };
         let (_a, mut aev) = LocalAttacher::new().attach(target).await.unwrap();
         let mut second = events_until(
@@ -272,6 +274,7 @@ fn follow_from_end_skips_old_lines_and_truncation_restarts_at_zero() {
             stdout_log: Some(log.clone()),
             stderr_log: None,
             follow_from: FollowFrom::Start,
+            scope: Default::default(),
         };
         let (_a, mut aev) = LocalAttacher::new().attach(target.clone()).await.unwrap();
         let first = events_until(
@@ -289,6 +292,7 @@ fn follow_from_end_skips_old_lines_and_truncation_restarts_at_zero() {
         let (_a2, mut aev2) = LocalAttacher::new()
             .attach(AttachTarget {
                 follow_from: FollowFrom::End,
+                scope: Default::default(),
                 ..target
             })
             .await

@@ -705,6 +705,9 @@ async fn daemon(ctx: &Ctx, action: DaemonAction) -> CliResult {
                     }
                 )?;
                 writeln!(out, "  clients:    {}", info.connections)?;
+                if let Some(stopping) = &info.stopping {
+                    writeln!(out, "  stopping:   {stopping}")?;
+                }
                 for w in &info.warnings {
                     writeln!(out, "  warning:    {w}")?;
                 }

@@ -213,12 +213,20 @@ fn daemon_start_status_stop() {
     let r = env.run(&["daemon", "status", "--json"]).ok();
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v["pid"], pid);
-    assert!(
-        env.run(&["daemon", "status"])
-            .ok()
-            .stdout
-            .contains(&pid.to_string())
-    );
+    // How services are stopped: a cgroup of their own, or the fallback.
+    let mode = v["stopping"]["mode"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(mode == "cgroup" || mode == "process_group", "{v}");
+    let text = env.run(&["daemon", "status"]).ok().stdout;
+    assert!(text.contains(&pid.to_string()), "{text}");
+    let want = if mode == "cgroup" {
+        "stopping:   cgroup v2 at "
+    } else {
+        "stopping:   process group"
+    };
+    assert!(text.contains(want), "{text}");
 
     let r = env.run(&["daemon", "start"]).ok();
     assert!(r.stdout.contains("already running"), "{}", r.stdout);

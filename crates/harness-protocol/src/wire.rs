@@ -444,6 +444,45 @@ pub struct DaemonInfo {
     /// Conditions that need attention, e.g. that the state cannot be saved.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// How it stops local process services and what they started (absent
+    /// from daemons that predate it, and from backends without processes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopping: Option<Stopping>,
+}
+
+/// How a daemon stops a local process service and every process it started
+/// (ADR 021).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Stopping {
+    /// Each service runs in a cgroup v2 of its own below `root`; stopping
+    /// ends every process of that cgroup.
+    Cgroup {
+        /// The cgroup the services' cgroups are made in.
+        root: PathBuf,
+    },
+    /// Stopping ends the service's process group, its descendants and the
+    /// processes carrying its run marker, found in `/proc`.
+    ProcessGroup {
+        /// The daemon is a child subreaper: orphans of services come back
+        /// to it and are reaped.
+        subreaper: bool,
+        /// Why cgroups are not used.
+        reason: String,
+    },
+}
+
+impl fmt::Display for Stopping {
+    /// `cgroup v2 at ROOT` or `process group + subreaper (REASON)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stopping::Cgroup { root } => write!(f, "cgroup v2 at {}", root.display()),
+            Stopping::ProcessGroup { subreaper, reason } => {
+                let with = if *subreaper { " + subreaper" } else { "" };
+                write!(f, "process group{with} ({reason})")
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -510,5 +549,34 @@ mod tests {
             serde_json::from_value(json!({"code": "brand_new", "message": "x"})).unwrap();
         assert_eq!(e.code, ErrorCode::Other);
         assert_eq!(ErrorCode::UnknownMethod.to_string(), "unknown_method");
+    }
+
+    #[test]
+    fn stopping_wire_form_and_older_daemons() {
+        let cg = Stopping::Cgroup {
+            root: PathBuf::from("/sys/fs/cgroup/harness-1"),
+        };
+        assert_eq!(
+            serde_json::to_value(&cg).unwrap(),
+            json!({"mode": "cgroup", "root": "/sys/fs/cgroup/harness-1"})
+        );
+        assert_eq!(cg.to_string(), "cgroup v2 at /sys/fs/cgroup/harness-1");
+        let pg = Stopping::ProcessGroup {
+            subreaper: true,
+            reason: "cgroup v2 is not writable".into(),
+        };
+        let j = serde_json::to_value(&pg).unwrap();
+        assert_eq!(j["mode"], "process_group");
+        assert_eq!(serde_json::from_value::<Stopping>(j).unwrap(), pg);
+        assert_eq!(
+            pg.to_string(),
+            "process group + subreaper (cgroup v2 is not writable)"
+        );
+        let older = json!({
+            "version": "0.1.0", "protocol": 1, "pid": 1, "address": "127.0.0.1:1",
+            "state_dir": "/s", "started_at_ms": 0, "projects": [], "connections": 0
+        });
+        let info: DaemonInfo = serde_json::from_value(older).unwrap();
+        assert_eq!(info.stopping, None);
     }
 }

@@ -72,6 +72,12 @@ pub trait Backend: Send + Sync + 'static {
     fn warnings(&self) -> Vec<String> {
         Vec::new()
     }
+
+    /// How local process services are stopped, for `daemon status`; `None`
+    /// for a backend that runs none.
+    fn stopping(&self) -> Option<harness_protocol::Stopping> {
+        None
+    }
 }
 
 /// A backend that manages no projects: status is empty, logs and events

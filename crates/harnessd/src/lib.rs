@@ -139,6 +139,7 @@ impl Daemon {
             connections: self.open_connections.load(Ordering::SeqCst),
             metrics_address: self.metrics_address.map(|a| a.to_string()),
             warnings: self.backend.warnings(),
+            stopping: self.backend.stopping(),
         }
     }
 

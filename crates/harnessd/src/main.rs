@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use harness_core::{BoxTask, SharedSpawner};
-use harnessd::targets::Targets;
+use harnessd::targets::{LocalStopping, Targets};
 use harnessd::{Backend, DaemonOptions, ManagerBackend};
 
 /// The harness daemon: keeps services up between CLI calls.
@@ -27,9 +27,25 @@ struct Args {
     /// HARNESS_SSH_OPTIONS, separated by commas), e.g. `StrictHostKeyChecking=accept-new`.
     #[arg(long = "ssh-option", value_name = "KEY=VALUE", env = "HARNESS_SSH_OPTIONS", value_delimiter = ',', value_parser = parse_ssh_option)]
     ssh_options: Vec<(String, String)>,
+    /// Whether local process services run in cgroups of their own: `auto`
+    /// (where cgroup v2 is writable) or `off` (process group, descendants and
+    /// run marker, the daemon a child subreaper).
+    #[arg(long, env = "HARNESS_CGROUPS", value_enum, default_value = "auto")]
+    cgroups: CgroupUse,
     /// Log filter (tracing env-filter syntax), e.g. `info` or `harnessd=debug`.
     #[arg(long, env = "HARNESS_LOG", default_value = "info")]
     log: String,
+}
+
+/// Whether services may run in cgroups of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CgroupUse {
+    /// Where cgroup v2 is writable.
+    #[value(alias = "on")]
+    Auto,
+    /// Never.
+    #[value(aliases = ["0", "false", "no"])]
+    Off,
 }
 
 /// Threads the blocking pool may keep (spawns, file and /proc work). The
@@ -64,6 +80,14 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let ssh_options = args.ssh_options;
+    let stopping = LocalStopping::detect(&state_dir, args.cgroups == CgroupUse::Auto);
+    tracing::info!(stopping = %stopping.info(), "how services are stopped");
+    // Removed at exit when every service's cgroup is gone (services that keep
+    // running keep theirs).
+    let cgroup_root = match &stopping {
+        LocalStopping::Cgroup(root) => Some(root.path().to_owned()),
+        LocalStopping::ProcessGroup { .. } => None,
+    };
     let options = DaemonOptions {
         state_dir,
         listen: args.listen,
@@ -71,10 +95,14 @@ fn main() -> ExitCode {
     };
     let result = smol::block_on(harnessd::run(options, |state| async move {
         let spawner: SharedSpawner = Arc::new(|task: BoxTask| smol::spawn(task).detach());
-        let targets = Targets::new(state.root()).with_ssh_options(ssh_options);
+        let targets = Targets::with_stopping(state.root(), stopping).with_ssh_options(ssh_options);
         ManagerBackend::restore_with_targets(state, spawner, Vec::new(), targets).await
             as Arc<dyn Backend>
     }));
+    // Only by the daemon that held the state directory (and so ran its services).
+    if let (Some(dir), Ok(())) = (cgroup_root, &result) {
+        let _ = std::fs::remove_dir(dir);
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -128,6 +156,17 @@ mod tests {
         assert!(parse_ssh_option("nokey").is_err());
         assert!(parse_ssh_option("=value").is_err());
         assert!(parse_ssh_option("two words=x").is_err());
+    }
+
+    #[test]
+    fn cgroups_are_auto_unless_turned_off() {
+        let parse = |v: &str| Args::try_parse_from(["harnessd", "--cgroups", v]).map(|a| a.cgroups);
+        assert_eq!(parse("auto").unwrap(), CgroupUse::Auto);
+        assert_eq!(parse("on").unwrap(), CgroupUse::Auto);
+        for off in ["off", "0", "false", "no"] {
+            assert_eq!(parse(off).unwrap(), CgroupUse::Off, "{off}");
+        }
+        assert!(parse("sometimes").is_err());
     }
 
     #[test]

@@ -1073,6 +1073,10 @@ impl Backend for ManagerBackend {
         self.save_warnings()
     }
 
+    fn stopping(&self) -> Option<harness_protocol::Stopping> {
+        Some(self.targets.stopping().info())
+    }
+
     fn register_metrics(&self, registry: &mut Registry) {
         registry.register(
             "services",

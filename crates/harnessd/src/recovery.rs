@@ -7,13 +7,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use command_executor::{LogOffsets, ProcessIdentity};
+use command_executor::{LogOffsets, ProcessIdentity, ProcessScope, environ_var};
 use harness_config::Project;
 use harness_core::{ProjectName, ServiceKind, ServiceName};
 use harness_protocol::{ProjectRef, StateDir, StateDirError, write_atomic};
 use serde::{Deserialize, Serialize};
 use service_orchestration::docker::DockerRecord;
-use service_orchestration::process::ProcessRecord;
+use service_orchestration::process::{ProcessRecord, RUN_MARKER};
 use service_orchestration::{InstanceRecord, PendingStart, ServiceRecord};
 use sha2::{Digest, Sha256};
 
@@ -251,6 +251,8 @@ pub struct FoundProcess {
     pub stdout_log: PathBuf,
     /// Its stderr log.
     pub stderr_log: PathBuf,
+    /// Its cgroup and run marker, as `/proc` shows them.
+    pub scope: ProcessScope,
 }
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`, 100 on Linux).
@@ -265,14 +267,6 @@ fn boot_time_ms() -> Option<u64> {
         .parse()
         .ok()?;
     Some(secs * 1000)
-}
-
-/// The value of `key` in a `/proc/<pid>/environ`.
-fn environ_var<'a>(environ: &'a [u8], key: &str) -> Option<&'a str> {
-    environ.split(|&b| b == 0).find_map(|kv| {
-        let rest = kv.strip_prefix(key.as_bytes())?.strip_prefix(b"=")?;
-        std::str::from_utf8(rest).ok()
-    })
 }
 
 /// Finds the processes of this daemon's services in `/proc`: group leaders
@@ -322,6 +316,7 @@ pub fn scan_processes(log_root: &Path) -> Vec<FoundProcess> {
             started_at_ms: boot.map(|b| b + identity.start_time * 1000 / USER_HZ),
             stdout_log,
             stderr_log,
+            scope: ProcessScope::read(pid, Some(RUN_MARKER)),
         });
     }
     found.sort_by_key(|f| (f.identity.start_time, f.identity.pid));
@@ -344,6 +339,7 @@ pub fn process_record(found: &FoundProcess, service: ServiceName) -> ServiceReco
             stdout: file_len(&found.stdout_log),
             stderr: file_len(&found.stderr_log),
         },
+        scope: found.scope.clone(),
     };
     ServiceRecord {
         service,
@@ -476,13 +472,5 @@ mod tests {
     fn a_state_of_format_one_is_still_read() {
         let old = br#"{"format": 1, "projects": {}}"#;
         assert!(decode_state(old).unwrap().projects.is_empty());
-    }
-
-    #[test]
-    fn environ_values_are_found_by_exact_key() {
-        let env = b"HARNESS_PROJECT_X=no\0HARNESS_PROJECT=shop\0HARNESS_SERVICE=api\0";
-        assert_eq!(environ_var(env, "HARNESS_PROJECT"), Some("shop"));
-        assert_eq!(environ_var(env, "HARNESS_SERVICE"), Some("api"));
-        assert_eq!(environ_var(env, "HOME"), None);
     }
 }

@@ -1,11 +1,18 @@
-//! Where the daemon's services run besides local processes: Docker
-//! containers and services on nodes over ssh (`remote`, `package`).
+//! Where the daemon's services run: local processes, Docker containers and
+//! services on nodes over ssh (`remote`, `package`).
 //!
 //! [`Targets`] is shared by every project of a daemon. For each project it
 //! gives the executors to register ([`Targets::for_project`]); where their
 //! services run is recorded in the project's registry, which answers
 //! `${svc.ip|port|host}` (ADR 017):
 //!
+//! - **Local processes.** How they are stopped is decided once per daemon
+//!   ([`LocalStopping`], ADR 021): where cgroup v2 is writable, each service
+//!   runs in a cgroup of its own below `harness-<key>` (a key of the state
+//!   directory) under the daemon's own cgroup, and stopping ends the whole
+//!   cgroup; elsewhere (or with `HARNESS_CGROUPS=off`) the daemon becomes a
+//!   child subreaper and stopping ends the process group, the descendants and
+//!   what carries the service's run marker.
 //! - **Docker.** One engine client (`DOCKER_HOST`, else the local socket),
 //!   connected the first time a project with docker services on this machine
 //!   needs it. A project without such services never touches the engine, so it
@@ -29,13 +36,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_lock::Mutex;
+use command_executor::CgroupRoot;
 use futures_lite::StreamExt;
 use harness_config::ServiceSpec;
 use harness_core::ServiceName;
 use harness_core::{OutputLine, OutputStream, ServiceKind};
+use harness_protocol::Stopping;
 use service_orchestration::docker::{DockerExecutor, DockerRecord};
 use service_orchestration::docker_hosts::DockerPlacement;
 use service_orchestration::package::{PackageExecutor, project_dir};
+use service_orchestration::process::ProcessExecutor;
 use service_orchestration::remote::RemoteExecutor;
 use service_orchestration::ssh::{MAX_CONTROL_DIR_LEN, SshHosts, SshOptions};
 use service_orchestration::{
@@ -73,22 +83,113 @@ impl std::fmt::Debug for ProjectTargets {
     }
 }
 
-/// The daemon-wide part: the engine client and where ssh control sockets live.
+/// How the daemon stops its local process services and what they started
+/// (ADR 021), decided once when it starts.
+#[derive(Debug, Clone)]
+pub enum LocalStopping {
+    /// Each service in a cgroup of its own below this root.
+    Cgroup(CgroupRoot),
+    /// The process group, the descendants and the marked processes.
+    ProcessGroup {
+        /// The daemon became a child subreaper.
+        subreaper: bool,
+        /// Why cgroups are not used.
+        reason: String,
+    },
+}
+
+impl LocalStopping {
+    /// Uses cgroup v2 when `cgroups` is true and a cgroup
+    /// [`cgroup_name`] can be made and written below this process's own
+    /// cgroup; else the fallback, for which this process becomes a child
+    /// subreaper.
+    pub fn detect(state_root: &Path, cgroups: bool) -> LocalStopping {
+        let why = if cgroups {
+            match CgroupRoot::below_own(&cgroup_name(state_root)) {
+                Ok(root) => return LocalStopping::Cgroup(root),
+                Err(e) => format!("cgroup v2 not writable: {e}"),
+            }
+        } else {
+            "cgroups turned off by HARNESS_CGROUPS=off".to_owned()
+        };
+        match command_executor::become_child_subreaper() {
+            Ok(()) => LocalStopping::ProcessGroup {
+                subreaper: true,
+                reason: why,
+            },
+            Err(e) => LocalStopping::ProcessGroup {
+                subreaper: false,
+                reason: format!("{why}; cannot become a child subreaper: {e}"),
+            },
+        }
+    }
+
+    /// What `daemon status` shows of it.
+    pub fn info(&self) -> Stopping {
+        match self {
+            LocalStopping::Cgroup(root) => Stopping::Cgroup {
+                root: root.path().to_owned(),
+            },
+            LocalStopping::ProcessGroup { subreaper, reason } => Stopping::ProcessGroup {
+                subreaper: *subreaper,
+                reason: reason.clone(),
+            },
+        }
+    }
+
+    /// The executor of local process services that stops them this way.
+    fn executor(&self) -> ProcessExecutor {
+        match self {
+            LocalStopping::Cgroup(root) => ProcessExecutor::new().with_cgroups(root.clone()),
+            LocalStopping::ProcessGroup { .. } => ProcessExecutor::new(),
+        }
+    }
+}
+
+/// The name of the daemon's cgroup root: `harness-` and the first 12 hex
+/// digits of the SHA-256 of the state directory (made absolute): the same
+/// across the daemon's restarts, different for daemons of other state
+/// directories.
+pub fn cgroup_name(state_root: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let path = std::fs::canonicalize(state_root).unwrap_or_else(|_| state_root.to_owned());
+    let digest = Sha256::digest(path.as_os_str().as_encoded_bytes());
+    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("harness-{hex}")
+}
+
+/// The daemon-wide part: how local processes are stopped, the engine client
+/// and where ssh control sockets live.
 #[derive(Debug)]
 pub struct Targets {
+    stopping: LocalStopping,
+    process: Arc<ProcessExecutor>,
     docker: Mutex<Option<DockerExecutor>>,
     control_dir: PathBuf,
     ssh: SshOptions,
 }
 
 impl Targets {
-    /// Targets for the daemon whose state directory is `state_root`.
+    /// Targets for the daemon whose state directory is `state_root`, with
+    /// cgroups where they can be used ([`LocalStopping::detect`]).
     pub fn new(state_root: &Path) -> Targets {
+        Targets::with_stopping(state_root, LocalStopping::detect(state_root, true))
+    }
+
+    /// Targets that stop local processes as `stopping` says.
+    pub fn with_stopping(state_root: &Path, stopping: LocalStopping) -> Targets {
         Targets {
+            process: Arc::new(stopping.executor()),
+            stopping,
             docker: Mutex::new(None),
             control_dir: control_dir_for(state_root),
             ssh: SshOptions::default(),
         }
+    }
+
+    /// How local process services are stopped.
+    pub fn stopping(&self) -> &LocalStopping {
+        &self.stopping
     }
 
     /// Adds `-o KEY=VALUE` options to every ssh connection to nodes (e.g.
@@ -128,7 +229,8 @@ impl Targets {
     pub async fn for_project(&self, project: &harness_config::Project) -> ProjectTargets {
         let name = project.name.as_str();
         let kinds: Vec<ServiceKind> = project.services.values().map(ServiceSpec::kind).collect();
-        let mut executors: Vec<(ServiceKind, SharedExecutor)> = Vec::new();
+        let mut executors: Vec<(ServiceKind, SharedExecutor)> =
+            vec![(ServiceKind::Process, self.process.clone() as SharedExecutor)];
         let mut containers = Vec::new();
         let mut docker = None;
         // Docker services go to this machine's engine or to their node's
@@ -407,6 +509,17 @@ impl ServiceExecutor for ToLogFiles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cgroup_name_is_stable_and_differs_between_state_dirs() {
+        let a = cgroup_name(Path::new("/nonexistent/state-a"));
+        assert_eq!(a, cgroup_name(Path::new("/nonexistent/state-a")));
+        assert_ne!(a, cgroup_name(Path::new("/nonexistent/state-b")));
+        assert!(
+            a.starts_with("harness-") && a.len() == "harness-".len() + 12,
+            "{a}"
+        );
+    }
 
     #[test]
     fn control_dir_is_in_the_state_dir_when_short_enough() {

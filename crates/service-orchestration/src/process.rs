@@ -1,9 +1,14 @@
 //! The executor of local processes, on `command-executor`.
 //!
-//! Each service runs in a process group of its own. With a log directory its
-//! output goes to `stdout.log` / `stderr.log` there, so it outlives the daemon
-//! and a new daemon re-adopts it from its [`ProcessRecord`] (pid + start time,
-//! guarding against pid reuse, and log offsets to resume with no gap).
+//! Each service runs in a process group of its own and, given a
+//! [`CgroupRoot`], in a cgroup of its own (`<root>/<project>/<service>/<run>`);
+//! its environment carries [`RUN_MARKER`]. Stopping ends everything it
+//! started: the whole cgroup, else its group, its descendants and what still
+//! carries its marker (ADR 021). With a log directory its output goes to
+//! `stdout.log` / `stderr.log` there, so it outlives the daemon and a new
+//! daemon re-adopts it from its [`ProcessRecord`] (pid + start time, guarding
+//! against pid reuse, its cgroup and marker, and log offsets to resume with
+//! no gap).
 
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
@@ -14,9 +19,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use command_executor::{
-    AttachTarget, AttachedHandle, Attacher, Command, EventStream, ExecError, LaunchOptions,
-    LocalAttacher, LocalLauncher, LogOffsets, OutputMode, ProcessEvent, ProcessHandle,
-    ProcessIdentity,
+    AttachTarget, AttachedHandle, Attacher, CgroupRoot, Command, EventStream, ExecError,
+    LaunchOptions, LocalAttacher, LocalLauncher, LogOffsets, OutputMode, ProcessEvent,
+    ProcessHandle, ProcessIdentity, ProcessScope,
 };
 use futures_lite::{Stream, StreamExt};
 use harness_config::{ServiceSpec, Target};
@@ -39,12 +44,21 @@ pub struct ProcessRecord {
     pub stderr_log: Option<PathBuf>,
     /// How far the logs were delivered.
     pub offsets: LogOffsets,
+    /// Its cgroup and marker (absent from records of older daemons).
+    #[serde(default, skip_serializing_if = "ProcessScope::is_empty")]
+    pub scope: ProcessScope,
 }
+
+/// The environment variable each process service gets, set to a value
+/// unique to its run: what it starts inherits it, so that stopping without a
+/// cgroup finds what left its process group (ADR 021).
+pub const RUN_MARKER: &str = "HARNESS_RUN_ID";
 
 /// Runs services of kind `process` as local processes.
 #[derive(Debug, Clone)]
 pub struct ProcessExecutor {
     launcher: LocalLauncher,
+    attacher: LocalAttacher,
     max_line_bytes: usize,
     buffer_events: usize,
 }
@@ -61,16 +75,27 @@ impl ProcessExecutor {
         let d = LaunchOptions::default();
         ProcessExecutor {
             launcher: LocalLauncher::new(),
+            attacher: LocalAttacher::new(),
             max_line_bytes: d.max_line_bytes,
             buffer_events: d.buffer_events,
         }
     }
 
-    fn options(&self, output: OutputMode) -> LaunchOptions {
+    /// Runs each service in a cgroup of its own below `root`, and stops
+    /// re-adopted services through the cgroups `root` owns.
+    pub fn with_cgroups(mut self, root: CgroupRoot) -> Self {
+        self.launcher = self.launcher.with_cgroups(root.clone());
+        self.attacher = self.attacher.with_cgroups(root);
+        self
+    }
+
+    fn options(&self, output: OutputMode, cgroup: String) -> LaunchOptions {
         LaunchOptions {
             output,
             max_line_bytes: self.max_line_bytes,
             buffer_events: self.buffer_events,
+            cgroup: Some(cgroup),
+            marker: Some(RUN_MARKER.to_owned()),
         }
     }
 }
@@ -236,7 +261,8 @@ impl ServiceExecutor for ProcessExecutor {
             OutputMode::Pipes => (None, None),
         };
         // fork/exec blocks: keep it off the async executor's threads.
-        let (launcher, opts) = (self.launcher, self.options(output));
+        let cgroup = format!("{}/{}", ctx.project, spec.name);
+        let (launcher, opts) = (self.launcher.clone(), self.options(output, cgroup));
         let (handle, stream) = blocking::unblock(move || launcher.spawn(&cmd, opts))
             .await
             .map_err(|e| match e {
@@ -248,6 +274,7 @@ impl ServiceExecutor for ProcessExecutor {
         let instance = ProcessInstance {
             service: spec.name.to_string(),
             identity: handle.identity(),
+            scope: handle.scope().clone(),
             handle: Handle::Owned(handle),
             stdout_log,
             stderr_log,
@@ -282,8 +309,10 @@ impl ServiceExecutor for ProcessExecutor {
             stdout_log: rec.stdout_log.clone(),
             stderr_log: rec.stderr_log.clone(),
             follow_from: rec.offsets.into(),
+            scope: rec.scope,
         };
-        let (handle, stream) = LocalAttacher::new()
+        let (handle, stream) = self
+            .attacher
             .attach(target)
             .await
             .map_err(|e| err(e.into()))?;
@@ -291,6 +320,7 @@ impl ServiceExecutor for ProcessExecutor {
         let instance = ProcessInstance {
             service: spec.name.to_string(),
             identity: handle.identity(),
+            scope: handle.scope().clone(),
             handle: Handle::Attached(handle),
             stdout_log: rec.stdout_log,
             stderr_log: rec.stderr_log,
@@ -341,6 +371,7 @@ enum Handle {
 struct ProcessInstance {
     service: String,
     identity: ProcessIdentity,
+    scope: ProcessScope,
     handle: Handle,
     stdout_log: Option<PathBuf>,
     stderr_log: Option<PathBuf>,
@@ -384,6 +415,7 @@ impl ServiceInstance for ProcessInstance {
             stdout_log: self.stdout_log.clone(),
             stderr_log: self.stderr_log.clone(),
             offsets: *self.offsets.lock().unwrap_or_else(|p| p.into_inner()),
+            scope: self.scope.clone(),
         };
         InstanceRecord {
             kind: ServiceKind::Process,
@@ -522,4 +554,37 @@ pub(crate) async fn run_check(
         success: status.success(),
         detail,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_of_an_older_daemon_without_a_scope_still_loads() {
+        let old = serde_json::json!({
+            "identity": {"pid": 42, "start_time": 7},
+            "stdout_log": "/s/logs/p/a/stdout.log",
+            "stderr_log": "/s/logs/p/a/stderr.log",
+            "offsets": {"stdout": 1, "stderr": 2}
+        });
+        let rec: ProcessRecord = serde_json::from_value(old.clone()).unwrap();
+        assert!(rec.scope.is_empty());
+        assert_eq!(
+            serde_json::to_value(&rec).unwrap(),
+            old,
+            "written as before"
+        );
+
+        let scoped = ProcessRecord {
+            scope: ProcessScope {
+                cgroup: Some(PathBuf::from("/cg/harness-1/p/a/1")),
+                marker: Some(command_executor::EnvMarker::unique(RUN_MARKER)),
+            },
+            ..rec
+        };
+        let back: ProcessRecord =
+            serde_json::from_value(serde_json::to_value(&scoped).unwrap()).unwrap();
+        assert_eq!(back, scoped);
+    }
 }

@@ -163,6 +163,15 @@ impl Drop for TestDaemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // The daemon's cgroups (it runs in this test's cgroup), with what
+        // still runs in them.
+        let name = harnessd::targets::cgroup_name(&self.state);
+        if let Ok(dir) = command_executor::CgroupRoot::locate(&name)
+            && dir.exists()
+            && let Ok(root) = command_executor::CgroupRoot::at(dir)
+        {
+            root.remove_all();
+        }
     }
 }
 
