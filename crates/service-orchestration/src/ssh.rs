@@ -534,6 +534,24 @@ impl SshHost {
         docker_engine::Docker::connect(self.docker_transport()).await
     }
 
+    /// The ssh program, options and destination for a session that another process opens
+    /// to this node (`harness exec`): the daemon's settings (user, port, key, timeouts,
+    /// extra options), sharing the daemon's master connection when one is up but never
+    /// becoming a master itself: a master started by a short-lived client would stay
+    /// behind, holding the client's terminal or pipes.
+    pub fn session(&self) -> (String, Vec<String>, String) {
+        let layer = self
+            .layer
+            .clone()
+            .control_master(ControlMaster::No)
+            .control_persist(Duration::ZERO);
+        (
+            self.program.clone(),
+            layer.options_args(),
+            self.layer.host().to_owned(),
+        )
+    }
+
     fn docker_transport_inner(&self) -> docker_engine::Transport {
         let mut argv = vec![self.program.clone(), "-T".to_owned()];
         argv.extend(self.layer.options_args());
