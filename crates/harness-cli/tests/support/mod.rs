@@ -295,6 +295,8 @@ pub struct Background {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
     stdout: Vec<String>,
+    /// The indices of the lines [`Background::try_line`] returned.
+    returned: std::collections::BTreeSet<usize>,
     stderr: Option<std::thread::JoinHandle<String>>,
 }
 
@@ -318,24 +320,29 @@ impl Background {
     /// seen when none comes.
     #[track_caller]
     pub fn wait_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
-        if let Some(l) = self.stdout.iter().find(|l| pred(l)) {
-            return l.clone();
-        }
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.stdout.push(l.clone());
-                    if pred(&l) {
-                        return l;
-                    }
-                }
-                Err(_) => {
-                    let _ = self.child.kill();
-                    panic!("no such line within {timeout:?}; stdout: {:?}", self.stdout);
-                }
+        match self.try_line(timeout, pred) {
+            Some(l) => l,
+            None => {
+                let _ = self.child.kill();
+                panic!("no such line within {timeout:?}; stdout: {:?}", self.stdout);
             }
+        }
+    }
+
+    /// Waits (up to `timeout`) for a stdout line matching `pred` that no earlier call
+    /// returned; `None` when none comes (the process keeps running).
+    pub fn try_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = (0..self.stdout.len())
+                .find(|i| !self.returned.contains(i) && pred(&self.stdout[*i]))
+            {
+                self.returned.insert(i);
+                return Some(self.stdout[i].clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = self.lines.recv_timeout(left).ok()?;
+            self.stdout.push(l);
         }
     }
 
@@ -396,6 +403,7 @@ impl Env {
             child,
             lines,
             stdout: Vec::new(),
+            returned: Default::default(),
             stderr: Some(stderr),
         }
     }
