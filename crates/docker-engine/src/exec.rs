@@ -31,6 +31,9 @@ pub struct ExecSpec {
     pub working_dir: Option<String>,
     /// `KEY=VALUE` added to the container's environment.
     pub env: Vec<String>,
+    /// With `tty`: the terminal's size from the start, rows and columns (engines of API
+    /// 1.42 and later; older ones take it with [`Docker::exec_resize`] once started).
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// The largest response head read before the stream of an attached exec.
@@ -178,6 +181,12 @@ impl Docker {
         }
         if !spec.env.is_empty() {
             body["Env"] = json!(spec.env);
+        }
+        if let Some((rows, cols)) = spec.console_size
+            && spec.tty
+            && self.api_version() >= crate::ApiVersion(1, 42)
+        {
+            body["ConsoleSize"] = json!([rows, cols]);
         }
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase")]

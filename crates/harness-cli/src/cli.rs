@@ -365,7 +365,8 @@ pub struct LogsArgs {
     "A docker service: in its container, through the engine the daemon uses (no docker CLI needed). ",
     "A remote or package service: on its node over ssh with the daemon's ssh settings, in the ",
     "directory it runs in, with its environment.\n",
-    "With a terminal on stdin the command gets a terminal (-T: not); stdin is passed to it either way.\n",
+    "Beside a local process the command uses this terminal as it is. In a container or on a node ",
+    "it gets a terminal of its own when stdin is one (-T: not); stdin is passed to it either way.\n",
     "Exit status: the command's; 127 when it is not found, 126 when it cannot run; ",
     "1 when the service does not run, 2 for an unknown service, 4 without a daemon."
 ))]
@@ -373,7 +374,7 @@ pub struct ExecArgs {
     /// Configuration files given after the verb.
     #[command(flatten)]
     pub file: FileArgs,
-    /// Do not give the command a terminal, even when stdin is one.
+    /// Do not give the command a terminal in a container or on a node, even when stdin is one.
     #[arg(short = 'T', long = "no-tty")]
     pub no_tty: bool,
     /// Pass stdin to the command (the default; accepted as docker's `-i`).

@@ -178,6 +178,7 @@ async fn in_container(
         cmd: command,
         tty,
         stdin: true,
+        console_size: if tty { terminal_size() } else { None },
         ..ExecSpec::default()
     };
     let exec_id = docker

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::io::Read;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -87,52 +86,14 @@ fn exec_runs_beside_a_local_service_with_its_environment_directory_and_exit_code
 
 #[test]
 fn exec_beside_a_local_service_hands_it_the_terminal() {
-    use portable_pty::{CommandBuilder, PtySize, native_pty_system};
     let env = Env::with_daemon();
     env.write(
         "services.yaml",
         &sh_project("exectty", &[("api", "exec sleep 300", "")]),
     );
     env.run(&["up", "-d", "--wait", "--timeout", "30s"]).ok();
-    let in_pty = |args: &[&str]| -> (String, u32) {
-        let pty = native_pty_system()
-            .openpty(PtySize {
-                rows: 33,
-                cols: 101,
-                pixel_width: 0,
-                pixel_height: 0,
-            })
-            .unwrap();
-        let mut cmd = CommandBuilder::new(support::harness_bin());
-        cmd.args(args);
-        cmd.cwd(env.dir.path());
-        cmd.env("HARNESS_STATE_DIR", env.state.path());
-        let mut child = pty.slave.spawn_command(cmd).unwrap();
-        drop(pty.slave);
-        let mut reader = pty.master.try_clone_reader().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut all = Vec::new();
-            let _ = reader.read_to_end(&mut all);
-            let _ = tx.send(all);
-        });
-        let deadline = std::time::Instant::now() + LONG;
-        let status = loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                break st;
-            }
-            assert!(std::time::Instant::now() < deadline, "exec did not end");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        drop(pty.master);
-        let out = rx.recv_timeout(LONG).unwrap_or_default();
-        (
-            String::from_utf8_lossy(&out).into_owned(),
-            status.exit_code(),
-        )
-    };
     let script = "if [ -t 0 ]; then echo tty; stty size; else echo no-tty; fi; exit 4";
-    let (out, code) = in_pty(&["exec", "api", "--", "sh", "-c", script]);
+    let (out, code) = env.run_in_pty(&["exec", "api", "--", "sh", "-c", script], 33, 101);
     assert_eq!(code, 4, "{out}");
     assert!(out.contains("tty") && !out.contains("no-tty"), "{out}");
     assert!(out.contains("33 101"), "{out}");

@@ -409,6 +409,56 @@ impl Env {
     }
 }
 
+impl Env {
+    /// Runs `harness ARGS` in a new pseudo-terminal of `rows` x `cols` to completion
+    /// (within 60 s): everything it wrote to the terminal, and its exit code.
+    pub fn run_in_pty(&self, args: &[&str], rows: u16, cols: u16) -> (String, u32) {
+        use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+        use std::io::Read;
+        let pty = native_pty_system()
+            .openpty(PtySize {
+                rows,
+                cols,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .expect("a pseudo-terminal");
+        let mut cmd = CommandBuilder::new(harness_bin());
+        cmd.args(args);
+        cmd.cwd(self.dir.path());
+        cmd.env("HARNESS_STATE_DIR", self.state.path());
+        let mut child = pty.slave.spawn_command(cmd).expect("spawn harness");
+        drop(pty.slave);
+        let mut reader = pty
+            .master
+            .try_clone_reader()
+            .expect("the terminal's output");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = reader.read_to_end(&mut all);
+            let _ = tx.send(all);
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("wait for harness") {
+                break st;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("harness {args:?} did not end within 60s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(pty.master);
+        let out = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            status.exit_code(),
+        )
+    }
+}
+
 /// A `services.yaml` of project `name` with `sh -c` services: (name, script, extra
 /// configuration) each, as [`sh_service`] writes them.
 pub fn sh_project(name: &str, services: &[(&str, &str, &str)]) -> String {
