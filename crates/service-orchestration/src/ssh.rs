@@ -777,6 +777,37 @@ mod tests {
     }
 
     #[test]
+    fn a_session_has_the_daemons_settings_and_never_becomes_a_master() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SshOptions {
+            extra: vec![("StrictHostKeyChecking".into(), "no".into())],
+            ..SshOptions::default()
+        };
+        let hosts = SshHosts::new(&[node("10.0.0.5", Some("db1"))], &options, dir.path()).unwrap();
+        let h = hosts.get("db1").unwrap();
+        let (program, args, destination) = h.session();
+        assert_eq!(
+            (program.as_str(), destination.as_str()),
+            ("ssh", "10.0.0.5")
+        );
+        let line = args.join(" ");
+        let control = format!("ControlPath={}", h.control_path().unwrap().display());
+        for want in [
+            "-l deploy",
+            "-p 2222",
+            "-i /keys/id",
+            "BatchMode=yes",
+            "StrictHostKeyChecking=no",
+            "ControlMaster=no",
+            control.as_str(),
+            "ControlPersist=no",
+        ] {
+            assert!(line.contains(want), "{want} missing in {line}");
+        }
+        assert!(!line.contains("ControlMaster=auto"), "{line}");
+    }
+
+    #[test]
     fn follower_slots_fill_two_per_master_and_are_reused() {
         let dir = tempfile::tempdir().unwrap();
         let hosts = SshHosts::new(&[node("n", None)], &SshOptions::default(), dir.path()).unwrap();
