@@ -298,22 +298,11 @@ services:
     assert_eq!(r.stderr, "err\n", "{r:?}");
 
     // stdin reaches the command, and its end ends the command's stdin.
-    let mut child = env
-        .cmd(&["exec", "box", "--", "tr", "a-z", "A-Z"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"into the box\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "INTO THE BOX\n");
+    let r = env.run_with_input(
+        &["exec", "box", "--", "tr", "a-z", "A-Z"],
+        b"into the box\n",
+    );
+    assert_eq!(r.ok().stdout, "INTO THE BOX\n");
 
     // A command the container does not have: a shell's code for it.
     let r = env.run(&["exec", "box", "--", "harness-no-such-command"]);

@@ -94,20 +94,8 @@ services:
     );
 
     // stdin reaches the command.
-    let mut child = env
-        .cmd(&["exec", "api", "--", "tr", "a-z", "A-Z"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(b"over ssh\n").unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "OVER SSH\n");
+    let r = env.run_with_input(&["exec", "api", "--", "tr", "a-z", "A-Z"], b"over ssh\n");
+    assert_eq!(r.ok().stdout, "OVER SSH\n");
 
     // A command the node does not have.
     env.run(&["exec", "api", "--", "harness-no-such-command"])

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use support::{Env, kill, libc_sigkill, s, sh_project, sh_service, wait_until};
@@ -57,20 +56,11 @@ fn exec_runs_beside_a_local_service_with_its_environment_directory_and_exit_code
     assert!(r.stdout.lines().any(|l| l == ".."), "{r:?}");
 
     // stdin reaches the command.
-    let mut child = env
-        .cmd(&["exec", "-T", "api", "--", "tr", "a-z", "A-Z"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(b"piped in\n").unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "PIPED IN\n");
+    let r = env.run_with_input(
+        &["exec", "-T", "api", "--", "tr", "a-z", "A-Z"],
+        b"piped in\n",
+    );
+    assert_eq!(r.ok().stdout, "PIPED IN\n");
 
     // Errors: a typo, a command that does not exist, a service that does not run.
     let r = env.run(&["exec", "apii", "--", "true"]).expect_code(2);

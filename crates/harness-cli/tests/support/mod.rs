@@ -154,6 +154,27 @@ impl Env {
         self.run_within(args, Duration::from_secs(120))
     }
 
+    /// Runs `harness ARGS` to completion with `input` on its stdin (then its end).
+    pub fn run_with_input(&self, args: &[&str], input: &[u8]) -> Run {
+        use std::io::Write;
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn harness");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let input = input.to_vec();
+        // Written on a thread of its own, so a command that does not read cannot block it.
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let out = child.wait_with_output().expect("wait for harness");
+        let _ = writer.join();
+        Run::from(out)
+    }
+
     /// Runs `harness ARGS` to completion; kills it and fails the test if it takes longer than `limit`.
     pub fn run_within(&self, args: &[&str], limit: Duration) -> Run {
         let child = self
