@@ -75,6 +75,28 @@ fn exec_runs_beside_a_local_service_with_its_environment_directory_and_exit_code
 }
 
 #[test]
+fn exec_runs_as_the_user_of_the_service() {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        eprintln!("skipping: running as another user needs root");
+        return;
+    }
+    let env = Env::with_daemon();
+    env.write(
+        "services.yaml",
+        &sh_project("execuser", &[("api", "exec sleep 300", "user: nobody")]),
+    );
+    env.run(&["up", "-d", "--wait", "--timeout", "30s"]).ok();
+    let r = env
+        .run(&["exec", "api", "--", "sh", "-c", "id -un; echo \"$USER\""])
+        .ok();
+    assert_eq!(r.stdout, "nobody\nnobody\n", "{r:?}");
+}
+
+#[test]
 fn exec_beside_a_local_service_hands_it_the_terminal() {
     let env = Env::with_daemon();
     env.write(
@@ -90,18 +112,22 @@ fn exec_beside_a_local_service_hands_it_the_terminal() {
 }
 
 #[test]
-fn events_show_a_restart_and_why_in_text_and_json_until_down() {
+fn events_show_restarts_and_why_health_and_reloads_in_text_and_json_until_down() {
     let env = Env::with_daemon();
-    env.write(
-        "services.yaml",
-        &sh_project(
+    let project = |tick: &str| {
+        sh_project(
             "events",
             &[
                 ("worker", "exec sleep 300", "restart: always"),
-                ("tick", "exec sleep 300", ""),
+                (
+                    "tick",
+                    tick,
+                    "health_check:\n  command: \"true\"\n  interval: 0.2s",
+                ),
             ],
-        ),
-    );
+        )
+    };
+    env.write("services.yaml", &project("exec sleep 300"));
     env.run(&["up", "-d", "--wait", "--timeout", "30s"]).ok();
     let mut text = env.spawn(&["events"]);
     let mut json = env.spawn(&["events", "--json"]);
@@ -156,6 +182,27 @@ fn events_show_a_restart_and_why_in_text_and_json_until_down() {
     json.wait_line(LONG, |l| {
         let v = parse(l);
         v["service"] == "worker" && v["state"] == "running"
+    });
+
+    // Health verdicts, with the check's result.
+    text.wait_line(LONG, |l| {
+        l.contains("tick") && l.contains("health: healthy")
+    });
+
+    // A reload that changes a service says so.
+    env.write("services.yaml", &project("exec sleep 301"));
+    env.run(&["up", "-d", "--wait", "--timeout", "30s"]).ok();
+    text.wait_line(LONG, |l| {
+        l.contains("tick") && l.contains("reloaded:") && l.contains("configuration changed")
+    });
+    json.wait_line(LONG, |l| {
+        let v = parse(l);
+        v["service"] == "tick" && v["event"] == "reload"
+    });
+    // And the stream goes on with the new configuration's runs.
+    json.wait_line(LONG, |l| {
+        let v = parse(l);
+        v["service"] == "tick" && v["event"] == "state" && v["state"] == "healthy"
     });
 
     // `down` ends both, with a word on stderr.
