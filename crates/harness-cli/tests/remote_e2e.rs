@@ -1,7 +1,8 @@
-//! `harness exec` into remote services on a real sshd node (a `harness-test/sshd` container
-//! on a network of its own): the command runs on the node in the service's directory, with
-//! its environment, over ssh with the options the daemon was given (`HARNESS_SSH_OPTIONS`,
-//! which the `exec` itself is not given), and its exit code comes back.
+//! `harness exec` into services on a real sshd node (a `harness-test/sshd` container on a
+//! network of its own): a remote service's command runs on the node in the service's
+//! directory, with its environment, over ssh with the options the daemon was given
+//! (`HARNESS_SSH_OPTIONS`, which the `exec` itself is not given), and its exit code comes
+//! back; a docker service on the node is reached through the node's engine over ssh.
 //!
 //! Skipped with a printed reason without Docker, the sshd image or ssh; a failure under
 //! `HARNESS_REQUIRE_DOCKER=1` or `HARNESS_REQUIRE_SSH=1`.
@@ -12,11 +13,32 @@ mod support;
 
 use std::process::Stdio;
 
-use remote_support::{Nodes, nodes_available, project_name};
+use remote_support::{Nodes, ProjectCleanup, nodes_available, project_name};
 use support::Env;
 
 /// No host key prompts for the throwaway node: given to the daemon only.
 const SSH_OPTIONS: &str = "StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,LogLevel=ERROR";
+
+/// `harness up -d --wait` with the ssh options for the daemon it starts.
+fn up(env: &Env) {
+    let out = env
+        .cmd(&["up", "-d", "--wait", "--timeout", "90s"])
+        .env("HARNESS_SSH_OPTIONS", SSH_OPTIONS)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("harness up runs");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// The `networks:` of a project with node `n1` at `nodes`' first node.
+fn lab(nodes: &Nodes) -> String {
+    format!(
+        "networks:\n  lab:\n    type: lan\n    subnet: {ip}/32\n    nodes:\n      - host: {ip}\n        name: n1\n        ssh_user: root\n        ssh_key: {key}\n",
+        ip = nodes.nodes[0].host,
+        key = nodes.key.display()
+    )
+}
 
 #[test]
 fn exec_runs_on_the_node_in_the_service_directory_with_its_environment() {
@@ -31,16 +53,7 @@ fn exec_runs_on_the_node_in_the_service_directory_with_its_environment() {
         "services.yaml",
         &format!(
             r#"name: {project}
-networks:
-  lab:
-    type: lan
-    subnet: {ip}/32
-    nodes:
-      - host: {ip}
-        name: n1
-        ssh_user: root
-        ssh_key: {key}
-services:
+{lab}services:
   api:
     type: remote
     network: lab
@@ -57,19 +70,11 @@ services:
     binary: sleep
     args: ["300"]
 "#,
-            ip = nodes.nodes[0].host,
-            key = nodes.key.display()
+            lab = lab(&nodes)
         ),
     );
     // The daemon that `up` starts gets the ssh options; the `exec`s below do not.
-    let out = env
-        .cmd(&["up", "-d", "--wait", "--timeout", "90s"])
-        .env("HARNESS_SSH_OPTIONS", SSH_OPTIONS)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("harness up runs");
-    assert!(out.status.success(), "{out:?}");
+    up(&env);
 
     let r = env
         .run(&[
@@ -110,5 +115,45 @@ services:
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("33 101"), "{out}");
 
+    env.run(&["down"]).ok();
+}
+
+#[test]
+fn exec_runs_in_a_container_on_the_nodes_engine() {
+    if !nodes_available() {
+        return;
+    }
+    let Some(nodes) = Nodes::start_with_docker(1) else {
+        assert!(
+            !remote_support::required(),
+            "no docker CLI to place on the node"
+        );
+        return;
+    };
+    nodes.wait_answering();
+    let env = Env::with_daemon();
+    let project = format!("rxd{}", project_name());
+    let _cleanup = ProjectCleanup(project.clone());
+    env.write(
+        "services.yaml",
+        &format!(
+            r#"name: {project}
+{lab}services:
+  box:
+    type: docker
+    image: harness-test/busybox:latest
+    host: n1
+    command: ["sleep", "300"]
+    env:
+      FOO: in a container on the node
+"#,
+            lab = lab(&nodes)
+        ),
+    );
+    up(&env);
+    let r = env
+        .run(&["exec", "box", "--", "sh", "-c", "echo \"$FOO\"; exit 6"])
+        .expect_code(6);
+    assert_eq!(r.stdout, "in a container on the node\n", "{r:?}");
     env.run(&["down"]).ok();
 }
