@@ -3,8 +3,8 @@
 //!
 //! [`item_of`] turns one manager event into what a client is sent. [`ProjectEvents`] is a
 //! project's stream of events (`harness events`): it outlives the managers a project has
-//! over its reloads, fans out to any number of followers, and follows its manager only
-//! while someone listens, so a project nobody watches pays nothing for it.
+//! over its reloads, fans out to any number of followers, and has a channel and follows its
+//! manager only while someone listens, so a project nobody watches pays nothing for it.
 
 use std::sync::{Arc, Mutex};
 
@@ -76,12 +76,10 @@ pub fn item_of(
     }))
 }
 
-/// The event stream of one project, across its managers.
+/// The event stream of one project, across its managers. Its channel exists only while
+/// someone follows (a channel holds its capacity from the start).
 pub struct ProjectEvents {
     name: ProjectName,
-    tx: async_broadcast::Sender<EventItem>,
-    /// Keeps the channel open while nobody follows.
-    _keep: async_broadcast::InactiveReceiver<EventItem>,
     spawner: SharedSpawner,
     following: Arc<Mutex<Following>>,
 }
@@ -94,10 +92,12 @@ impl std::fmt::Debug for ProjectEvents {
     }
 }
 
-/// The project's current manager, and the task that follows it while someone listens.
+/// The project's current manager and, while someone listens, the channel to the followers
+/// and the task that feeds it.
 #[derive(Default)]
 struct Following {
     manager: Option<ServiceManager>,
+    tx: Option<async_broadcast::Sender<EventItem>>,
     /// Dropped to end the task.
     retire: Option<async_channel::Sender<()>>,
 }
@@ -105,28 +105,26 @@ struct Following {
 impl ProjectEvents {
     /// The stream of project `name`, following `manager`; background work runs on `spawner`.
     pub fn new(name: ProjectName, manager: ServiceManager, spawner: SharedSpawner) -> Self {
-        let (mut tx, rx) = async_broadcast::broadcast(CAPACITY);
-        tx.set_overflow(true);
         ProjectEvents {
             name,
-            tx,
-            _keep: rx.deactivate(),
             spawner,
             following: Arc::new(Mutex::new(Following {
                 manager: Some(manager),
-                retire: None,
+                ..Following::default()
             })),
         }
     }
 
     /// A new follower of every event from now on.
     pub fn subscribe(&self) -> async_broadcast::Receiver<EventItem> {
-        // The receiver exists before the follower task looks for one (see `run`).
-        let rx = self.tx.new_receiver();
         let mut f = self.following.lock().unwrap_or_else(|p| p.into_inner());
-        if f.retire.is_none() {
-            self.start(&mut f);
+        if let Some(tx) = f.tx.as_ref().filter(|tx| !tx.is_closed()) {
+            return tx.new_receiver();
         }
+        let (mut tx, rx) = async_broadcast::broadcast(CAPACITY);
+        tx.set_overflow(true);
+        f.tx = Some(tx);
+        self.start(&mut f);
         rx
     }
 
@@ -134,15 +132,18 @@ impl ProjectEvents {
     pub fn set_manager(&self, manager: ServiceManager) {
         let mut f = self.following.lock().unwrap_or_else(|p| p.into_inner());
         f.manager = Some(manager);
-        if f.retire.take().is_some() {
+        if f.retire.is_some() {
             self.start(&mut f);
         }
     }
 
     /// Sends `item` to every follower.
     pub fn publish(&self, item: EventItem) {
-        // With overflow on, a full buffer drops the oldest; with no follower it goes nowhere.
-        let _ = self.tx.try_broadcast(item);
+        let f = self.following.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = &f.tx {
+            // With overflow on, a full buffer drops the oldest event for a slow follower.
+            let _ = tx.try_broadcast(item);
+        }
     }
 
     /// A reload event of `service`: it changed, was added or was removed (`what`).
@@ -159,9 +160,10 @@ impl ProjectEvents {
         });
     }
 
-    /// Starts following the current manager (the caller holds the lock).
+    /// Starts following the current manager into the channel, ending the task that did
+    /// so until now (the caller holds the lock).
     fn start(&self, f: &mut Following) {
-        let Some(manager) = f.manager.clone() else {
+        let (Some(manager), Some(tx)) = (f.manager.clone(), f.tx.clone()) else {
             return;
         };
         let (retire, retired) = async_channel::bounded::<()>(1);
@@ -172,7 +174,7 @@ impl ProjectEvents {
             self.name.clone(),
             manager,
             sub,
-            self.tx.clone(),
+            tx,
             retired,
             Arc::downgrade(&self.following),
         )));
@@ -207,9 +209,10 @@ async fn run(
                 // Replaced by the task of a new manager.
                 return;
             }
-            // Checked again under the lock: a follower subscribes before taking it.
+            // Checked again under the lock, which a new follower takes to subscribe.
             if tx.receiver_count() == 0 {
                 f.retire = None;
+                f.tx = None;
                 return;
             }
         }
