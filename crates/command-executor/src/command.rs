@@ -218,12 +218,38 @@ impl Command {
         self
     }
 
+    /// Replaces the calling process with this command (`execvp`): its arguments,
+    /// environment changes, working directory and user, but the caller's process group
+    /// and standard input, output and error. For handing a terminal over to a command
+    /// (`harness exec`): job control, signals and the exit status are then the command's
+    /// own. Returns only when the command could not be run, with why
+    /// ([`ExecError::Spawn`](crate::ExecError::Spawn): a missing binary, directory, a
+    /// file without permission); shells exit 127 for a missing command, 126 otherwise.
+    pub fn exec_replace(&self) -> crate::ExecError {
+        use std::os::unix::process::CommandExt;
+        let source = self.std_command(None, false).exec();
+        crate::ExecError::Spawn {
+            program: self.program.clone(),
+            cause: crate::spawn_cause::explain(self, &source),
+            source,
+        }
+    }
+
     /// The `std` command for this, in a process group of its own; with
     /// `cgroup_procs` (the `cgroup.procs` file of a cgroup, open for writing),
     /// the child joins that cgroup before `exec`.
     pub(crate) fn to_std(
         &self,
         cgroup_procs: Option<std::os::fd::OwnedFd>,
+    ) -> std::process::Command {
+        self.std_command(cgroup_procs, true)
+    }
+
+    /// The `std` command for this; `own_group` puts it in a process group of its own.
+    fn std_command(
+        &self,
+        cgroup_procs: Option<std::os::fd::OwnedFd>,
+        own_group: bool,
     ) -> std::process::Command {
         use std::os::unix::process::CommandExt;
         let mut c = std::process::Command::new(&self.program);
@@ -289,7 +315,9 @@ impl Command {
                 c.pre_exec(hook);
             }
         }
-        c.process_group(0);
+        if own_group {
+            c.process_group(0);
+        }
         c
     }
 }
@@ -326,6 +354,18 @@ mod tests {
         assert_eq!(c.get_stdin(), StdinMode::Piped);
         assert_eq!((c.get_user(), c.get_group()), (Some(5), Some(6)));
         assert_eq!(c.clone(), c);
+    }
+
+    #[test]
+    fn a_missing_program_is_not_run_and_says_why() {
+        let err = Command::new("harness-no-such-program-here").exec_replace();
+        match err {
+            crate::ExecError::Spawn { source, cause, .. } => {
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+                assert!(cause.contains("harness-no-such-program-here"), "{cause}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

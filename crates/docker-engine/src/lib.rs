@@ -49,9 +49,9 @@ pub use container::{
 pub use context::DockerIgnore;
 pub use error::{DockerError, Result};
 pub use events::{Event, EventFilter, EventStream};
-pub use exec::{ExecInspect, ExecOutput};
+pub use exec::{ExecInspect, ExecOutput, ExecSpec, ExecStream};
 pub use image::{BuildSpec, ImageInspect};
-pub use logs::{Demuxer, LogLine, LogOptions, LogStream, parse_timestamp};
+pub use logs::{Demuxer, Frames, LogLine, LogOptions, LogStream, parse_timestamp};
 pub use network::NetworkInspect;
 pub use system::Version;
 pub use transport::Transport;

@@ -83,34 +83,30 @@ pub fn parse_timestamp(ts: &str) -> Option<SystemTime> {
 }
 
 /// Splits the engine's multiplexed stream (8-byte headers: stream, 0, 0, 0,
-/// big-endian length) into lines, in arrival order. A pure state machine.
+/// big-endian length) into its frames, bytes as they are: what an attached exec
+/// writes to stdout and stderr. A pure state machine.
 #[derive(Debug, Default)]
-pub struct Demuxer {
+pub struct Frames {
     raw: Vec<u8>,
     tty: bool,
-    timestamps: bool,
-    partial: [Vec<u8>; 2],
-    truncated: [bool; 2],
 }
 
-impl Demuxer {
-    /// A demuxer; `tty` when the container has a TTY (no frames, all stdout).
-    pub fn new(tty: bool, timestamps: bool) -> Demuxer {
-        Demuxer {
+impl Frames {
+    /// A splitter; `tty` when the stream has a TTY (no frames, all stdout).
+    pub fn new(tty: bool) -> Frames {
+        Frames {
+            raw: Vec::new(),
             tty,
-            timestamps,
-            ..Demuxer::default()
         }
     }
 
-    /// Feeds bytes; returns the lines completed by them.
-    pub fn push(&mut self, data: &[u8]) -> Vec<LogLine> {
-        let mut out = Vec::new();
+    /// Feeds bytes; returns the payloads of the frames completed by them, in order.
+    pub fn push(&mut self, data: &[u8]) -> Vec<(OutputStream, Vec<u8>)> {
         if self.tty {
-            self.feed(OutputStream::Stdout, data, &mut out);
-            return out;
+            return vec![(OutputStream::Stdout, data.to_vec())];
         }
         self.raw.extend_from_slice(data);
+        let mut out = Vec::new();
         let mut at = 0;
         while self.raw.len() - at >= 8 {
             let h = &self.raw[at..at + 8];
@@ -123,11 +119,40 @@ impl Demuxer {
             } else {
                 OutputStream::Stdout
             };
-            let payload = self.raw[at + 8..at + 8 + len].to_vec();
-            self.feed(stream, &payload, &mut out);
+            out.push((stream, self.raw[at + 8..at + 8 + len].to_vec()));
             at += 8 + len;
         }
         self.raw.drain(..at);
+        out
+    }
+}
+
+/// Splits the engine's multiplexed stream (see [`Frames`]) into lines, in
+/// arrival order. A pure state machine.
+#[derive(Debug, Default)]
+pub struct Demuxer {
+    frames: Frames,
+    timestamps: bool,
+    partial: [Vec<u8>; 2],
+    truncated: [bool; 2],
+}
+
+impl Demuxer {
+    /// A demuxer; `tty` when the container has a TTY (no frames, all stdout).
+    pub fn new(tty: bool, timestamps: bool) -> Demuxer {
+        Demuxer {
+            frames: Frames::new(tty),
+            timestamps,
+            ..Demuxer::default()
+        }
+    }
+
+    /// Feeds bytes; returns the lines completed by them.
+    pub fn push(&mut self, data: &[u8]) -> Vec<LogLine> {
+        let mut out = Vec::new();
+        for (stream, payload) in self.frames.push(data) {
+            self.feed(stream, &payload, &mut out);
+        }
         out
     }
 

@@ -132,7 +132,7 @@ impl Transport {
                 let stderr = child.stderr.take();
                 Ok(Box::new(ChildIo {
                     _child: child,
-                    stdin,
+                    stdin: Some(stdin),
                     stdout,
                     stderr,
                     stderr_text: Vec::new(),
@@ -165,7 +165,8 @@ impl fmt::Debug for Transport {
 /// wrote to stderr.
 struct ChildIo {
     _child: async_process::Child,
-    stdin: async_process::ChildStdin,
+    /// Gone once closed: the command then reads the end of its input.
+    stdin: Option<async_process::ChildStdin>,
     stdout: async_process::ChildStdout,
     stderr: Option<async_process::ChildStderr>,
     stderr_text: Vec<u8>,
@@ -222,13 +223,25 @@ impl AsyncWrite for ChildIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stdin).poll_write(cx, buf)
+        match self.stdin.as_mut() {
+            Some(stdin) => Pin::new(stdin).poll_write(cx, buf),
+            None => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+        }
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stdin).poll_flush(cx)
+        match self.stdin.as_mut() {
+            Some(stdin) => Pin::new(stdin).poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
+    /// Flushes and closes the command's stdin (like a socket's shutdown of writing):
+    /// reading goes on.
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stdin).poll_close(cx)
+        if let Some(stdin) = self.stdin.as_mut() {
+            std::task::ready!(Pin::new(stdin).poll_close(cx))?;
+        }
+        self.stdin = None;
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -423,6 +423,87 @@ fn exec_reports_output_and_exit_code() {
 }
 
 #[test]
+fn attached_exec_takes_stdin_and_gives_output_and_exit_code() {
+    use docker_engine::{ExecSpec, Frames};
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    smol::block_on(async {
+        let Some(docker) = engine_or_skip("attached_exec").await else {
+            return;
+        };
+        let cleanup = Cleanup::new();
+        let s = spec(&cleanup, BUSYBOX, "sleep 60");
+        let id = run(&docker, &cleanup, &s).await;
+
+        // Without a terminal: stdin is read to its end, stdout and stderr come in frames.
+        let exec_id = docker
+            .exec_create_with(
+                &id,
+                &ExecSpec {
+                    cmd: [
+                        "sh",
+                        "-c",
+                        "tr a-z A-Z; echo \"$GREETING in $(pwd)\" >&2; exit 5",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    stdin: true,
+                    working_dir: Some("/tmp".into()),
+                    env: vec!["GREETING=hello".into()],
+                    ..ExecSpec::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mut stream = docker.exec_attach(&exec_id, false).await.unwrap();
+        stream.write_all(b"shout\n").await.unwrap();
+        stream.close().await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        for (stream, bytes) in Frames::new(false).push(&raw) {
+            match stream {
+                OutputStream::Stderr => err.extend(bytes),
+                _ => out.extend(bytes),
+            }
+        }
+        assert_eq!(String::from_utf8_lossy(&out), "SHOUT\n");
+        assert_eq!(String::from_utf8_lossy(&err), "hello in /tmp\n");
+        assert_eq!(docker.exec_exit_code(&exec_id).await.unwrap(), 5);
+
+        // With a terminal: one raw stream, and the terminal has the size it is given.
+        let exec_id = docker
+            .exec_create_with(
+                &id,
+                &ExecSpec {
+                    cmd: ["sh", "-c", "read x; stty size; echo got $x"]
+                        .map(String::from)
+                        .to_vec(),
+                    stdin: true,
+                    tty: true,
+                    ..ExecSpec::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mut stream = docker.exec_attach(&exec_id, true).await.unwrap();
+        docker.exec_resize(&exec_id, 33, 101).await.unwrap();
+        stream.write_all(b"it\r").await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.contains("33 101"), "{text:?}");
+        assert!(text.contains("got it"), "{text:?}");
+        assert_eq!(docker.exec_exit_code(&exec_id).await.unwrap(), 0);
+
+        // An exec id the engine does not know.
+        assert!(matches!(
+            docker.exec_attach("no-such-exec", false).await,
+            Err(DockerError::NotFound { .. })
+        ));
+    })
+}
+
+#[test]
 fn logs_are_demultiplexed_in_order() {
     smol::block_on(async {
         let Some(docker) = engine_or_skip("logs_in_order").await else {

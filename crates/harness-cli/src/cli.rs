@@ -35,8 +35,10 @@ impl Cli {
             Command::Start(a) | Command::Stop(a) | Command::Restart(a) => &a.file.files,
             Command::Status(a) => &a.file.files,
             Command::Logs(a) => &a.file.files,
+            Command::Exec(a) => &a.file.files,
+            Command::Events(a) => &a.file.files,
             Command::Deploy(a) | Command::Rollback(a) => &a.file.files,
-            Command::Completions(_) | Command::Daemon(_) => &[],
+            Command::Completions(_) | Command::Daemon(_) | Command::Ls(_) => &[],
         };
         self.global.files.iter().chain(after).cloned().collect()
     }
@@ -142,6 +144,14 @@ pub enum Command {
     Status(StatusArgs),
     /// Show service output.
     Logs(LogsArgs),
+    /// Run a command where a service runs: beside a local process (its environment,
+    /// directory and user), in its container, or on its node over ssh.
+    Exec(ExecArgs),
+    /// Follow what happens to services: state changes, health verdicts, restarts and why,
+    /// configuration reloads.
+    Events(EventsArgs),
+    /// List the projects the daemon runs, with their services' states and files.
+    Ls(LsArgs),
     /// Upload and switch package services to their configured version, then restart them.
     Deploy(DeployArgs),
     /// Switch package services back to their previous version, then restart them.
@@ -352,6 +362,69 @@ pub struct LogsArgs {
     pub services: Vec<String>,
 }
 
+/// `harness exec`.
+#[derive(Debug, Args)]
+#[command(after_help = concat!(
+    "A local process service: the command runs on this machine with the service's environment ",
+    "(as `harness env` prints it) on top of this shell's, in its working directory, as its user. ",
+    "A docker service: in its container, through the engine the daemon uses (no docker CLI needed). ",
+    "A remote or package service: on its node over ssh with the daemon's ssh settings, in the ",
+    "directory it runs in, with its environment.\n",
+    "Beside a local process the command uses this terminal as it is. In a container or on a node ",
+    "it gets a terminal of its own when stdin is one (-T: not); stdin is passed to it either way.\n",
+    "Exit status: the command's; 127 when it is not found, 126 when it cannot run; ",
+    "1 when the service does not run, 2 for an unknown service, 4 without a daemon."
+))]
+pub struct ExecArgs {
+    /// Configuration files given after the verb.
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// Do not give the command a terminal in a container or on a node, even when stdin is one.
+    #[arg(short = 'T', long = "no-tty")]
+    pub no_tty: bool,
+    /// Pass stdin to the command (the default; accepted as docker's `-i`).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// The service.
+    pub service: String,
+    /// The command and its arguments (after `--` when they begin with `-`).
+    #[arg(
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND"
+    )]
+    pub command: Vec<String>,
+}
+
+/// `harness events`.
+#[derive(Debug, Args)]
+#[command(after_help = concat!(
+    "One line per event: time (UTC), service, what happened. Kinds: a new state; ",
+    "`health:` a readiness verdict and the check result; `harness:` what harness did and why ",
+    "(an exit and the restart it schedules, a failure to start); `reloaded:` a service the ",
+    "configuration changed. Follows until Ctrl-C or until the project is taken down."
+))]
+pub struct EventsArgs {
+    /// Configuration files given after the verb.
+    #[command(flatten)]
+    pub file: FileArgs,
+    /// Print one JSON object per event (`event`: state, health, report, reload).
+    #[arg(long)]
+    pub json: bool,
+    /// Only these services (default: all).
+    pub services: Vec<String>,
+}
+
+/// `harness ls`.
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Print a JSON array, one object per project.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `harness daemon`.
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
@@ -437,6 +510,26 @@ mod tests {
         assert!(Cli::try_parse_from(["harness", "rollback"]).is_err());
         let cli = Cli::try_parse_from(["harness", "rollback", "-f", "x.yaml", "a"]).unwrap();
         assert_eq!(cli.files(), [PathBuf::from("x.yaml")]);
+    }
+
+    #[test]
+    fn exec_takes_the_rest_as_the_command() {
+        let cli = Cli::try_parse_from(["harness", "exec", "-T", "api", "ls", "-l", "/"]).unwrap();
+        match cli.command {
+            Command::Exec(e) => {
+                assert!(e.no_tty);
+                assert_eq!(e.service, "api");
+                assert_eq!(e.command, ["ls", "-l", "/"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli =
+            Cli::try_parse_from(["harness", "exec", "api", "--", "sh", "-c", "exit 3"]).unwrap();
+        match cli.command {
+            Command::Exec(e) => assert_eq!(e.command, ["sh", "-c", "exit 3"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["harness", "exec", "api"]).is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::cli::{
 use crate::error::{CliError, CliResult, Interrupt};
 use crate::progress::Progress;
 use crate::remote::{self, Followed, Interrupts};
-use crate::{deploy, load, render};
+use crate::{deploy, events, exec, load, render};
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> CliResult {
@@ -47,6 +47,24 @@ pub fn run(cli: Cli) -> CliResult {
         }
         Command::Status(a) => smol::block_on(status(&ctx, a)),
         Command::Logs(a) => smol::block_on(logs(&ctx, a)),
+        Command::Exec(a) => smol::block_on(async {
+            let state_dir = ctx.state_dir()?;
+            let (project, _) = ctx.project_ref()?;
+            exec::run(
+                exec::Target {
+                    state_dir: &state_dir,
+                    project,
+                },
+                a,
+            )
+            .await
+        }),
+        Command::Events(a) => smol::block_on(async {
+            let state_dir = ctx.state_dir()?;
+            let (project, names) = ctx.project_ref()?;
+            events::follow(&state_dir, project, names, &a.services, a.json).await
+        }),
+        Command::Ls(a) => smol::block_on(async { events::list(&ctx.state_dir()?, a.json).await }),
         Command::Deploy(a) => smol::block_on(deploy::run(
             &ctx.files,
             ctx.project.as_deref(),
@@ -429,15 +447,7 @@ async fn foreground_logs(
         }
         // The daemon ends the logs of a project taken down (`harness down` elsewhere).
         Ok(Followed::Ended) | Err(_) if remote::project_gone(client, &project).await => {
-            let name = project
-                .name
-                .as_ref()
-                .map_or_else(|| "the project".to_string(), |n| format!("project {n}"));
-            writeln!(
-                anstream::stderr(),
-                "{name} was taken down (`harness down`); nothing left to follow"
-            )?;
-            Ok(())
+            remote::say_taken_down(&project, "nothing left to follow")
         }
         Ok(Followed::Ended) => failure.map_or(Ok(()), Err),
         Err(e) => Err(e),
@@ -585,20 +595,9 @@ async fn logs(ctx: &Ctx, a: LogsArgs) -> CliResult {
                 .map_err(|e| CliError::Usage(format!("--since {s}: {e}")))
         })
         .transpose()?;
-    let width = if !a.services.is_empty() {
-        remote::name_width(a.services.iter().map(String::as_str))
-    } else if let Some(names) = &names {
-        remote::name_width(names.iter().map(String::as_str))
-    } else {
-        let st = client
-            .status(ServicesParams {
-                project: project.clone(),
-                services: Vec::new(),
-            })
-            .await
-            .map_err(|e| remote::remote_error(e, &state_dir))?;
-        remote::name_width(remote::flatten(st).iter().map(|s| s.name.as_str()))
-    };
+    let width =
+        remote::service_column_width(&client, &project, &a.services, names.as_deref(), &state_dir)
+            .await?;
     let params = LogsParams {
         project,
         services: remote::service_names(&a.services)?,

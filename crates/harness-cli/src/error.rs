@@ -63,6 +63,19 @@ pub enum CliError {
     /// further error line.
     #[error("exit {}", .0.code())]
     Said(Exit),
+    /// A command run for the user (`exec`) ended with this exit code: the CLI ends with
+    /// it, saying nothing more.
+    #[error("the command exited with code {0}")]
+    Exited(u8),
+    /// A command run for the user (`exec`) could not run: why, and the code a shell
+    /// gives for it (127 not found, 126 not runnable).
+    #[error("{message}")]
+    NotRun {
+        /// Why.
+        message: String,
+        /// The exit code.
+        code: u8,
+    },
     /// Writing output failed (e.g. a closed pipe).
     #[error("writing output: {0}")]
     Io(#[from] std::io::Error),
@@ -79,6 +92,16 @@ impl CliError {
             CliError::Failed(_) | CliError::Io(_) => Exit::Failure,
             CliError::Interrupted(i) => i.exit(),
             CliError::Said(exit) => *exit,
+            CliError::Exited(_) | CliError::NotRun { .. } => Exit::Failure,
+        }
+    }
+
+    /// The process exit code for this error: [`CliError::exit`]'s, or the code of the
+    /// command run for the user.
+    pub fn code(&self) -> u8 {
+        match self {
+            CliError::Exited(code) | CliError::NotRun { code, .. } => *code,
+            other => other.exit().code(),
         }
     }
 }

@@ -2,14 +2,17 @@
 //!
 //! Offline verbs (`validate`, `config`, `graph`, `env`, `completions`) read `services.yaml`
 //! directly; `deploy` and `rollback` work on the nodes of `package` services over ssh, then
-//! ask the daemon (when it runs the project) to restart them; the others talk to the
-//! `harnessd` daemon, which `up` starts on demand.
+//! ask the daemon (when it runs the project) to restart them; `exec` asks the daemon where
+//! a service runs and runs the command there itself; the others talk to the `harnessd`
+//! daemon, which `up` starts on demand.
 
 mod cli;
 mod commands;
 mod daemon;
 mod deploy;
 mod error;
+mod events;
+mod exec;
 mod graph;
 mod load;
 mod progress;
@@ -47,9 +50,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(CliError::Said(exit)) => ExitCode::from(exit.code()),
+        Err(CliError::Exited(code)) => ExitCode::from(code),
         Err(e) => {
             report(&e);
-            ExitCode::from(e.exit().code())
+            ExitCode::from(e.code())
         }
     }
 }

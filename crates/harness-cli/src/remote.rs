@@ -55,6 +55,19 @@ pub async fn connect(state_dir: &Path) -> CliResult<Client> {
         })
 }
 
+/// Connects to the daemon of `state_dir`; `None` when no daemon is there (as opposed to a
+/// daemon that answered badly).
+pub async fn connect_if_running(state_dir: &Path) -> CliResult<Option<Client>> {
+    match Client::connect_with(state_dir, client_options()).await {
+        Ok(c) => Ok(Some(c)),
+        Err(e) if is_absent(&e) => Ok(None),
+        Err(e) => Err(CliError::DaemonUnreachable {
+            state_dir: state_dir.to_path_buf(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
 /// Connects to the daemon, starting it first when none answers. Returns the client and
 /// whether a daemon was started.
 pub async fn connect_or_start(state_dir: &Path) -> CliResult<(Client, bool)> {
@@ -191,6 +204,19 @@ pub async fn project_gone(client: &Client, project: &ProjectRef) -> bool {
         })
         .await;
     matches!(asked, Err(e) if e.remote().is_some_and(|b| b.code == ErrorCode::NotFound))
+}
+
+/// Says on stderr that `project` was taken down (`harness down`), and what that ends.
+pub fn say_taken_down(project: &ProjectRef, what_ends: &str) -> CliResult {
+    let name = project
+        .name
+        .as_ref()
+        .map_or_else(|| "the project".to_string(), |n| format!("project {n}"));
+    writeln!(
+        anstream::stderr(),
+        "{name} was taken down (`harness down`); {what_ends}"
+    )?;
+    Ok(())
 }
 
 /// `a`, `a and b`, `a, b and c`.
@@ -350,7 +376,7 @@ pub async fn follow_logs(
         while let Some(item) = stream.next().await {
             match item {
                 Ok(StreamItem::Log(line)) => print_log(&line, width, timestamps, json)?,
-                Ok(StreamItem::Event(_)) => {}
+                Ok(StreamItem::Event(_) | StreamItem::Other) => {}
                 Err(e) => return Err(remote_error(e, state_dir)),
             }
         }
@@ -365,6 +391,31 @@ pub async fn follow_logs(
         }
         None => printing.await,
     }
+}
+
+/// The width of the name column for the `named` services, else for the services of the
+/// configuration (`configured`), else for those the daemon runs for `project`.
+pub async fn service_column_width(
+    client: &Client,
+    project: &ProjectRef,
+    named: &[String],
+    configured: Option<&[String]>,
+    state_dir: &Path,
+) -> CliResult<usize> {
+    if !named.is_empty() {
+        return Ok(name_width(named.iter().map(String::as_str)));
+    }
+    if let Some(names) = configured {
+        return Ok(name_width(names.iter().map(String::as_str)));
+    }
+    let st = client
+        .status(ServicesParams {
+            project: project.clone(),
+            services: Vec::new(),
+        })
+        .await
+        .map_err(|e| remote_error(e, state_dir))?;
+    Ok(name_width(flatten(st).iter().map(|s| s.name.as_str())))
 }
 
 /// The width of the name column for these services.
@@ -389,6 +440,7 @@ pub async fn up_with_progress(
             match item {
                 Ok(StreamItem::Event(ev)) => progress.update(ev.service.as_str(), &ev.state),
                 Ok(StreamItem::Log(line)) => progress.output(line.service.as_str(), &line.line),
+                Ok(StreamItem::Other) => {}
                 Err(e) => return Err(remote_error(e, state_dir)),
             }
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anstyle::{AnsiColor, Style};
 use comfy_table::{Cell, Color, ContentArrangement, Table, presets};
 use harness_core::{Health, OutputStream, ServiceState, ServiceStatus};
+use harness_protocol::{EventItem, EventKind, ProjectSummary};
 
 /// True when stdout gets colours (a terminal without NO_COLOR, or `--color always`).
 pub fn stdout_colored() -> bool {
@@ -225,6 +226,11 @@ pub fn status_table(rows: &[ServiceStatus], now_ms: u64, colored: bool) -> Strin
             ),
         ]);
     }
+    plain_table(&table)
+}
+
+/// A table of the NOTHING preset as text, without the padding of its left edge.
+fn plain_table(table: &Table) -> String {
     // The NOTHING preset pads every cell with one space on each side; trim the left edge.
     let mut out = String::new();
     for line in table.to_string().lines() {
@@ -232,6 +238,81 @@ pub fn status_table(rows: &[ServiceStatus], now_ms: u64, colored: bool) -> Strin
         out.push('\n');
     }
     out
+}
+
+/// One line of `harness events`: the time (UTC), the service padded to `width` and
+/// coloured, and what happened.
+pub fn event_line(ev: &EventItem, width: usize) -> String {
+    let name = ev.service.as_str();
+    let name_style = service_style(name);
+    let dim = Style::new().dimmed();
+    let bold = Style::new().bold();
+    let state_style = state_style(&ev.state);
+    let message = ev.message.as_deref().unwrap_or("");
+    let what = match ev.kind {
+        EventKind::Health => {
+            let verdict = Style::new().fg_color(Some(
+                match ev.health {
+                    Health::Healthy => AnsiColor::Green,
+                    Health::Unhealthy => AnsiColor::Red,
+                    Health::Unknown => AnsiColor::BrightBlack,
+                }
+                .into(),
+            ));
+            let detail = if message.is_empty() {
+                String::new()
+            } else {
+                format!(" ({message})")
+            };
+            format!("health: {verdict}{}{verdict:#}{detail}", ev.health)
+        }
+        EventKind::Report => format!("{bold}harness:{bold:#} {message}"),
+        EventKind::Reload => format!("{bold}reloaded:{bold:#} {message}"),
+        EventKind::State | EventKind::Other => {
+            let pid = match (&ev.state, ev.pid) {
+                (ServiceState::Running | ServiceState::Healthy, Some(pid)) => {
+                    format!(" (pid {pid})")
+                }
+                _ => String::new(),
+            };
+            format!("{state_style}{}{state_style:#}{pid}", ev.state)
+        }
+    };
+    format!(
+        "{dim}{}{dim:#} {name_style}{name:<width$}{name_style:#} {what}",
+        rfc3339_ms(ev.ts_ms)
+    )
+}
+
+/// The `harness ls` table: PROJECT SERVICES STATES FILES DIRECTORY.
+pub fn projects_table(rows: &[ProjectSummary], colored: bool) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(["PROJECT", "SERVICES", "STATES", "FILES", "DIRECTORY"]);
+    if colored {
+        table.enforce_styling();
+    } else {
+        table.force_no_tty();
+    }
+    for p in rows {
+        let states: Vec<String> = p.states.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let files: Vec<String> = p.files.iter().map(|f| f.display().to_string()).collect();
+        let or_dash = |s: String| if s.is_empty() { "-".to_owned() } else { s };
+        table.add_row(vec![
+            Cell::new(p.project.as_str()),
+            Cell::new(p.services.to_string()),
+            Cell::new(or_dash(states.join(", "))),
+            Cell::new(or_dash(files.join(", "))),
+            Cell::new(
+                p.working_dir
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |d| d.display().to_string()),
+            ),
+        ]);
+    }
+    plain_table(&table)
 }
 
 #[cfg(test)]

@@ -81,6 +81,14 @@ mod tests {
             did_you_mean("restrat", verbs().iter().map(String::as_str)),
             Some("restart")
         );
+        assert_eq!(
+            did_you_mean("exce", verbs().iter().map(String::as_str)),
+            Some("exec")
+        );
+        assert_eq!(
+            did_you_mean("evnets", verbs().iter().map(String::as_str)),
+            Some("events")
+        );
         assert_eq!(did_you_mean("apii", ["api", "db", "web"]), Some("api"));
         assert_eq!(did_you_mean("wbe", ["api", "db", "web"]), Some("web"));
     }
@@ -88,7 +96,7 @@ mod tests {
     #[test]
     fn other_words_are_not_corrected() {
         for word in [
-            "top", "pause", "unpause", "kill", "rm", "exec", "run", "events", "build",
+            "top", "pause", "unpause", "kill", "rm", "run", "build", "attach", "cp",
         ] {
             assert_eq!(
                 did_you_mean(word, verbs().iter().map(String::as_str)),

@@ -257,6 +257,73 @@ fn docker_service_through_the_daemon_survives_kill_9_and_down_removes_it() {
     );
 }
 
+#[test]
+fn exec_runs_in_the_container_with_its_environment_stdin_terminal_and_exit_code() {
+    if !engine_or_skip("exec_runs_in_the_container") {
+        return;
+    }
+    let project = format!("dkexec{}x{:08x}", std::process::id(), rand32());
+    let _cleanup = ProjectCleanup {
+        project: project.clone(),
+    };
+    let env = Env::with_daemon();
+    env.write(
+        "services.yaml",
+        &format!(
+            r#"name: {project}
+services:
+  box:
+    type: docker
+    image: harness-test/busybox:latest
+    command: ["sleep", "300"]
+    env:
+      FOO: from the container
+"#
+        ),
+    );
+    env.run(&["up", "-d", "--wait", "--timeout", "90s"]).ok();
+
+    // The container's environment and directory; the exit code comes back.
+    let r = env
+        .run(&[
+            "exec",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "echo \"$FOO\"; echo err >&2; exit 7",
+        ])
+        .expect_code(7);
+    assert_eq!(r.stdout, "from the container\n", "{r:?}");
+    assert_eq!(r.stderr, "err\n", "{r:?}");
+
+    // stdin reaches the command, and its end ends the command's stdin.
+    let r = env.run_with_input(
+        &["exec", "box", "--", "tr", "a-z", "A-Z"],
+        b"into the box\n",
+    );
+    assert_eq!(r.ok().stdout, "INTO THE BOX\n");
+
+    // A command the container does not have: a shell's code for it.
+    let r = env.run(&["exec", "box", "--", "harness-no-such-command"]);
+    assert!(r.code == 126 || r.code == 127, "{r:?}");
+
+    // With a terminal: the command gets one of the terminal's size; -T: none. (An engine
+    // older than API 1.42 takes the size just after the command started: it is waited for.)
+    let script = "if [ -t 0 ]; then echo tty; i=0; \
+                  until stty size 2>/dev/null | grep -q '^[1-9]' || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done; \
+                  stty size; else echo no-tty; fi; exit 4";
+    let (out, code) = env.run_in_pty(&["exec", "box", "--", "sh", "-c", script], 33, 101);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("tty") && !out.contains("no-tty"), "{out}");
+    assert!(out.contains("33 101"), "{out}");
+    let (out, code) = env.run_in_pty(&["exec", "-T", "box", "--", "sh", "-c", script], 33, 101);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("no-tty"), "{out}");
+
+    env.run(&["down"]).ok();
+}
+
 /// A little randomness for unique names, without a dependency.
 fn rand32() -> u32 {
     use std::hash::{BuildHasher, Hasher};

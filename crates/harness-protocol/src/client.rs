@@ -32,9 +32,9 @@ use crate::codec::{encode, hello, ws_config};
 use crate::state_dir::{StateDir, StateDirError};
 use crate::tls::{CertPaths, TlsError, client_config, server_name};
 use crate::wire::{
-    CancelParams, ClientMessage, DaemonInfo, EnvParams, EnvResult, ErrorBody, LogsParams, Method,
-    Outcome, ProjectStatus, Request, RequestId, ServerMessage, ServicesParams, StreamItem,
-    UpParams, Welcome,
+    CancelParams, ClientMessage, DaemonInfo, EnvParams, EnvResult, ErrorBody, ExecParams, ExecPlan,
+    LogsParams, Method, Outcome, ProjectStatus, ProjectSummary, Request, RequestId, ServerMessage,
+    ServicesParams, StreamItem, UpParams, Welcome,
 };
 
 /// An error of the client.
@@ -356,6 +356,16 @@ impl Client {
     /// [`Method::Env`].
     pub async fn env(&self, params: EnvParams) -> Result<EnvResult, ClientError> {
         self.call_as(Method::Env(params)).await
+    }
+
+    /// [`Method::Exec`].
+    pub async fn exec(&self, params: ExecParams) -> Result<ExecPlan, ClientError> {
+        self.call_as(Method::Exec(params)).await
+    }
+
+    /// [`Method::Projects`].
+    pub async fn projects(&self) -> Result<Vec<ProjectSummary>, ClientError> {
+        self.call_as(Method::Projects).await
     }
 
     /// [`Method::DaemonStatus`].

@@ -178,6 +178,16 @@ pub struct EnvParams {
     pub service: ServiceName,
 }
 
+/// Parameters of [`Method::Exec`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecParams {
+    /// The project.
+    #[serde(default)]
+    pub project: ProjectRef,
+    /// The service to run a command where it runs.
+    pub service: ServiceName,
+}
+
 /// Parameters of [`Method::Cancel`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CancelParams {
@@ -210,6 +220,14 @@ pub enum Method {
     Events(ServicesParams),
     /// The environment a service is started with. Answers [`EnvResult`].
     Env(EnvParams),
+    /// How to run a command where a running service runs (`harness exec`): its
+    /// environment, directory and user, its container and engine, or its node's ssh
+    /// settings. The daemon runs nothing: the client runs the command, with its own
+    /// terminal. Answers [`ExecPlan`]; [`ErrorCode::Conflict`] when the service does not run.
+    Exec(ExecParams),
+    /// The projects the daemon runs, with their files and service counts. Answers
+    /// `Vec<`[`ProjectSummary`]`>`.
+    Projects,
     /// About the daemon. Answers [`DaemonInfo`].
     DaemonStatus,
     /// Stop the daemon, leaving services running. Answers `null`, then the daemon exits.
@@ -232,6 +250,8 @@ impl Method {
         "logs",
         "events",
         "env",
+        "exec",
+        "projects",
         "daemon_status",
         "daemon_stop",
         "cancel",
@@ -250,6 +270,8 @@ impl Method {
             Method::Logs(_) => "logs",
             Method::Events(_) => "events",
             Method::Env(_) => "env",
+            Method::Exec(_) => "exec",
+            Method::Projects => "projects",
             Method::DaemonStatus => "daemon_status",
             Method::DaemonStop => "daemon_stop",
             Method::Cancel(_) => "cancel",
@@ -352,8 +374,11 @@ impl fmt::Display for ErrorCode {
 pub enum StreamItem {
     /// A line of output.
     Log(LogItem),
-    /// A state change.
+    /// A state change, a health verdict, a lifecycle report or a reload.
     Event(EventItem),
+    /// An item of a kind this client does not know (from a newer daemon).
+    #[serde(other)]
+    Other,
 }
 
 /// A line of a service's output.
@@ -371,7 +396,42 @@ pub struct LogItem {
     pub line: String,
 }
 
-/// A change of a service's state.
+/// What an [`EventItem`] tells.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// The service's state changed (`state` is the new one).
+    #[default]
+    State,
+    /// The verdict of its readiness check changed (`health`; `message` is the check result).
+    Health,
+    /// What harness says happened to it: an exit and whether and when it is restarted,
+    /// a failure to start, a check that gave up (`message`, the line of its `harness.log`).
+    Report,
+    /// The project's configuration was loaded again and this service changed, was added or
+    /// was removed (`message` says which).
+    Reload,
+    /// A kind this client does not know (from a newer daemon).
+    #[serde(other)]
+    Other,
+}
+
+impl EventKind {
+    /// The wire name: `state`, `health`, `report`, `reload`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::State => "state",
+            EventKind::Health => "health",
+            EventKind::Report => "report",
+            EventKind::Reload => "reload",
+            EventKind::Other => "other",
+        }
+    }
+}
+
+/// Something that happened to a service: a change of its state, a health verdict, a
+/// lifecycle report or a configuration reload ([`EventKind`]). Every item carries the
+/// service's state and health at that time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventItem {
     /// The project.
@@ -388,6 +448,13 @@ pub struct EventItem {
     /// The process id, if one is running.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// What the event tells (daemons that predate it send only state changes). On the
+    /// wire `event` (`kind` is the tag of [`StreamItem`]).
+    #[serde(default, rename = "event")]
+    pub kind: EventKind,
+    /// For health verdicts, reports and reloads: the text (a check result, a report line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The services of one project, as [`Method::Status`] and the lifecycle
@@ -417,6 +484,124 @@ pub struct EnvResult {
     pub service: ServiceName,
     /// Its environment, interpolated.
     pub env: BTreeMap<String, String>,
+}
+
+/// The answer to [`Method::Exec`]: the service, and how to reach where it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecPlan {
+    /// The project.
+    pub project: ProjectName,
+    /// The service.
+    pub service: ServiceName,
+    /// Where and how a command runs beside it.
+    pub target: ExecTarget,
+}
+
+/// Where a command run beside a service runs, with what it needs there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ExecTarget {
+    /// A local process service: the command runs on this machine with the service's
+    /// environment (added to the caller's), in its working directory, as its user.
+    Local {
+        /// The service's environment, as the daemon resolves it (`harness env`).
+        env: BTreeMap<String, String>,
+        /// Its working directory, when it has one (else the caller's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        working_dir: Option<PathBuf>,
+        /// Its `user:` (`name`, `uid`, `name:group`, `uid:gid`), when it runs as another user.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
+    },
+    /// A container: the command runs in it through the engine's exec API, with the
+    /// container's environment, directory and user.
+    Container {
+        /// The container id.
+        container: String,
+        /// The engine it runs on.
+        engine: EngineAddress,
+    },
+    /// A process on a node: the command runs there over ssh, in the service's directory,
+    /// with its environment.
+    Ssh {
+        /// How to reach the node with the daemon's ssh settings.
+        ssh: SshCommand,
+        /// The node's name.
+        node: String,
+        /// The directory to run in on the node: the service's working directory (relative
+        /// to the login directory, or absolute), else the directory it runs in.
+        dir: String,
+        /// The service's environment.
+        env: BTreeMap<String, String>,
+    },
+}
+
+/// How to reach a Docker engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "via", rename_all = "snake_case")]
+pub enum EngineAddress {
+    /// A unix socket.
+    Socket {
+        /// Its path.
+        path: PathBuf,
+    },
+    /// Plain TCP.
+    Tcp {
+        /// `host:port`.
+        address: String,
+    },
+    /// The stdio of a command (`ssh NODE docker system dial-stdio`).
+    Command {
+        /// The command and its arguments.
+        argv: Vec<String>,
+    },
+}
+
+/// An ssh client with the settings the daemon uses for a node: `program [-t|-T] options
+/// destination -- command`. It shares the daemon's master connection when one is up and
+/// never becomes a master itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshCommand {
+    /// The ssh program.
+    pub program: String,
+    /// The options (everything between the program and the destination).
+    pub options: Vec<String>,
+    /// The host to connect to.
+    pub destination: String,
+}
+
+impl SshCommand {
+    /// The argv that runs `remote_command` (one shell command line) on the node; `tty`
+    /// asks for a terminal there (`-t`), else none (`-T`).
+    pub fn argv(&self, tty: bool, remote_command: &str) -> Vec<String> {
+        let mut argv = vec![
+            self.program.clone(),
+            if tty { "-t" } else { "-T" }.to_owned(),
+        ];
+        argv.extend(self.options.iter().cloned());
+        argv.push(self.destination.clone());
+        argv.push("--".to_owned());
+        argv.push(remote_command.to_owned());
+        argv
+    }
+}
+
+/// One project of the daemon, as [`Method::Projects`] answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectSummary {
+    /// The project.
+    pub project: ProjectName,
+    /// The configuration files it was loaded from, in merge order.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// The directory it was loaded from (relative paths are relative to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<PathBuf>,
+    /// How many services it has.
+    pub services: usize,
+    /// How many of them are in each state (by [`ServiceState::label`]).
+    #[serde(default)]
+    pub states: BTreeMap<String, usize>,
 }
 
 /// The answer to [`Method::DaemonStatus`].
@@ -517,6 +702,7 @@ mod tests {
             (Method::Ping, "ping"),
             (Method::DaemonStatus, "daemon_status"),
             (Method::Cancel(CancelParams { id: 1 }), "cancel"),
+            (Method::Projects, "projects"),
         ] {
             assert_eq!(m.name(), name);
             assert_eq!(serde_json::to_value(&m).unwrap()["method"], name);
@@ -541,6 +727,87 @@ mod tests {
         let j = serde_json::to_value(&err).unwrap();
         assert_eq!(j["error"]["code"], "not_found");
         assert_eq!(serde_json::from_value::<ServerMessage>(j).unwrap(), err);
+    }
+
+    #[test]
+    fn events_from_older_daemons_are_state_changes() {
+        let old = json!({
+            "project": "p", "service": "api", "ts_ms": 5, "state": "restarting",
+            "attempt": 1, "in_ms": 500, "reason": "exited with code 1", "health": "unknown"
+        });
+        let ev: EventItem = serde_json::from_value(old).unwrap();
+        assert_eq!(ev.kind, EventKind::State);
+        assert_eq!(ev.message, None);
+        let report = EventItem {
+            kind: EventKind::Report,
+            message: Some("exited with code 1; restart 1 in 0.5s".into()),
+            ..ev
+        };
+        let j = serde_json::to_value(&report).unwrap();
+        assert_eq!(j["event"], "report");
+        assert_eq!(j["state"], "restarting");
+        assert_eq!(serde_json::from_value::<EventItem>(j).unwrap(), report);
+        // As a stream item, tagged `kind: event`.
+        let item = StreamItem::Event(report);
+        let j = serde_json::to_value(&item).unwrap();
+        assert_eq!(j["kind"], "event");
+        assert_eq!(j["event"], "report");
+        assert_eq!(serde_json::from_value::<StreamItem>(j).unwrap(), item);
+        let newer: EventKind = serde_json::from_value(json!("brand_new")).unwrap();
+        assert_eq!(newer, EventKind::Other);
+    }
+
+    #[test]
+    fn unknown_stream_items_read_as_other() {
+        let item: StreamItem =
+            serde_json::from_value(json!({"kind": "brand_new", "x": 1})).unwrap();
+        assert_eq!(item, StreamItem::Other);
+    }
+
+    #[test]
+    fn exec_plans_round_trip() {
+        let plans = [
+            ExecTarget::Local {
+                env: BTreeMap::from([("FOO".into(), "bar".into())]),
+                working_dir: Some("/srv".into()),
+                user: None,
+            },
+            ExecTarget::Container {
+                container: "abc".into(),
+                engine: EngineAddress::Socket {
+                    path: "/var/run/docker.sock".into(),
+                },
+            },
+            ExecTarget::Ssh {
+                ssh: SshCommand {
+                    program: "ssh".into(),
+                    options: vec!["-o".into(), "BatchMode=yes".into()],
+                    destination: "10.0.0.2".into(),
+                },
+                node: "n1".into(),
+                dir: ".harness/p/api".into(),
+                env: BTreeMap::new(),
+            },
+        ];
+        for target in plans {
+            let plan = ExecPlan {
+                project: ProjectName::new("p").unwrap(),
+                service: ServiceName::new("api").unwrap(),
+                target,
+            };
+            let j = serde_json::to_value(&plan).unwrap();
+            assert_eq!(serde_json::from_value::<ExecPlan>(j).unwrap(), plan);
+        }
+        let ssh = SshCommand {
+            program: "ssh".into(),
+            options: vec!["-l".into(), "root".into()],
+            destination: "node".into(),
+        };
+        assert_eq!(
+            ssh.argv(true, "echo hi"),
+            ["ssh", "-t", "-l", "root", "node", "--", "echo hi"]
+        );
+        assert_eq!(ssh.argv(false, "x")[1], "-T");
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 use harness_core::ProjectName;
 use harness_protocol::{
-    EnvParams, EnvResult, ErrorBody, ErrorCode, LogsParams, ProjectStatus, ServicesParams,
-    StreamItem, UpParams,
+    EnvParams, EnvResult, ErrorBody, ErrorCode, ExecParams, ExecPlan, LogsParams, ProjectStatus,
+    ProjectSummary, ServicesParams, StreamItem, UpParams,
 };
 
 /// Where a streaming operation sends its items. Sending fails once the
@@ -57,8 +57,28 @@ pub trait Backend: Send + Sync + 'static {
     async fn events(&self, params: ServicesParams, out: ItemSink) -> BackendResult<()>;
     /// The environment of a service.
     async fn env(&self, params: EnvParams) -> BackendResult<EnvResult>;
+    /// How to run a command where a running service runs (`harness exec`). The default:
+    /// this backend cannot say.
+    async fn exec(&self, params: ExecParams) -> BackendResult<ExecPlan> {
+        Err(no_project(&params.project))
+    }
     /// The projects the daemon manages.
     fn projects(&self) -> Vec<ProjectName>;
+    /// The projects with their files and how many services are in each state
+    /// (`harness ls`). The default names them and nothing more.
+    async fn project_summaries(&self) -> BackendResult<Vec<ProjectSummary>> {
+        Ok(self
+            .projects()
+            .into_iter()
+            .map(|project| ProjectSummary {
+                project,
+                files: Vec::new(),
+                working_dir: None,
+                services: 0,
+                states: Default::default(),
+            })
+            .collect())
+    }
     /// Writes what must survive the daemon (called on shutdown; a backend
     /// also persists whenever its state changes).
     async fn persist(&self) -> BackendResult<()> {

@@ -12,6 +12,8 @@
 
 pub mod activity;
 pub mod backend;
+pub mod events;
+pub mod exec;
 pub mod lock;
 pub mod logs;
 pub mod metrics;

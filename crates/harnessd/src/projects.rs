@@ -43,17 +43,19 @@ use async_lock::Mutex;
 use async_trait::async_trait;
 use futures_lite::StreamExt;
 use harness_config::{LoadOptions, Project};
-use harness_core::{ProjectName, ServiceKind, ServiceName, SharedSpawner};
+use harness_core::{ProjectName, ServiceKind, ServiceName, ServiceState, SharedSpawner};
 use harness_protocol::{
-    EnvParams, EnvResult, ErrorBody, ErrorCode, EventItem, LogItem, LogsParams, ProjectRef,
-    ProjectStatus, ServicesParams, StateDir, StreamItem, UpParams,
+    EnvParams, EnvResult, ErrorBody, ErrorCode, ExecParams, ExecPlan, LogsParams, ProjectRef,
+    ProjectStatus, ProjectSummary, ServicesParams, StateDir, StreamItem, UpParams,
 };
 use service_orchestration::{
-    ManagerError, ManagerEvent, ManagerOptions, Placement, ServiceManager, SharedExecutor,
+    ManagerError, ManagerOptions, Placement, ServiceManager, SharedExecutor,
     package::PackageExecutor,
 };
 
 use crate::backend::{Backend, BackendResult, ItemSink};
+use crate::events::{self, ProjectEvents};
+use crate::exec;
 use crate::metrics::ServiceStateLabels;
 use crate::targets::{ProjectTargets, Targets};
 use crate::turns::{Arrival, Ticket, Turns};
@@ -89,6 +91,8 @@ struct Entry {
     manager: ServiceManager,
     project: Arc<Project>,
     targets: ProjectTargets,
+    /// What happens to its services, for `harness events`, across its managers.
+    events: ProjectEvents,
     /// Closed when the entry is dropped (the project was taken down): followers of its
     /// logs and events hold the receiver and end their streams then.
     _alive: async_channel::Sender<()>,
@@ -101,10 +105,12 @@ impl Entry {
         manager: ServiceManager,
         project: Arc<Project>,
         targets: ProjectTargets,
+        spawner: SharedSpawner,
     ) -> Self {
         let (alive, taken_down) = async_channel::bounded(1);
         Entry {
             spec,
+            events: ProjectEvents::new(project.name.clone(), manager.clone(), spawner),
             manager,
             project,
             targets,
@@ -299,11 +305,16 @@ impl ManagerBackend {
                             if let Err(e) = manager.resume(p.pending.clone()) {
                                 tracing::warn!(project = %name, error = %e, "resuming services that were to restart");
                             }
-                            backend
-                                .projects
-                                .lock()
-                                .await
-                                .insert(name.clone(), Entry::new(spec, manager, project, targets));
+                            backend.projects.lock().await.insert(
+                                name.clone(),
+                                Entry::new(
+                                    spec,
+                                    manager,
+                                    project,
+                                    targets,
+                                    backend.spawner.clone(),
+                                ),
+                            );
                         }
                         Err(e) => {
                             tracing::error!(project = %name, error = %e.message, "cannot manage project");
@@ -687,7 +698,13 @@ impl ManagerBackend {
             let (manager, targets) = self.new_manager(project.clone()).await?;
             self.projects.lock().await.insert(
                 name.clone(),
-                Entry::new(kept, manager.clone(), project.clone(), targets),
+                Entry::new(
+                    kept,
+                    manager.clone(),
+                    project.clone(),
+                    targets,
+                    self.spawner.clone(),
+                ),
             );
             self.dormant.lock().await.remove(&name);
             self.refresh_names().await;
@@ -723,6 +740,8 @@ impl ManagerBackend {
             if let Some(targets) = targets {
                 e.targets = targets;
             }
+            e.events.set_manager(manager.clone());
+            Self::announce_reload(&e.events, &old, &project, &manager);
         }
         Ok((name, manager, project))
     }
@@ -832,53 +851,68 @@ impl ManagerBackend {
     ) {
         let mut sub = m.subscribe();
         while let Some(ev) = sub.next().await {
-            let (service, state, health) = match ev {
-                ManagerEvent::State { service, state } => (service, Some(state), None),
-                ManagerEvent::Health {
-                    service, health, ..
-                } => (service, None, Some(health)),
-                ManagerEvent::Output {
-                    service,
-                    line,
-                    timestamp,
-                } if output && (only.is_empty() || only.contains(&service)) => {
-                    let item = LogItem {
-                        project: name.clone(),
-                        service,
-                        stream: line.stream,
-                        ts_ms: timestamp
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_millis() as u64),
-                        line: line.text().into_owned(),
-                    };
-                    if !out.send(StreamItem::Log(item)).await {
-                        return;
-                    }
-                    continue;
-                }
-                _ => continue,
+            let Some(item) = events::item_of(name, m, ev, output) else {
+                continue;
             };
-            if !only.is_empty() && !only.contains(&service) {
+            let service = match &item {
+                StreamItem::Log(l) => &l.service,
+                StreamItem::Event(e) => &e.service,
+                StreamItem::Other => continue,
+            };
+            if !only.is_empty() && !only.contains(service) {
                 continue;
             }
-            let st = m.status().into_iter().find(|s| s.name == service);
-            let Some(state) = state.or_else(|| st.as_ref().map(|s| s.state.clone())) else {
-                continue;
-            };
-            let item = EventItem {
-                project: name.clone(),
-                service,
-                ts_ms: logs::now_ms(),
-                state,
-                health: health
-                    .or_else(|| st.as_ref().map(|s| s.health))
-                    .unwrap_or_default(),
-                pid: st.and_then(|s| s.pid),
-            };
-            if !out.send(StreamItem::Event(item)).await {
+            if !out.send(item).await {
                 return;
             }
         }
+    }
+
+    /// Tells the followers of `events` which services a reload from `old` to `new`
+    /// changed, added or removed.
+    fn announce_reload(events: &ProjectEvents, old: &Project, new: &Project, m: &ServiceManager) {
+        let state = |s: &ServiceName| m.state(s.as_str()).unwrap_or(ServiceState::Stopped);
+        for (service, spec) in &new.services {
+            match old.services.get(service) {
+                None => events.reload(
+                    service.clone(),
+                    state(service),
+                    "added by a configuration change",
+                ),
+                Some(before) if before != spec => {
+                    events.reload(service.clone(), state(service), "its configuration changed")
+                }
+                Some(_) => {}
+            }
+        }
+        for service in old
+            .services
+            .keys()
+            .filter(|s| !new.services.contains_key(*s))
+        {
+            events.reload(
+                service.clone(),
+                ServiceState::Stopped,
+                "removed by a configuration change",
+            );
+        }
+    }
+
+    /// The parts of project `name` an exec plan needs.
+    async fn exec_plan(
+        &self,
+        name: &ProjectName,
+        service: &ServiceName,
+    ) -> BackendResult<ExecPlan> {
+        let projects = self.projects.lock().await;
+        let e = projects
+            .get(name)
+            .ok_or_else(|| err(ErrorCode::NotFound, format!("no project named {name}")))?;
+        let reach = exec::Reach {
+            docker: e.targets.docker.as_ref(),
+            hosts: e.targets.hosts.as_ref(),
+        };
+        exec::plan(name, &e.project, &e.manager, reach, service)
     }
 }
 
@@ -1032,14 +1066,39 @@ impl Backend for ManagerBackend {
     }
 
     async fn events(&self, p: ServicesParams, out: ItemSink) -> BackendResult<()> {
-        let (name, m, project) = self.find(&p.project).await?;
+        let (name, _, project) = self.find(&p.project).await?;
         Self::check_services(&project, &p.services)?;
+        // The project's own stream: it follows the project across reloads.
+        let Some(mut rx) = self
+            .projects
+            .lock()
+            .await
+            .get(&name)
+            .map(|e| e.events.subscribe())
+        else {
+            return Ok(());
+        };
         let closed = until_taken_down(self.taken_down(&name).await);
-        futures_lite::future::or(
-            Self::forward_events(&name, &m, &p.services, false, &out),
-            closed,
-        )
-        .await;
+        let forward = async {
+            loop {
+                match rx.recv().await {
+                    Ok(item) => {
+                        if !p.services.is_empty() && !p.services.contains(&item.service) {
+                            continue;
+                        }
+                        if !out.send(StreamItem::Event(item)).await {
+                            return;
+                        }
+                    }
+                    // A follower too slow to read misses the oldest events, not the stream.
+                    Err(async_broadcast::RecvError::Overflowed(missed)) => {
+                        tracing::debug!(project = %name, missed, "an events follower fell behind");
+                    }
+                    Err(async_broadcast::RecvError::Closed) => return,
+                }
+            }
+        };
+        futures_lite::future::or(forward, closed).await;
         Ok(())
     }
 
@@ -1061,8 +1120,34 @@ impl Backend for ManagerBackend {
         })
     }
 
+    async fn exec(&self, p: ExecParams) -> BackendResult<ExecPlan> {
+        let (name, _, _) = self.find(&p.project).await?;
+        self.exec_plan(&name, &p.service).await
+    }
+
     fn projects(&self) -> Vec<ProjectName> {
         self.names.lock().map(|n| n.clone()).unwrap_or_default()
+    }
+
+    async fn project_summaries(&self) -> BackendResult<Vec<ProjectSummary>> {
+        let projects = self.projects.lock().await;
+        Ok(projects
+            .iter()
+            .map(|(name, e)| {
+                let status = e.manager.status();
+                let mut states: BTreeMap<String, usize> = BTreeMap::new();
+                for s in &status {
+                    *states.entry(s.state.label().to_owned()).or_default() += 1;
+                }
+                ProjectSummary {
+                    project: name.clone(),
+                    files: e.project.files.clone(),
+                    working_dir: e.spec.working_dir.clone(),
+                    services: status.len(),
+                    states,
+                }
+            })
+            .collect())
     }
 
     async fn persist(&self) -> BackendResult<()> {

@@ -598,5 +598,7 @@ async fn route(daemon: &Arc<Daemon>, request: Request, out: &Outgoing) -> Outcom
         Method::Restart(p) => to_outcome(b.restart(p).await),
         Method::Status(p) => to_outcome(b.status(p).await),
         Method::Env(p) => to_outcome(b.env(p).await),
+        Method::Exec(p) => to_outcome(b.exec(p).await),
+        Method::Projects => to_outcome(b.project_summaries().await),
     }
 }

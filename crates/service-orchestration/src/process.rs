@@ -183,6 +183,19 @@ fn resolve_user(user: &str) -> Result<RunAs, String> {
     })
 }
 
+/// `cmd` run as `user` (a process service's `user:`) the way the service itself runs:
+/// the ids and groups the system user database gives the user, and its `HOME`, `USER` and
+/// `LOGNAME` unless the service's environment `env` sets them. For a command run beside
+/// the service (`harness exec`). The lookup goes through NSS and may block: call it off an
+/// async executor's threads. Fails naming a user or group the database does not know.
+pub fn as_user(
+    cmd: Command,
+    user: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<Command, String> {
+    Ok(run_as(cmd, resolve_user(user)?, env))
+}
+
 /// Applies `who` to `cmd`: ids, groups, and `HOME`, `USER` and `LOGNAME` of the
 /// user unless the service's environment `env` sets them. A uid the database
 /// does not know gets `HOME=/` and no `USER`/`LOGNAME`, as in a container.

@@ -526,6 +526,24 @@ impl SshHost {
         docker_engine::Docker::connect(self.docker_transport()).await
     }
 
+    /// The ssh program, options and destination for a session that another process opens
+    /// to this node (`harness exec`): the daemon's settings (user, port, key, timeouts,
+    /// extra options), sharing the daemon's master connection when one is up but never
+    /// becoming a master itself: a master started by a short-lived client would stay
+    /// behind, holding the client's terminal or pipes.
+    pub fn session(&self) -> (String, Vec<String>, String) {
+        let layer = self
+            .layer
+            .clone()
+            .control_master(ControlMaster::No)
+            .control_persist(Duration::ZERO);
+        (
+            self.program.clone(),
+            layer.options_args(),
+            self.layer.host().to_owned(),
+        )
+    }
+
     fn docker_transport_inner(&self) -> docker_engine::Transport {
         let mut argv = vec![self.program.clone(), "-T".to_owned()];
         argv.extend(self.layer.options_args());
@@ -748,6 +766,37 @@ mod tests {
         assert_eq!(path.parent(), Some(dir.path()));
         assert_eq!(path.file_name().unwrap().len(), 13);
         assert!(h.argv("cat", true).iter().all(|a| a != "-n"));
+    }
+
+    #[test]
+    fn a_session_has_the_daemons_settings_and_never_becomes_a_master() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SshOptions {
+            extra: vec![("StrictHostKeyChecking".into(), "no".into())],
+            ..SshOptions::default()
+        };
+        let hosts = SshHosts::new(&[node("10.0.0.5", Some("db1"))], &options, dir.path()).unwrap();
+        let h = hosts.get("db1").unwrap();
+        let (program, args, destination) = h.session();
+        assert_eq!(
+            (program.as_str(), destination.as_str()),
+            ("ssh", "10.0.0.5")
+        );
+        let line = args.join(" ");
+        let control = format!("ControlPath={}", h.control_path().unwrap().display());
+        for want in [
+            "-l deploy",
+            "-p 2222",
+            "-i /keys/id",
+            "BatchMode=yes",
+            "StrictHostKeyChecking=no",
+            "ControlMaster=no",
+            control.as_str(),
+            "ControlPersist=no",
+        ] {
+            assert!(line.contains(want), "{want} missing in {line}");
+        }
+        assert!(!line.contains("ControlMaster=auto"), "{line}");
     }
 
     #[test]

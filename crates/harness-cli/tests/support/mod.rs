@@ -154,6 +154,27 @@ impl Env {
         self.run_within(args, Duration::from_secs(120))
     }
 
+    /// Runs `harness ARGS` to completion with `input` on its stdin (then its end).
+    pub fn run_with_input(&self, args: &[&str], input: &[u8]) -> Run {
+        use std::io::Write;
+        let mut child = self
+            .cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn harness");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let input = input.to_vec();
+        // Written on a thread of its own, so a command that does not read cannot block it.
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let out = child.wait_with_output().expect("wait for harness");
+        let _ = writer.join();
+        Run::from(out)
+    }
+
     /// Runs `harness ARGS` to completion; kills it and fails the test if it takes longer than `limit`.
     pub fn run_within(&self, args: &[&str], limit: Duration) -> Run {
         let child = self
@@ -295,6 +316,8 @@ pub struct Background {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
     stdout: Vec<String>,
+    /// The indices of the lines [`Background::try_line`] returned.
+    returned: std::collections::BTreeSet<usize>,
     stderr: Option<std::thread::JoinHandle<String>>,
 }
 
@@ -318,24 +341,29 @@ impl Background {
     /// seen when none comes.
     #[track_caller]
     pub fn wait_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + timeout;
-        if let Some(l) = self.stdout.iter().find(|l| pred(l)) {
-            return l.clone();
-        }
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    self.stdout.push(l.clone());
-                    if pred(&l) {
-                        return l;
-                    }
-                }
-                Err(_) => {
-                    let _ = self.child.kill();
-                    panic!("no such line within {timeout:?}; stdout: {:?}", self.stdout);
-                }
+        match self.try_line(timeout, pred) {
+            Some(l) => l,
+            None => {
+                let _ = self.child.kill();
+                panic!("no such line within {timeout:?}; stdout: {:?}", self.stdout);
             }
+        }
+    }
+
+    /// Waits (up to `timeout`) for a stdout line matching `pred` that no earlier call
+    /// returned; `None` when none comes (the process keeps running).
+    pub fn try_line(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = (0..self.stdout.len())
+                .find(|i| !self.returned.contains(i) && pred(&self.stdout[*i]))
+            {
+                self.returned.insert(i);
+                return Some(self.stdout[i].clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let l = self.lines.recv_timeout(left).ok()?;
+            self.stdout.push(l);
         }
     }
 
@@ -396,8 +424,59 @@ impl Env {
             child,
             lines,
             stdout: Vec::new(),
+            returned: Default::default(),
             stderr: Some(stderr),
         }
+    }
+}
+
+impl Env {
+    /// Runs `harness ARGS` in a new pseudo-terminal of `rows` x `cols` to completion
+    /// (within 60 s): everything it wrote to the terminal, and its exit code.
+    pub fn run_in_pty(&self, args: &[&str], rows: u16, cols: u16) -> (String, u32) {
+        use portable_pty::{CommandBuilder, PtySize, native_pty_system};
+        use std::io::Read;
+        let pty = native_pty_system()
+            .openpty(PtySize {
+                rows,
+                cols,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .expect("a pseudo-terminal");
+        let mut cmd = CommandBuilder::new(harness_bin());
+        cmd.args(args);
+        cmd.cwd(self.dir.path());
+        cmd.env("HARNESS_STATE_DIR", self.state.path());
+        let mut child = pty.slave.spawn_command(cmd).expect("spawn harness");
+        drop(pty.slave);
+        let mut reader = pty
+            .master
+            .try_clone_reader()
+            .expect("the terminal's output");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = reader.read_to_end(&mut all);
+            let _ = tx.send(all);
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("wait for harness") {
+                break st;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("harness {args:?} did not end within 60s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(pty.master);
+        let out = rx.recv_timeout(Duration::from_secs(10)).unwrap_or_default();
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            status.exit_code(),
+        )
     }
 }
 
