@@ -102,22 +102,22 @@ impl Tree {
     /// that are children of this process (the leader excepted) are reaped,
     /// and with [`become_child_subreaper`], adopted zombies of another session.
     pub(crate) fn scan(&mut self) -> Vec<ProcessIdentity> {
-        // Never this process, init or a kernel thread (children of pid 2),
-        // whatever a damaged record says.
-        let all: Vec<(u32, Stat)> = proc::all_pids()
-            .into_iter()
-            .filter(|&pid| pid != self.me && pid > 2)
-            .filter_map(|pid| proc::read_stat(pid).ok().map(|s| (pid, s)))
-            .filter(|(_, st)| st.ppid != 2)
-            .collect();
+        self.scan_since(Instant::now())
+    }
+
+    /// [`Tree::scan`] from a pass over `/proc` that began at `asked` or later,
+    /// shared with every other stop that asked before it began (see [`snapshot_since`]).
+    fn scan_since(&mut self, asked: Instant) -> Vec<ProcessIdentity> {
+        let all = snapshot_since(asked);
+        let all = all.as_slice();
         if let Some(m) = &self.marker {
-            forget_gone(&m.name, &all);
+            forget_gone(&m.name, all);
         }
         let group = self.group && proc::group_is_ours(self.leader);
         let mut members: HashSet<u32> = HashSet::new();
         let mut queue = Vec::new();
         let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-        for &(pid, st) in &all {
+        for &(pid, st) in all {
             children.entry(st.ppid).or_default().push(pid);
             let is_leader = pid == self.leader.pid
                 && (self.leader.start_time == 0 || st.start_time == self.leader.start_time);
@@ -138,7 +138,7 @@ impl Tree {
         }
         let subreaper = is_child_subreaper();
         let mut live = Vec::new();
-        for &(pid, st) in &all {
+        for &(pid, st) in all {
             let member = members.contains(&pid);
             if member {
                 self.known.insert(pid, st.start_time);
@@ -157,6 +157,15 @@ impl Tree {
             }
         }
         live
+    }
+
+    /// [`Tree::scan`] in a task: asks now, then lets the other tasks that stop
+    /// at this moment ask too, so that one pass over `/proc` serves them all
+    /// (500 services stopped at once: a few passes, not a thousand).
+    async fn shared_scan(&mut self) -> Vec<ProcessIdentity> {
+        let asked = Instant::now();
+        futures_lite::future::yield_now().await;
+        self.scan_since(asked)
     }
 
     /// The processes once seen as members that still live (a cheap look,
@@ -186,7 +195,9 @@ impl Tree {
     async fn wait_empty(&mut self, deadline: Instant) -> bool {
         let mut pause = Duration::from_millis(5);
         loop {
-            if self.known_live().is_empty() && (!self.may_have_more() || self.scan().is_empty()) {
+            if self.known_live().is_empty()
+                && (!self.may_have_more() || self.shared_scan().await.is_empty())
+            {
                 return true;
             }
             let now = Instant::now();
@@ -220,7 +231,7 @@ impl Tree {
     /// SIGTERM (and SIGCONT) to every member, up to `grace` for all to end,
     /// then SIGKILL until none is left.
     pub(crate) async fn stop(&mut self, grace: Duration) -> Result<(), ExecError> {
-        let mut live = self.scan();
+        let mut live = self.shared_scan().await;
         if !grace.is_zero() {
             if !self.send(&live, Signal::TERM)? {
                 return Ok(());
@@ -229,7 +240,7 @@ impl Tree {
             if self.wait_empty(Instant::now() + grace).await {
                 return Ok(());
             }
-            live = self.scan();
+            live = self.shared_scan().await;
         }
         let deadline = Instant::now() + AFTER_KILL;
         loop {
@@ -248,9 +259,48 @@ impl Tree {
                 });
             }
             // Something is left, or new: find all of it again.
-            live = self.scan();
+            live = self.shared_scan().await;
         }
     }
+}
+
+/// The last pass over `/proc`: when it began, and every process it found
+/// (pid and stat), this process, init and kernel threads left out.
+struct Snapshot {
+    began: Instant,
+    all: std::sync::Arc<Vec<(u32, Stat)>>,
+}
+
+static SNAPSHOT: Mutex<Option<Snapshot>> = Mutex::new(None);
+
+/// Every process now, from a pass over `/proc` that began at `asked` or
+/// later: the last pass if it did, else a new one. A pass that began after
+/// the moment a stop asked shows everything that existed at that moment
+/// and still does, so sharing it loses nothing.
+fn snapshot_since(asked: Instant) -> std::sync::Arc<Vec<(u32, Stat)>> {
+    let mut last = SNAPSHOT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = last.as_ref()
+        && s.began >= asked
+    {
+        return s.all.clone();
+    }
+    let began = Instant::now();
+    let me = std::process::id();
+    // Never this process, init or a kernel thread (children of pid 2),
+    // whatever a damaged record says.
+    let all: std::sync::Arc<Vec<(u32, Stat)>> = std::sync::Arc::new(
+        proc::all_pids()
+            .into_iter()
+            .filter(|&pid| pid != me && pid > 2)
+            .filter_map(|pid| proc::read_stat(pid).ok().map(|s| (pid, s)))
+            .filter(|(_, st)| st.ppid != 2)
+            .collect(),
+    );
+    *last = Some(Snapshot {
+        began,
+        all: all.clone(),
+    });
+    all
 }
 
 /// The value of variable `name` in the environment of each process (pid and
