@@ -275,22 +275,21 @@ impl<'a> Trial<'a> {
     /// project is one the daemon names with the same pid, one per service,
     /// and what it says runs, runs. The rows compared.
     pub fn check(&mut self, stage: &str) -> Option<Vec<ServiceStatus>> {
-        let mut rows = self.settle(stage)?;
         // Status and hosts are read one after the other: compared only when
-        // nothing changed in between.
-        let mut world = self.world();
+        // status is settled and the same before and after the hosts.
         for _ in 0..5 {
+            let rows = self.settle(stage)?;
+            let world = self.world();
             let again = self.status().ok()?;
             if same(&rows, &again) {
-                break;
+                for d in world.disagreements(&rows) {
+                    self.violation(format!("{stage}: {d}"));
+                }
+                return Some(rows);
             }
-            rows = again;
-            world = self.world();
         }
-        for d in world.disagreements(&rows) {
-            self.violation(format!("{stage}: {d}"));
-        }
-        Some(rows)
+        self.violation(format!("{stage}: status kept changing"));
+        None
     }
 
     /// `up` succeeds, then every service runs, as [`Trial::check`] checks.
