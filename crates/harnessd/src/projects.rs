@@ -49,8 +49,8 @@ use harness_protocol::{
     ProjectStatus, ProjectSummary, ServicesParams, StateDir, StreamItem, UpParams,
 };
 use service_orchestration::{
-    ManagerError, ManagerOptions, Placement, ServiceManager, SharedExecutor,
-    package::PackageExecutor,
+    ManagerError, ManagerOptions, Placement, ServiceManager, ServiceRecord, SharedExecutor,
+    package::PackageExecutor, remote::RemoteExecutor,
 };
 
 use crate::backend::{Backend, BackendResult, ItemSink};
@@ -297,6 +297,7 @@ impl ManagerBackend {
                                 &found,
                                 &targets.containers,
                             );
+                            let records = found_on_nodes(&project, records, &targets).await;
                             let errors = manager.adopt(records.clone()).await;
                             for e in errors {
                                 tracing::warn!(project = %name, error = %e, "re-adopting");
@@ -1218,6 +1219,42 @@ fn end_waits_for(ticket: &Ticket<'_>, project: &Project, requested: &[ServiceNam
             names.join(", ")
         ),
     );
+}
+
+/// `records` and the remote services none of them names that still run on
+/// their nodes (the state was lost, or the last daemon died while starting
+/// them), found in their directories there (ADR 020): re-adopted like a
+/// container found by its labels, instead of left running unknown.
+async fn found_on_nodes(
+    project: &Project,
+    mut records: Vec<ServiceRecord>,
+    targets: &ProjectTargets,
+) -> Vec<ServiceRecord> {
+    let Some(hosts) = &targets.hosts else {
+        return records;
+    };
+    let remote = RemoteExecutor::new(hosts.clone());
+    for (name, spec) in &project.services {
+        if spec.kind() != ServiceKind::Remote || records.iter().any(|r| &r.service == name) {
+            continue;
+        }
+        match remote.discover(spec, project.name.as_str()).await {
+            Ok(Some(instance)) => {
+                tracing::warn!(project = %project.name, service = %name, pid = ?instance.pid, "remote service found running on its node; re-adopting it");
+                records.push(ServiceRecord {
+                    service: name.clone(),
+                    restarts: 0,
+                    started_at_ms: None,
+                    instance,
+                });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(project = %project.name, service = %name, error = %e, "looking for the remote service on its node");
+            }
+        }
+    }
+    records
 }
 
 /// Where a project's registry is persisted.

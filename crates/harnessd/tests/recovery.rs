@@ -5,13 +5,13 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_lite::StreamExt;
 use harness_core::ServiceName;
 use harness_protocol::{Client, LogsParams, ServicesParams, StateDir, StreamItem};
+use support::disk::{Damage, Tmpfs, fill};
 use support::*;
 
 /// Restarts `service` and waits for its new process: its pid.
@@ -78,31 +78,6 @@ async fn log_lines(c: &Client, service: &ServiceName) -> usize {
         }
     }
     n
-}
-
-/// What is done to a state file while no daemon runs.
-#[derive(Debug, Clone, Copy)]
-enum Damage {
-    Deleted,
-    Empty,
-    Truncated,
-    Garbage,
-}
-
-impl Damage {
-    fn apply(self, path: &Path) {
-        match self {
-            Damage::Deleted => {
-                let _ = std::fs::remove_file(path);
-            }
-            Damage::Empty => std::fs::write(path, b"").unwrap(),
-            Damage::Truncated => {
-                let bytes = std::fs::read(path).unwrap();
-                std::fs::write(path, &bytes[..bytes.len() / 2]).unwrap();
-            }
-            Damage::Garbage => std::fs::write(path, b"\x00\x17not json at all\xff").unwrap(),
-        }
-    }
 }
 
 fn corrupt_copies(state: &Path) -> usize {
@@ -314,48 +289,6 @@ fn only_the_variables_the_configuration_uses_are_kept() {
         let c = Client::connect(&d.state).await.unwrap();
         c.down(ServicesParams::default()).await.unwrap();
     });
-}
-
-/// A small tmpfs mounted for the test; unmounted when dropped.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// Mounts one at `at`, or says why it cannot.
-    fn mount(at: &Path, size: &str) -> Result<Tmpfs, String> {
-        std::fs::create_dir_all(at).map_err(|e| e.to_string())?;
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(at)
-            .output()
-            .map_err(|e| format!("mount: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
-        }
-        Ok(Tmpfs(at.to_owned()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Writes into `file` until the file system is full.
-fn fill(file: &Path) {
-    use std::io::Write;
-    let mut f = std::fs::File::create(file).unwrap();
-    for chunk in [64 * 1024, 512, 1] {
-        let buf = vec![0u8; chunk];
-        while f.write_all(&buf).is_ok() {}
-    }
-    let _ = f.sync_all();
 }
 
 #[test]

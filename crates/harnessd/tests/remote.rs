@@ -38,6 +38,26 @@ fn succeeds(cmd: &mut Command) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// The daemon's arguments: ssh options for the test nodes.
+fn daemon_args() -> Vec<&'static str> {
+    SSH_OPTIONS
+        .iter()
+        .flat_map(|o| ["--ssh-option", *o])
+        .collect()
+}
+
+/// Waits until process `pid` no longer runs on node `n1`.
+fn wait_gone_from_node(nodes: &Nodes, pid: u32) {
+    let deadline = Instant::now() + DEADLINE;
+    while succeeds(&mut nodes.ssh("n1", &format!("kill -0 {pid}"))) {
+        assert!(
+            Instant::now() < deadline,
+            "the remote process outlived down"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn project(dir: &Path, nodes: &Nodes) -> ProjectRef {
     let yaml = format!(
         r#"name: rmt
@@ -186,22 +206,64 @@ fn remote_service_through_the_daemon_survives_kill_9() {
         );
         c.down(ServicesParams::default()).await.expect("down");
     });
-    let deadline = Instant::now() + DEADLINE;
-    while succeeds(&mut nodes.ssh("n1", &format!("kill -0 {pid}"))) {
-        assert!(
-            Instant::now() < deadline,
-            "the remote process outlived down"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_gone_from_node(&nodes, pid);
 }
 
-/// A daemon with the test nodes' ssh options.
-fn daemon_args() -> Vec<&'static str> {
-    SSH_OPTIONS
-        .iter()
-        .flat_map(|o| ["--ssh-option", *o])
-        .collect()
+/// A daemon that lost its state (killed with SIGKILL, `state.json` and its
+/// last-good copy gone) finds a remote service on its node, from the
+/// service's directory there: status shows the same process, `up` starts no
+/// second one and `down` stops it, instead of leaving it running unknown.
+#[test]
+fn a_remote_service_is_found_on_its_node_when_the_state_is_lost() {
+    if !nodes_available() {
+        return;
+    }
+    let nodes = Nodes::start(1);
+    nodes.wait_answering();
+    let args = daemon_args();
+    let mut d = TestDaemon::start_with(&args);
+    let p = project(d.dir.path(), &nodes);
+    let up = UpParams {
+        project: p.clone(),
+        services: vec![ServiceName::new("ticker").unwrap()],
+        wait: true,
+        timeout_ms: Some(60_000),
+    };
+    let pid = smol::block_on(async {
+        let c = Client::connect(&d.state).await.expect("connect");
+        let st = c.up(up.clone()).await.expect("up");
+        ticker(std::slice::from_ref(&st))
+            .pid
+            .expect("the remote pid")
+    });
+    d.signal(rustix::process::Signal::KILL);
+    d.wait_exit();
+    let sd = harness_protocol::StateDir::new(&d.state);
+    for f in [sd.state_file(), sd.last_good_state_file()] {
+        std::fs::remove_file(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+    }
+    d.spawn(&args);
+    smol::block_on(async {
+        let c = Client::connect(&d.state).await.expect("connect");
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let t = ticker(&c.status(ServicesParams::default()).await.expect("status"));
+            if t.state.is_alive() {
+                assert_eq!(t.pid, Some(pid), "the same process: {t:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "not found on the node: {t:?}");
+            async_io::Timer::after(Duration::from_millis(100)).await;
+        }
+        let st = c.up(up).await.expect("up again");
+        assert_eq!(
+            ticker(std::slice::from_ref(&st)).pid,
+            Some(pid),
+            "no second one"
+        );
+        c.down(ServicesParams::default()).await.expect("down");
+    });
+    wait_gone_from_node(&nodes, pid);
 }
 
 /// Brings the project up and waits until both services' first line is in `logs`.

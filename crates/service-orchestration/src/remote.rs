@@ -22,7 +22,8 @@
 //! node answers again, and reports the exit if the service ended meanwhile.
 //!
 //! Starting a service whose previous run still lives on the node adopts that
-//! run instead of starting a second one.
+//! run instead of starting a second one, and a daemon that has no record of
+//! a run (its state was lost) finds it there ([`RemoteExecutor::discover`]).
 //!
 //! ## What ends the followers on the node
 //!
@@ -78,6 +79,12 @@ use crate::ssh::{FollowSlot, Reachability, SshError, SshHost, SshHosts};
 const PRELUDE: &str = r#"st() { x=$(sed 's/.*) //' /proc/$1/stat 2>/dev/null) || return 1; set -- $x; [ "$1" = Z ] && return 1; echo "${20}"; }
 sz() { if [ -f "$1" ]; then wc -c < "$1" | tr -d ' '; else echo 0; fi; }
 "#;
+
+/// Prints `running PID START STDOUT_SIZE STDERR_SIZE DIR` and ends the
+/// script when the `pid` and `start` files of the service directory (the
+/// current one, `$d`) name a live process: the run there already.
+const RUNNING: &str = "if [ -f pid ] && [ -f start ]; then p=$(cat pid); s=$(cat start); \
+     if [ -n \"$p\" ] && [ \"$(st \"$p\")\" = \"$s\" ]; then echo \"running $p $s $(sz stdout.log) $(sz stderr.log) $d\"; exit 0; fi; fi\n";
 
 /// How long a short control command (start, stop bookkeeping, identity check)
 /// may take beyond the connect timeout.
@@ -234,9 +241,7 @@ impl RemoteExecutor {
         // `setsid` does not fork and `$!` is the wrapper; if it is already gone
         // (or did fork) the pid file the wrapper writes is waited for instead.
         let script = format!(
-            "{PRELUDE}h=$(pwd)\nmkdir -p {dir} && cd {dir} || exit 90\nd=$(pwd)\n\
-             if [ -f pid ] && [ -f start ]; then p=$(cat pid); s=$(cat start); \
-               if [ -n \"$p\" ] && [ \"$(st \"$p\")\" = \"$s\" ]; then echo \"running $p $s $(sz stdout.log) $(sz stderr.log) $d\"; exit 0; fi; fi\n\
+            "{PRELUDE}h=$(pwd)\nmkdir -p {dir} && cd {dir} || exit 90\nd=$(pwd)\n{RUNNING}\
              rm -f pid start exit pid.tmp exit.tmp\n\
              touch stdout.log stderr.log\n\
              o1=$(sz stdout.log); o2=$(sz stderr.log)\n\
@@ -261,25 +266,7 @@ impl RemoteExecutor {
             .into()));
         }
         let text = out.stdout_text();
-        let f: Vec<&str> = text.split_whitespace().collect();
-        let parsed = (|| {
-            if f.len() < 6 || (f[0] != "running" && f[0] != "started") {
-                return None;
-            }
-            Some(RemoteRecord {
-                host: host.name().to_owned(),
-                pid: f[1].parse().ok()?,
-                start_time: f[2].parse().ok()?,
-                offsets: RemoteOffsets {
-                    stdout: f[3].parse().ok()?,
-                    stderr: f[4].parse().ok()?,
-                },
-                dir: text.splitn(6, ' ').nth(5)?.to_owned(),
-                working_dir: what.working_dir.clone(),
-                version: what.version.clone(),
-            })
-        })();
-        let rec = parsed.ok_or_else(|| {
+        let rec = parse_run(&text, host.name(), &what).ok_or_else(|| {
             err(format!(
                 "on node `{}`: unexpected answer from the start script: {text:?}",
                 host.name()
@@ -287,6 +274,65 @@ impl RemoteExecutor {
             .into())
         })?;
         Ok(self.follow(spec, ctx, host, rec))
+    }
+
+    /// The run of `spec` (of project `project`) that lives on its node
+    /// although no record names it (the daemon's state was lost, or the
+    /// daemon died while starting it): found from the `pid` and `start` files
+    /// of its directory there, which name a live process. The record to
+    /// re-adopt it from, its output followed from now on (what came before is
+    /// history, in the log files); `None` when no run of it lives there.
+    pub async fn discover(
+        &self,
+        spec: &ServiceSpec,
+        project: &str,
+    ) -> Result<Option<InstanceRecord>, ExecutorError> {
+        let err = |e: BoxError| ExecutorError::Attach {
+            service: spec.name.to_string(),
+            source: e,
+        };
+        let Some(host_name) = spec.host() else {
+            return Ok(None);
+        };
+        let host = self.hosts.get(host_name).map_err(|e| err(e.into()))?;
+        let script = format!(
+            "{PRELUDE}cd {dir} 2>/dev/null || exit 0\nd=$(pwd)\n{RUNNING}",
+            dir = shell_quote(&Self::service_dir(project, spec.name.as_str())),
+        );
+        let out = host
+            .run(&script, None, CONTROL_TIMEOUT)
+            .await
+            .map_err(|e| err(e.into()))?;
+        let text = out.stdout_text();
+        if out.code != 0 {
+            return Err(err(format!(
+                "on node `{}`: looking for the service failed (exit {}): {}",
+                host.name(),
+                out.code,
+                out.stderr_text()
+            )
+            .into()));
+        }
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let what = RemoteLaunch {
+            binary: String::new(),
+            args: Vec::new(),
+            working_dir: spec
+                .working_dir
+                .as_ref()
+                .map(|p| p.to_string_lossy().into_owned()),
+            version: None,
+        };
+        let rec = parse_run(&text, host.name(), &what).ok_or_else(|| {
+            err(format!(
+                "on node `{}`: unexpected answer when looking for the service: {text:?}",
+                host.name()
+            )
+            .into())
+        })?;
+        Ok(Some(instance_record(self.kind, host.name(), rec)))
     }
 
     /// Builds the instance and starts following its output and exit.
@@ -408,6 +454,38 @@ impl ServiceExecutor for RemoteExecutor {
     }
 }
 
+/// The record of a run on node `host`, from the start script's answer
+/// `running|started PID START STDOUT_SIZE STDERR_SIZE DIR`.
+fn parse_run(text: &str, host: &str, what: &RemoteLaunch) -> Option<RemoteRecord> {
+    let f: Vec<&str> = text.split_whitespace().collect();
+    if f.len() < 6 || (f[0] != "running" && f[0] != "started") {
+        return None;
+    }
+    Some(RemoteRecord {
+        host: host.to_owned(),
+        pid: f[1].parse().ok()?,
+        start_time: f[2].parse().ok()?,
+        offsets: RemoteOffsets {
+            stdout: f[3].parse().ok()?,
+            stderr: f[4].parse().ok()?,
+        },
+        dir: text.splitn(6, ' ').nth(5)?.to_owned(),
+        working_dir: what.working_dir.clone(),
+        version: what.version.clone(),
+    })
+}
+
+/// What is persisted of run `rec` of a service of `kind` on node `host`.
+fn instance_record(kind: ServiceKind, host: &str, rec: RemoteRecord) -> InstanceRecord {
+    InstanceRecord {
+        kind,
+        pid: Some(rec.pid),
+        container_id: None,
+        host: host.to_owned(),
+        data: serde_json::to_value(rec).unwrap_or_default(),
+    }
+}
+
 struct Shared {
     /// Bytes of each log sent to the event channel (where following resumes).
     offsets: Mutex<RemoteOffsets>,
@@ -444,13 +522,7 @@ impl ServiceInstance for RemoteInstance {
             .consumed
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        InstanceRecord {
-            kind: self.kind,
-            pid: Some(rec.pid),
-            container_id: None,
-            host: self.host.name().to_owned(),
-            data: serde_json::to_value(rec).unwrap_or_default(),
-        }
+        instance_record(self.kind, self.host.name(), rec)
     }
 
     async fn stop(&self, signal: Signal, grace: Duration) -> Result<(), ExecutorError> {

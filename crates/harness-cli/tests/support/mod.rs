@@ -107,6 +107,8 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     /// The daemon's state directory.
     pub state: tempfile::TempDir,
+    /// More environment of every run (and so of a daemon a run starts).
+    pub vars: Vec<(String, String)>,
 }
 
 impl Env {
@@ -121,6 +123,7 @@ impl Env {
                 .prefix("harness-state-")
                 .tempdir()
                 .expect("temp dir"),
+            vars: Vec::new(),
         }
     }
 
@@ -145,6 +148,7 @@ impl Env {
             .env("HARNESS_STATE_DIR", self.state.path())
             .env_remove("NO_COLOR")
             .env_remove("CLICOLOR_FORCE")
+            .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         c
     }
@@ -177,6 +181,12 @@ impl Env {
 
     /// Runs `harness ARGS` to completion; kills it and fails the test if it takes longer than `limit`.
     pub fn run_within(&self, args: &[&str], limit: Duration) -> Run {
+        self.run_limited(args, limit)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs `harness ARGS` to completion; kills it and says so if it takes longer than `limit`.
+    pub fn run_limited(&self, args: &[&str], limit: Duration) -> Result<Run, String> {
         let child = self
             .cmd(args)
             .stdout(Stdio::piped())
@@ -189,10 +199,10 @@ impl Env {
             let _ = tx.send(child.wait_with_output());
         });
         match rx.recv_timeout(limit) {
-            Ok(out) => Run::from(out.expect("wait for harness")),
+            Ok(out) => Ok(Run::from(out.expect("wait for harness"))),
             Err(_) => {
                 kill(pid, libc_sigkill());
-                panic!("harness {args:?} did not finish within {limit:?}");
+                Err(format!("harness {args:?} did not finish within {limit:?}"))
             }
         }
     }
@@ -370,20 +380,26 @@ impl Background {
     /// Waits (up to `timeout`) for the process to exit; panics (after killing it) if it
     /// does not.
     #[track_caller]
-    pub fn finish(mut self, timeout: Duration) -> Run {
+    pub fn finish(self, timeout: Duration) -> Run {
+        self.finish_within(timeout)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Waits (up to `timeout`) for the process to exit; kills it and says so if it does not.
+    pub fn finish_within(mut self, timeout: Duration) -> Result<Run, String> {
         let deadline = Instant::now() + timeout;
         let status = loop {
             match self.child.try_wait().expect("wait for harness") {
                 Some(status) => break status,
                 None if Instant::now() >= deadline => {
                     let _ = self.child.kill();
-                    panic!("harness did not exit within {timeout:?}");
+                    return Err(format!("harness did not exit within {timeout:?}"));
                 }
                 None => std::thread::sleep(Duration::from_millis(20)),
             }
         };
         self.stdout.extend(self.lines.iter());
-        Run {
+        Ok(Run {
             code: status.code().unwrap_or(-1),
             stdout: self.stdout.join("\n"),
             stderr: self
@@ -391,7 +407,7 @@ impl Background {
                 .take()
                 .and_then(|h| h.join().ok())
                 .unwrap_or_default(),
-        }
+        })
     }
 }
 

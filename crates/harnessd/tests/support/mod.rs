@@ -1,6 +1,8 @@
 //! Real daemon processes for tests, each in its own temporary state dir.
 #![allow(dead_code)]
 
+pub mod disk;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
