@@ -713,8 +713,9 @@ pub struct Probe {
     /// Time between checks until the check first passes in a run of the service
     /// (`start_interval`): from the first check (after `initial_delay`) until the
     /// success threshold is first reached, again after each restart. Failures in
-    /// that phase count against `failure_threshold` as usual. `None`: `period`
-    /// (see [`Probe::period_until_passed`]).
+    /// that phase count against `failure_threshold` as usual. `None`: the
+    /// shorter of `period` and [`DEFAULT_START_INTERVAL`] (see
+    /// [`Probe::period_until_passed`]).
     #[serde(
         with = "opt_duration",
         default,
@@ -732,6 +733,10 @@ pub struct Probe {
 
 /// Default probe period.
 pub const DEFAULT_PROBE_PERIOD: Duration = Duration::from_secs(10);
+/// How often a probe without a `start_interval` runs until it first passes:
+/// a service that is ready in 100 ms is seen ready within half a second, not
+/// after a whole `period` (10 s by default).
+pub const DEFAULT_START_INTERVAL: Duration = Duration::from_millis(500);
 /// Default probe timeout.
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default probe failure threshold.
@@ -752,9 +757,11 @@ impl Probe {
     }
 
     /// The time between checks while the check has not passed yet in this run
-    /// of the service: `start_interval`, else `period`.
+    /// of the service: `start_interval`, else the shorter of `period` and
+    /// [`DEFAULT_START_INTERVAL`].
     pub fn period_until_passed(&self) -> Duration {
-        self.start_interval.unwrap_or(self.period)
+        self.start_interval
+            .unwrap_or(self.period.min(DEFAULT_START_INTERVAL))
     }
 }
 

@@ -175,8 +175,15 @@ fn new_features_are_modelled() {
     assert_eq!(pg_ready.start_interval, None);
     assert_eq!(
         pg_ready.period_until_passed(),
-        Duration::from_secs(1),
-        "no start_interval: the period throughout"
+        Duration::from_millis(500),
+        "no start_interval: every 500 ms until the first pass, the period after"
+    );
+    let mut quick = pg_ready.clone();
+    quick.period = Duration::from_millis(200);
+    assert_eq!(
+        quick.period_until_passed(),
+        Duration::from_millis(200),
+        "a period shorter than the default start interval is kept until the first pass too"
     );
     assert!(pg.liveness.is_none());
 

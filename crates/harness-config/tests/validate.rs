@@ -418,7 +418,7 @@ fn start_interval_must_be_positive() {
 }
 
 #[test]
-fn start_interval_defaults_to_the_period() {
+fn start_interval_defaults_to_the_shorter_of_half_a_second_and_the_period() {
     let loaded = load(
         "settings: {health_check_interval: 4s}\nservices:\n  a:\n    binary: a\n    readiness: {tcp: 1, start_interval: 1.5s, interval: 30s}\n  b:\n    binary: b\n    readiness: {tcp: 2}\n",
     )
@@ -436,7 +436,11 @@ fn start_interval_defaults_to_the_period() {
     );
     let b = ready("b");
     assert_eq!(b.start_interval, None);
-    assert_eq!(b.period_until_passed(), std::time::Duration::from_secs(4));
+    assert_eq!(b.period, std::time::Duration::from_secs(4));
+    assert_eq!(
+        b.period_until_passed(),
+        harness_config::model::DEFAULT_START_INTERVAL
+    );
 }
 
 #[test]
