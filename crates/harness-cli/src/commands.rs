@@ -377,16 +377,7 @@ async fn watch_only(ctx: &Ctx) -> CliResult {
     let client = remote::connect(&state_dir).await?;
     let mut interrupts = Interrupts::catch();
     // What is saved now may differ from what runs: apply it first.
-    let params = UpParams {
-        project: remote::project_with_files(ctx.project.as_deref(), &files)?,
-        services: Vec::new(),
-        wait: false,
-        timeout_ms: None,
-    };
-    client
-        .up(params)
-        .await
-        .map_err(|e| remote::remote_error(e, &state_dir))?;
+    crate::watch::apply_saved(&client, ctx.project.as_deref(), &files, &state_dir).await?;
     watching(
         &client,
         &files,

@@ -201,6 +201,27 @@ fn shown(path: &Path, base: &Path) -> String {
         .to_string()
 }
 
+/// Hands the daemon the configuration saved in `files` (an `up` that does
+/// not wait): it reconciles what runs with it.
+pub async fn apply_saved(
+    client: &Client,
+    name: Option<&str>,
+    files: &[PathBuf],
+    state_dir: &Path,
+) -> CliResult {
+    let params = UpParams {
+        project: remote::project_with_files(name, files)?,
+        services: Vec::new(),
+        wait: false,
+        timeout_ms: None,
+    };
+    client
+        .up(params)
+        .await
+        .map_err(|e| remote::remote_error(e, state_dir))?;
+    Ok(())
+}
+
 /// Watches until an error (the caller ends it on Ctrl-C): reloads the project
 /// of `files` (loaded as `project`) on each saved change and restarts services
 /// whose `watch:` paths changed, printing one line per reload.
@@ -231,16 +252,7 @@ pub async fn watch(
                 Ok(next) => {
                     let changes: ProjectChanges = project.changes(&next);
                     if !changes.is_empty() {
-                        let params = UpParams {
-                            project: remote::project_with_files(name, files)?,
-                            services: Vec::new(),
-                            wait: false,
-                            timeout_ms: None,
-                        };
-                        client
-                            .up(params)
-                            .await
-                            .map_err(|e| remote::remote_error(e, state_dir))?;
+                        apply_saved(client, name, files, state_dir).await?;
                     }
                     say(&format!("{what} changed: {}", changes.summary()))?;
                     restarted.extend(changes.to_restart());

@@ -42,7 +42,7 @@ use std::time::Duration;
 use async_lock::Mutex;
 use async_trait::async_trait;
 use futures_lite::StreamExt;
-use harness_config::{LoadOptions, Project};
+use harness_config::{LoadOptions, Project, ProjectChanges};
 use harness_core::{ProjectName, ServiceKind, ServiceName, ServiceState, SharedSpawner};
 use harness_protocol::{
     EnvParams, EnvResult, ErrorBody, ErrorCode, ExecParams, ExecPlan, LogsParams, ProjectRef,
@@ -742,7 +742,7 @@ impl ManagerBackend {
                 e.targets = targets;
             }
             e.events.set_manager(manager.clone());
-            Self::announce_reload(&e.events, &old, &project, &manager);
+            Self::announce_reload(&e.events, &done.changes, &manager);
         }
         Ok((name, manager, project))
     }
@@ -869,28 +869,21 @@ impl ManagerBackend {
         }
     }
 
-    /// Tells the followers of `events` which services a reload from `old` to `new`
-    /// changed, added or removed.
-    fn announce_reload(events: &ProjectEvents, old: &Project, new: &Project, m: &ServiceManager) {
+    /// Tells the followers of `events` which services a reload changed, added
+    /// or removed (the reconcile's own `changes`).
+    fn announce_reload(events: &ProjectEvents, changes: &ProjectChanges, m: &ServiceManager) {
         let state = |s: &ServiceName| m.state(s.as_str()).unwrap_or(ServiceState::Stopped);
-        for (service, spec) in &new.services {
-            match old.services.get(service) {
-                None => events.reload(
-                    service.clone(),
-                    state(service),
-                    "added by a configuration change",
-                ),
-                Some(before) if before != spec => {
-                    events.reload(service.clone(), state(service), "its configuration changed")
-                }
-                Some(_) => {}
-            }
+        for service in &changes.added {
+            events.reload(
+                service.clone(),
+                state(service),
+                "added by a configuration change",
+            );
         }
-        for service in old
-            .services
-            .keys()
-            .filter(|s| !new.services.contains_key(*s))
-        {
+        for service in changes.changed.keys() {
+            events.reload(service.clone(), state(service), "its configuration changed");
+        }
+        for service in &changes.removed {
             events.reload(
                 service.clone(),
                 ServiceState::Stopped,
